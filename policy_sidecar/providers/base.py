@@ -1,0 +1,106 @@
+"""The provider interface: request parsing and usage extraction, one module per provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the method and path say about a request, before its body is read."""
+
+    provider: str
+    operation: str
+    # Gemini and Azure name the model (or deployment) in the path, not the body.
+    model_from_path: str | None = None
+    stream_from_path: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PromptMessage:
+    """One message of the prompt as the tokenizer sees it."""
+
+    role: str
+    text: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """The facts policies need from a request body, read once."""
+
+    model: str | None
+    stream: bool
+    max_output_tokens: int | None
+    messages: tuple[PromptMessage, ...] = ()
+    # Text that is not a chat message: tool definitions, system prompts given apart,
+    # completion prompts, embedding inputs.
+    extra_text: tuple[str, ...] = ()
+    # Images and other non-text parts, counted with a documented flat estimate.
+    image_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as the provider reported it. Totals follow the provider's own totals."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class RequestError(ValueError):
+    """The request body is not what the provider's API accepts (bad JSON, wrong types)."""
+
+
+class UsageParser(Protocol):
+    """Incremental usage extraction from a response body.
+
+    One per response; ``feed`` takes chunks split anywhere; ``finish`` returns the usage
+    the response reported, or None when it reported none (errors, cut-short streams).
+    Neither method raises on malformed input.
+    """
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> Usage | None: ...
+
+
+class Provider(Protocol):
+    """One LLM provider's wire format."""
+
+    name: str
+
+    def match(self, method: str, path: str) -> Route | None:
+        """The route for this method and path (path may carry a query), or None."""
+        ...
+
+    def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+        """Read model, stream flag, max tokens and prompt text; RequestError when malformed."""
+        ...
+
+    def usage_parser(self, route: Route, *, streaming: bool) -> UsageParser:
+        """A fresh parser for a response to this route (SSE when streaming)."""
+        ...
+
+    def error_body(self, *, message: str, error_type: str, code: str, status: int,
+                   details: Mapping[str, Any]) -> bytes:
+        """A JSON error body in this provider's own error shape."""
+        ...
+
+    def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Fields to merge into the request body before it goes upstream, or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """A routed and parsed request: what the policy layer is given."""
+
+    route: Route
+    parsed: ParsedRequest
+    body_patch: dict[str, Any] | None = field(default=None)

@@ -1,0 +1,52 @@
+"""The usage record: one per request, allowed or denied, complete or cut short."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+Decision = Literal["allow", "deny", "incomplete", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Everything known about one request when it ends. Frozen; sinks never mutate it."""
+
+    request_id: str
+    started_at: datetime
+    decision: Decision
+    status_code: int
+    org_id: str | None = None
+    app_id: str | None = None
+    environment: str | None = None
+    api_key_id: str | None = None
+    provider: str | None = None
+    operation: str | None = None
+    requested_model: str | None = None
+    served_model: str | None = None
+    streamed: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_tokens: int = 0
+    # False when the provider reported no usage (errors, streams cut short): the token
+    # fields then hold what was estimated, not what was billed.
+    usage_reported: bool = False
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    cost_usd: float | None = None
+    denied_by: str | None = None
+    shadow_violations: tuple[str, ...] = ()
+    post_violations: tuple[str, ...] = ()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["started_at"] = self.started_at.isoformat()
+        out["shadow_violations"] = list(self.shadow_violations)
+        out["post_violations"] = list(self.post_violations)
+        return out
