@@ -87,8 +87,9 @@ class Provider(Protocol):
         """A fresh parser for a response to this route (SSE when streaming)."""
         ...
 
-    def error_body(self, *, message: str, error_type: str, code: str, status: int,
-                   details: Mapping[str, Any]) -> bytes:
+    def error_body(
+        self, *, message: str, error_type: str, code: str, status: int, details: Mapping[str, Any]
+    ) -> bytes:
         """A JSON error body in this provider's own error shape."""
         ...
 

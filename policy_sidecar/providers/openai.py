@@ -98,7 +98,9 @@ class SSEUsageParser:
                 self._usage = usage
 
 
-def openai_error_body(*, message: str, error_type: str, code: str, details: Mapping[str, Any]) -> bytes:
+def openai_error_body(
+    *, message: str, error_type: str, code: str, details: Mapping[str, Any]
+) -> bytes:
     error: dict[str, Any] = {"message": message, "type": error_type, "param": None, "code": code}
     error.update(details)
     return json.dumps({"error": error}, separators=(",", ":")).encode()
@@ -140,8 +142,9 @@ class OpenAIProvider:
     def usage_parser(self, route: Route, *, streaming: bool) -> UsageParser:
         return SSEUsageParser() if streaming else JSONUsageParser()
 
-    def error_body(self, *, message: str, error_type: str, code: str, status: int,
-                   details: Mapping[str, Any]) -> bytes:
+    def error_body(
+        self, *, message: str, error_type: str, code: str, status: int, details: Mapping[str, Any]
+    ) -> bytes:
         return openai_error_body(message=message, error_type=error_type, code=code, details=details)
 
     def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ class UsageRecord:
     reasoning_tokens: int = 0
     estimated_tokens: int = 0
     # False when the provider reported no usage (errors, streams cut short): the token
-    # fields then hold what was estimated, not what was billed.
+    # fields are then zero and only ``estimated_tokens`` says what the prompt was.
     usage_reported: bool = False
     latency_ms: float | None = None
     ttft_ms: float | None = None

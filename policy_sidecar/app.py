@@ -1,0 +1,163 @@
+"""Wiring: builds the sidecar's components from settings and runs worker processes.
+
+This is the one place where concrete components are chosen and connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Callable
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from policy_sidecar.extproc.server import ExternalProcessor
+from policy_sidecar.extproc.services import Services, UsageRecorder
+from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.providers.registry import default_registry
+from policy_sidecar.settings import Settings, SettingsError
+from policy_sidecar.store.standalone import (
+    ConfigError,
+    StandaloneConfig,
+    StandaloneIdentityResolver,
+    load_standalone_config,
+)
+from policy_sidecar.tokens import load_estimator
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.sinks import JsonlFileSink
+
+log = logging.getLogger("policy_sidecar")
+
+
+class StartupError(Exception):
+    """The sidecar cannot start; the message says why."""
+
+
+def load_config(settings: Settings) -> StandaloneConfig:
+    if not settings.config_path:
+        raise StartupError("no configuration: set POLICY_SIDECAR_CONFIG or pass --config")
+    try:
+        return load_standalone_config(settings.config_path)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def build_services(
+    settings: Settings, config: StandaloneConfig, recorder: UsageRecorder
+) -> Services:
+    return Services(
+        identities=StandaloneIdentityResolver(config.keys),
+        policies=PolicyEngine(config.policies),
+        providers=default_registry(),
+        estimator=load_estimator(settings.tiktoken_dir),
+        recorder=recorder,
+        models=config.models,
+        unknown_paths=config.unknown_paths,
+        inject_stream_usage=settings.inject_stream_usage,
+    )
+
+
+async def serve_worker(
+    settings: Settings, port: int, *, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
+    config = load_config(settings)
+    recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
+    services = build_services(settings, config, recorder)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(services), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    if bound == 0:
+        raise StartupError(f"cannot listen on {settings.host}:{port}")
+    recorder.start()
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("ext_proc worker listening on %s:%d", settings.host, bound)
+    if on_ready is not None:
+        on_ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(
+        "worker on port %d stopping: draining streams for %.0fs", bound, settings.grace_seconds
+    )
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_seconds)
+    await recorder.close()
+    log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _worker_entry(settings: Settings, port: int) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s worker:{port} %(levelname)s %(name)s: %(message)s",
+    )
+    _install_uvloop()
+    try:
+        asyncio.run(serve_worker(settings, port))
+    except StartupError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+def run_sidecar(settings: Settings) -> int:
+    """Validates configuration, then runs one worker process per port. Returns the exit code."""
+    try:
+        load_config(settings)  # fail once, here, with a clear message
+    except (StartupError, SettingsError) as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    if len(settings.ports) == 1:
+        _worker_entry(settings, settings.ports[0])
+        return 0
+    # spawn, not fork: no gRPC state may cross into a child.
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker_entry, args=(settings, port), name=f"worker-{port}")
+        for port in settings.ports
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                worker.terminate() if signum == signal.SIGTERM else _interrupt(worker.pid)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    exit_code = 0
+    for worker in workers:
+        worker.join()
+        if worker.exitcode not in (0, -signal.SIGTERM):
+            exit_code = 1
+    return exit_code
+
+
+def _interrupt(pid: int) -> None:
+    import os
+
+    os.kill(pid, signal.SIGINT)

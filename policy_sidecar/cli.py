@@ -1,0 +1,119 @@
+"""The ``policy-sidecar`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.settings import Settings, SettingsError, parse_ports
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+        overrides: dict[str, object] = {}
+        if args.config:
+            overrides["config_path"] = args.config
+        if args.ports:
+            overrides["ports"] = parse_ports(args.ports)
+        if args.usage_file:
+            overrides["usage_file"] = args.usage_file
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    from policy_sidecar.app import run_sidecar
+
+    return run_sidecar(settings)
+
+
+def _fake_provider(args: argparse.Namespace) -> int:
+    from policy_sidecar.fakeprovider import run_fake_provider
+
+    async def main() -> None:
+        runner = await run_fake_provider(args.host, args.port)
+        print(f"fake provider listening on http://{args.host}:{args.port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def _render_envoy(args: argparse.Namespace) -> int:
+    try:
+        ports = parse_ports(args.sidecar_ports)
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    print(
+        render_envoy_config(
+            EnvoyOptions(
+                listen_port=args.listen_port,
+                admin_port=args.admin_port,
+                upstream_port=args.upstream_port,
+                upstream_host=args.upstream_host,
+                sidecar_ports=ports,
+                listen_address=args.listen_address,
+            )
+        ),
+        end="",
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from policy_sidecar.demo import run_demo
+
+    return run_demo(port=args.port, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ext_proc sidecar (standalone mode)")
+    serve.add_argument("--config", help="standalone YAML file (POLICY_SIDECAR_CONFIG)")
+    serve.add_argument(
+        "--ports", help="worker ports, e.g. 50051 or 50051-50052 (POLICY_SIDECAR_PORTS)"
+    )
+    serve.add_argument("--usage-file", help="JSON-lines usage file (POLICY_SIDECAR_USAGE_FILE)")
+    serve.set_defaults(func=_serve)
+
+    fake = sub.add_parser("fake-provider", help="run the fake LLM provider")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8081)
+    fake.set_defaults(func=_fake_provider)
+
+    render = sub.add_parser("render-envoy", help="print the Envoy configuration")
+    render.add_argument("--listen-address", default="0.0.0.0")
+    render.add_argument("--listen-port", type=int, default=10000)
+    render.add_argument("--admin-port", type=int, default=9901)
+    render.add_argument("--upstream-host", default="127.0.0.1")
+    render.add_argument("--upstream-port", type=int, default=8081)
+    render.add_argument("--sidecar-ports", default="50051")
+    render.set_defaults(func=_render_envoy)
+
+    demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
+    demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")
+    demo.add_argument("--workers", type=int, default=2, help="sidecar worker processes")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

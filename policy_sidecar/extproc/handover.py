@@ -1,0 +1,102 @@
+"""What the policy filter tells the usage filter about a request, via dynamic metadata.
+
+The two filters' streams may land on different worker processes, so everything the
+usage side needs travels in Envoy's dynamic metadata (namespace ``policy_sidecar``).
+Keys are short because this crosses the wire twice per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from policy_sidecar.extproc.responses import METADATA_NAMESPACE
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    request_id: str
+    started_at: float  # epoch seconds when the policy filter saw the request
+    # True when the policy filter already recorded the request (a denial).
+    recorded: bool = False
+    app_id: str | None = None
+    org_id: str | None = None
+    environment: str | None = None
+    key_id: str | None = None
+    provider: str | None = None
+    operation: str | None = None
+    requested_model: str | None = None
+    served_model: str | None = None
+    stream: bool = False
+    estimated_tokens: int = 0
+    request_bytes: int = 0
+    shadow: tuple[str, ...] = ()
+
+    def to_metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rid": self.request_id, "t0": self.started_at}
+        for key, value in (
+            ("app", self.app_id),
+            ("org", self.org_id),
+            ("env", self.environment),
+            ("key", self.key_id),
+            ("prov", self.provider),
+            ("op", self.operation),
+            ("model", self.requested_model),
+            ("served", self.served_model),
+        ):
+            if value is not None:
+                out[key] = value
+        if self.recorded:
+            out["rec"] = True
+        if self.stream:
+            out["stream"] = True
+        if self.estimated_tokens:
+            out["est"] = self.estimated_tokens
+        if self.request_bytes:
+            out["rb"] = self.request_bytes
+        if self.shadow:
+            out["shadow"] = list(self.shadow)
+        return out
+
+    @classmethod
+    def from_struct(cls, metadata: struct_pb2.Struct) -> Handover | None:
+        """Reads the namespace from a ``metadata_context.filter_metadata`` map value."""
+        fields = metadata.fields
+        rid = fields.get("rid")
+        if rid is None:
+            return None
+
+        def s(key: str) -> str | None:
+            v = fields.get(key)
+            return v.string_value if v is not None else None
+
+        def n(key: str) -> float:
+            v = fields.get(key)
+            return v.number_value if v is not None else 0.0
+
+        shadow = fields.get("shadow")
+        return cls(
+            request_id=rid.string_value,
+            started_at=n("t0"),
+            recorded="rec" in fields and fields["rec"].bool_value,
+            app_id=s("app"),
+            org_id=s("org"),
+            environment=s("env"),
+            key_id=s("key"),
+            provider=s("prov"),
+            operation=s("op"),
+            requested_model=s("model"),
+            served_model=s("served"),
+            stream="stream" in fields and fields["stream"].bool_value,
+            estimated_tokens=int(n("est")),
+            request_bytes=int(n("rb")),
+            shadow=tuple(v.string_value for v in shadow.list_value.values) if shadow else (),
+        )
+
+
+def handover_from_request(metadata_context: Any) -> Handover | None:
+    """The handover in a ProcessingRequest's ``metadata_context``, if any."""
+    ns = metadata_context.filter_metadata.get(METADATA_NAMESPACE)
+    return Handover.from_struct(ns) if ns is not None else None

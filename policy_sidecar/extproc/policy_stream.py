@@ -1,0 +1,218 @@
+"""The policy filter's stream: request headers, then the buffered request body.
+
+One ``PolicyProcessor`` per gRPC stream (one HTTP request). It decides whether the
+request may go upstream and hands what it learned to the usage filter as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from policy_sidecar.extproc.errors import error_response
+from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.keys import KEY_HEADERS, api_key_from
+from policy_sidecar.extproc.responses import (
+    continue_request_body,
+    continue_request_headers,
+    header_mutation,
+)
+from policy_sidecar.extproc.services import Services
+from policy_sidecar.identity import Identity
+from policy_sidecar.policy.context import PreRequestContext
+from policy_sidecar.policy.decision import Violation
+from policy_sidecar.providers.base import Provider, RequestError, Route
+from policy_sidecar.usage.record import UsageRecord
+
+APP_HEADER = "x-policy-sidecar-app"
+ORG_HEADER = "x-policy-sidecar-org"
+ENV_HEADER = "x-policy-sidecar-env"
+ROUTE_HEADER = "x-policy-sidecar-route"
+# Stripped so the upstream answers uncompressed and the usage parser reads plain bytes.
+_REMOVED_HEADERS = (*KEY_HEADERS, "accept-encoding")
+
+
+@dataclass(frozen=True, slots=True)
+class _Denial:
+    status: int
+    code: str
+    message: str
+    policy_id: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class PolicyProcessor:
+    """One per policy-filter stream; phases are called in order; not thread-safe."""
+
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        # Set by the headers phase, read by the body phase.
+        self._handover: Handover | None = None
+        self._identity: Identity | None = None
+        self._provider: Provider | None = None
+        self._route: Route | None = None
+        self.done = False
+
+    async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+        headers = {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
+        path = headers.get(":path", "")
+        matched = self._s.providers.match(headers.get(":method", ""), path)
+        if matched is not None:
+            self._provider, self._route = matched
+        self._handover = Handover(
+            request_id=headers.get("x-request-id") or str(uuid.uuid4()),
+            started_at=self._s.clock(),
+            provider=self._route.provider if self._route else None,
+            operation=self._route.operation if self._route else None,
+        )
+        key = api_key_from(headers, path)
+        identity = await self._s.identities.resolve(key) if key else None
+        if identity is None:
+            message = "invalid API key" if key else "missing API key"
+            return self._deny(_Denial(401, "invalid_api_key", message))
+        self._identity = identity
+        self._handover = replace(
+            self._handover,
+            app_id=identity.app_id,
+            org_id=identity.org_id,
+            environment=identity.environment,
+            key_id=identity.key_id,
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit():
+            decision = self._s.policies.check_declared_size(identity, int(declared))
+            if decision.denial is not None:
+                return self._deny_by(decision.denial, request_bytes=int(declared))
+        if matched is None and self._s.unknown_paths == "deny":
+            return self._deny(_Denial(404, "unknown_endpoint", f"no LLM API is known at {path}"))
+        mutation = header_mutation(
+            {
+                APP_HEADER: identity.app_id,
+                ORG_HEADER: identity.org_id,
+                ENV_HEADER: identity.environment,
+            },
+            _REMOVED_HEADERS,
+        )
+        if msg.end_of_stream:
+            self.done = True
+            if matched is not None:
+                return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
+        return continue_request_headers(mutation=mutation, metadata=self._handover.to_metadata())
+
+    async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+        self.done = True
+        handover, identity = self._handover, self._identity
+        assert handover is not None, "body before headers"
+        assert identity is not None, "body before headers"
+        handover = replace(handover, request_bytes=len(msg.body))
+        self._handover = handover
+        if self._provider is None or self._route is None:
+            return continue_request_body(metadata=handover.to_metadata())
+        provider, route = self._provider, self._route
+        try:
+            body = json.loads(msg.body)
+            if not isinstance(body, dict):
+                raise RequestError("the request body must be a JSON object")
+            parsed = provider.parse_request(route, body)
+        except ValueError as exc:  # json.JSONDecodeError and RequestError
+            return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
+        model = parsed.model or route.model_from_path or ""
+        handover = replace(handover, requested_model=model, stream=parsed.stream)
+        self._handover = handover
+        deployment = self._s.models.get(model)
+        if self._s.models and deployment is None:
+            return self._deny(_Denial(404, "model_not_found", f"model '{model}' is not deployed"))
+        if deployment is not None and not deployment.enabled:
+            return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
+        estimated = await self._s.estimator.estimate_async(provider.name, parsed)
+        handover = replace(
+            handover,
+            estimated_tokens=estimated,
+            served_model=deployment.upstream_model if deployment else model,
+        )
+        self._handover = handover
+        ctx = PreRequestContext(
+            request_size_bytes=len(msg.body),
+            estimated_tokens=estimated,
+            model=model,
+            org_id=identity.org_id,
+            app_id=identity.app_id,
+            environment=identity.environment,
+            provider=provider.name,
+            stream=parsed.stream,
+            max_tokens=parsed.max_output_tokens,
+        )
+        decision = self._s.policies.pre_check(identity, ctx)
+        if decision.denial is not None:
+            self._handover = replace(handover, shadow=tuple(v.policy_id for v in decision.shadow))
+            return self._deny_by(decision.denial, request_bytes=len(msg.body))
+        handover = replace(handover, shadow=tuple(v.policy_id for v in decision.shadow))
+        self._handover = handover
+        patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
+        patch = dict(patch or {})
+        if deployment is not None and deployment.upstream_model != model and "model" in body:
+            patch["model"] = deployment.upstream_model
+        new_body = json.dumps({**body, **patch}).encode() if patch else None
+        set_headers = {}
+        if new_body is not None:
+            set_headers["content-length"] = str(len(new_body))
+        if deployment is not None and deployment.route:
+            set_headers[ROUTE_HEADER] = deployment.route
+        return continue_request_body(
+            mutation=header_mutation(set_headers) if set_headers else None,
+            body=new_body,
+            metadata=handover.to_metadata(),
+        )
+
+    def _deny_by(self, violation: Violation, *, request_bytes: int) -> pb.ProcessingResponse:
+        if self._handover is not None:
+            self._handover = replace(self._handover, request_bytes=request_bytes)
+        return self._deny(
+            _Denial(
+                violation.status,
+                violation.code,
+                violation.message,
+                policy_id=violation.policy_id,
+                details=dict(violation.details),
+            )
+        )
+
+    def _deny(self, denial: _Denial) -> pb.ProcessingResponse:
+        self.done = True
+        handover = self._handover
+        assert handover is not None
+        handover = replace(handover, recorded=True)
+        self._s.recorder.record(
+            UsageRecord(
+                request_id=handover.request_id,
+                started_at=datetime.fromtimestamp(handover.started_at, UTC),
+                decision="deny",
+                status_code=denial.status,
+                org_id=handover.org_id,
+                app_id=handover.app_id,
+                environment=handover.environment,
+                api_key_id=handover.key_id,
+                provider=handover.provider,
+                operation=handover.operation,
+                requested_model=handover.requested_model,
+                streamed=handover.stream,
+                estimated_tokens=handover.estimated_tokens,
+                request_bytes=handover.request_bytes,
+                denied_by=denial.policy_id,
+                shadow_violations=handover.shadow,
+                latency_ms=(self._s.clock() - handover.started_at) * 1000.0,
+            )
+        )
+        return error_response(
+            provider=self._provider,
+            status=denial.status,
+            code=denial.code,
+            message=denial.message,
+            details=denial.details,
+            metadata=handover.to_metadata(),
+        )

@@ -1,0 +1,96 @@
+"""Small pure builders of ext_proc responses. Header values always go in ``raw_value``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+METADATA_NAMESPACE = "policy_sidecar"
+
+
+def header_mutation(
+    set_headers: Mapping[str, str] | None = None, remove: Iterable[str] = ()
+) -> pb.HeaderMutation:
+    # append/append_action left unset: Envoy then overwrites an existing header.
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()))
+            for k, v in (set_headers or {}).items()
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def _metadata(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    if not values:
+        return None
+    out = struct_pb2.Struct()
+    out.update({METADATA_NAMESPACE: dict(values)})
+    return out
+
+
+def _common(mutation: pb.HeaderMutation | None, body: bytes | None) -> pb.CommonResponse:
+    common = pb.CommonResponse()
+    if mutation is not None:
+        common.header_mutation.CopyFrom(mutation)
+    if body is not None:
+        common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+        common.body_mutation.body = body
+    return common
+
+
+def continue_request_body(
+    *,
+    mutation: pb.HeaderMutation | None = None,
+    body: bytes | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> pb.ProcessingResponse:
+    """Let a buffered request body go upstream, optionally replaced."""
+    response = pb.ProcessingResponse(request_body=pb.BodyResponse(response=_common(mutation, body)))
+    md = _metadata(metadata)
+    if md is not None:
+        response.dynamic_metadata.CopyFrom(md)
+    return response
+
+
+def continue_request_headers(
+    *,
+    mutation: pb.HeaderMutation | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> pb.ProcessingResponse:
+    response = pb.ProcessingResponse(
+        request_headers=pb.HeadersResponse(response=_common(mutation, None))
+    )
+    md = _metadata(metadata)
+    if md is not None:
+        response.dynamic_metadata.CopyFrom(md)
+    return response
+
+
+def immediate_response(
+    *,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    details: str = "",
+    metadata: Mapping[str, Any] | None = None,
+) -> pb.ProcessingResponse:
+    """Answer the client now; the request never goes upstream."""
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    response = pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=header_mutation(all_headers),
+            body=body,
+            details=details,
+        )
+    )
+    md = _metadata(metadata)
+    if md is not None:
+        response.dynamic_metadata.CopyFrom(md)
+    return response

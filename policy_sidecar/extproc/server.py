@@ -1,0 +1,97 @@
+"""The ext_proc gRPC service: loops over a stream and dispatches to a processor.
+
+The first message tells the two filters apart: the usage filter runs in observability
+mode and says so on every message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from policy_sidecar.extproc.errors import error_response
+from policy_sidecar.extproc.policy_stream import PolicyProcessor
+from policy_sidecar.extproc.services import Services
+from policy_sidecar.extproc.usage_stream import UsageObserver
+
+log = logging.getLogger(__name__)
+_EOF = grpc.aio.EOF
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def Process(self, request_iterator: Any, context: Any) -> None:
+        first = await context.read()
+        if first is _EOF:
+            return
+        if first.observability_mode:
+            await self._observe(first, context)
+        else:
+            await self._police(first, context)
+
+    async def _police(self, msg: pb.ProcessingRequest, context: Any) -> None:
+        processor = PolicyProcessor(self._services)
+        while True:
+            kind = msg.WhichOneof("request")
+            try:
+                if kind == "request_headers":
+                    response = await processor.on_request_headers(msg.request_headers)
+                elif kind == "request_body":
+                    response = await processor.on_request_body(msg.request_body)
+                else:
+                    # Only the phases in envoy.yaml are expected; anything else passes.
+                    response = _continue(kind)
+            except Exception:
+                # Deliberately fail closed: a request we could not check does not go.
+                log.exception("policy processing failed in phase %s", kind)
+                await context.write(
+                    error_response(
+                        provider=None,
+                        status=500,
+                        code="policy_sidecar_error",
+                        message="the policy sidecar could not process this request",
+                    )
+                )
+                return
+            await context.write(response)
+            if processor.done:
+                return
+            msg = await context.read()
+            if msg is _EOF:
+                return
+
+    async def _observe(self, msg: pb.ProcessingRequest, context: Any) -> None:
+        observer = UsageObserver(self._services)
+        try:
+            while True:
+                observer.on_message(msg)
+                if observer.done:
+                    return
+                msg = await context.read()
+                if msg is _EOF:
+                    return
+        finally:
+            # Runs on EOF, on completion and when Envoy cancels the stream (client gone).
+            try:
+                observer.close()
+            except Exception:
+                log.exception("usage observer failed to close")
+
+
+def _continue(kind: str | None) -> pb.ProcessingResponse:
+    common = pb.CommonResponse()
+    if kind == "request_trailers":
+        return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+    if kind == "response_headers":
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
+    if kind == "response_body":
+        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+    if kind == "response_trailers":
+        return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))

@@ -1,0 +1,105 @@
+"""Settings: one frozen object built from an environment mapping.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| POLICY_SIDECAR_CONFIG | (required in standalone mode) | the standalone YAML file |
+| POLICY_SIDECAR_HOST | 127.0.0.1 | address the ext_proc workers bind |
+| POLICY_SIDECAR_PORTS | 50051 | one port per worker process: `50051,50052` or `50051-50054` |
+| POLICY_SIDECAR_USAGE_FILE | usage.jsonl | standalone usage sink (JSON lines) |
+| POLICY_SIDECAR_INJECT_STREAM_USAGE | true | ask OpenAI-style streams for usage |
+| POLICY_SIDECAR_GRACE_SECONDS | 10 | SIGTERM: time to finish streams and flush usage |
+| POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
+| POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
+| POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PREFIX = "POLICY_SIDECAR_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_path: str | None = None
+    host: str = "127.0.0.1"
+    ports: tuple[int, ...] = (50051,)
+    usage_file: str = "usage.jsonl"
+    inject_stream_usage: bool = True
+    grace_seconds: float = 10.0
+    max_message_bytes: int = 32 * 1024 * 1024
+    tiktoken_dir: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        defaults = cls()
+        return cls(
+            config_path=get("CONFIG"),
+            host=get("HOST") or defaults.host,
+            ports=parse_ports(get("PORTS")) if get("PORTS") else defaults.ports,
+            usage_file=get("USAGE_FILE") or defaults.usage_file,
+            inject_stream_usage=_bool("INJECT_STREAM_USAGE", get("INJECT_STREAM_USAGE"), True),
+            grace_seconds=_float("GRACE_SECONDS", get("GRACE_SECONDS"), defaults.grace_seconds),
+            max_message_bytes=int(
+                _float("MAX_MESSAGE_BYTES", get("MAX_MESSAGE_BYTES"), defaults.max_message_bytes)
+            ),
+            tiktoken_dir=get("TIKTOKEN_DIR"),
+            log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
+        )
+
+
+def parse_ports(text: str | None) -> tuple[int, ...]:
+    """``50051``, ``50051,50052`` or ``50051-50054``."""
+    if not text:
+        raise SettingsError(f"{PREFIX}PORTS: empty")
+    ports: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            start = int(low)
+            end = int(high) if dash else start
+            if end < start:
+                raise ValueError(part)
+            ports.extend(range(start, end + 1))
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}PORTS: cannot read {text!r} as ports") from exc
+    if not ports or any(not 0 < p < 65536 for p in ports) or len(set(ports)) != len(ports):
+        raise SettingsError(f"{PREFIX}PORTS: {text!r} must be distinct ports in 1..65535")
+    return tuple(ports)
+
+
+def _bool(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{name}: expected true or false, got {value!r}")
+
+
+def _float(name: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        result = float(value)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}{name}: expected a number, got {value!r}") from exc
+    if result < 0:
+        raise SettingsError(f"{PREFIX}{name}: must not be negative")
+    return result

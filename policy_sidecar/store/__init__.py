@@ -1,0 +1,1 @@
+"""Persistence: the standalone file store and (in production) Postgres repositories."""

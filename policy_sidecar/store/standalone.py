@@ -1,0 +1,211 @@
+"""The standalone store: applications, keys, models and policies from one YAML file.
+
+Validated once at load; any error stops start-up with the file, the line, the path of
+the offending field and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.identity import Identity, hash_api_key
+from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition, Scope
+from policy_sidecar.store.yamlpos import Path as YamlPath
+from policy_sidecar.store.yamlpos import line_for, load_with_lines
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Key(_Strict):
+    id: Name | None = None
+    environment: Name = "default"
+    key: Annotated[str, Field(min_length=16)] | None = None
+    key_sha256: Annotated[str, Field(pattern=_SHA256.pattern)] | None = None
+
+
+class _App(_Strict):
+    id: Name
+    org_id: Name
+    name: Name | None = None
+    description: str = ""
+    keys: list[_Key] = []
+
+
+class _Model(_Strict):
+    name: Name
+    provider: Literal["openai", "azure", "anthropic", "cohere", "gemini"]
+    upstream_model: Name | None = None
+    route: Name | None = None
+    context_window: Annotated[int, Field(gt=0)] | None = None
+    input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    cached_input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    output_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    enabled: bool = True
+
+
+class _Scope(_Strict):
+    org_id: Name | None = None
+    app_id: Name | None = None
+    environment: Name | None = None
+    model_pattern: Name | None = None
+
+
+class _Policy(_Strict):
+    id: Name
+    name: Name
+    type: Literal["model_allowlist", "request_size"]
+    config: dict[str, Any]
+    scope: _Scope = _Scope()
+    mode: Literal["enforce", "shadow"] = "enforce"
+    priority: int = 100
+    enabled: bool = True
+
+
+class _File(_Strict):
+    version: Literal[1] = 1
+    unknown_paths: Literal["passthrough", "deny"] = "passthrough"
+    applications: list[_App] = []
+    models: list[_Model] = []
+    policies: list[_Policy] = []
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid. The message names file, line, field and problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class StandaloneConfig:
+    source: str
+    unknown_paths: Literal["passthrough", "deny"]
+    keys: Mapping[str, Identity]  # by key hash
+    models: Mapping[str, ModelDeployment]
+    policies: tuple[PolicyDefinition, ...]
+
+
+def load_standalone_config(path: str | Path) -> StandaloneConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_standalone_config(text, source=str(path))
+
+
+def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
+    try:
+        data, lines = load_with_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        data = {}
+
+    def fail(loc: YamlPath, message: str) -> ConfigError:
+        line = line_for(lines, loc)
+        where = f"{source}:{line}" if line is not None else source
+        dotted = _dotted(loc) or "(top level)"
+        return ConfigError(f"{where}: {dotted}: {message}")
+
+    try:
+        raw = _File.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(tuple(first["loc"]), first["msg"]) from exc
+
+    keys: dict[str, Identity] = {}
+    app_ids: set[str] = set()
+    for a, app in enumerate(raw.applications):
+        if app.id in app_ids:
+            raise fail(("applications", a, "id"), f"duplicate application id '{app.id}'")
+        app_ids.add(app.id)
+        for k, key in enumerate(app.keys):
+            loc: YamlPath = ("applications", a, "keys", k)
+            if (key.key is None) == (key.key_sha256 is None):
+                raise fail(loc, "give exactly one of 'key' or 'key_sha256'")
+            digest = key.key_sha256 or hash_api_key(key.key or "")
+            if digest in keys:
+                raise fail(loc, "this key is already declared")
+            key_id = key.id or f"{app.id}/{key.environment}/{digest[:8]}"
+            keys[digest] = Identity(app.id, app.org_id, key.environment, key_id)
+
+    models: dict[str, ModelDeployment] = {}
+    for m, model in enumerate(raw.models):
+        if model.name in models:
+            raise fail(("models", m, "name"), f"duplicate model '{model.name}'")
+        models[model.name] = ModelDeployment(
+            name=model.name,
+            provider=model.provider,
+            upstream_model=model.upstream_model or model.name,
+            route=model.route,
+            context_window=model.context_window,
+            input_price_per_mtok=model.input_price_per_mtok,
+            cached_input_price_per_mtok=model.cached_input_price_per_mtok,
+            output_price_per_mtok=model.output_price_per_mtok,
+            enabled=model.enabled,
+        )
+
+    policies: list[PolicyDefinition] = []
+    policy_ids: set[str] = set()
+    for p, pol in enumerate(raw.policies):
+        if pol.id in policy_ids:
+            raise fail(("policies", p, "id"), f"duplicate policy id '{pol.id}'")
+        policy_ids.add(pol.id)
+        try:
+            config = CONFIG_TYPES[pol.type].model_validate(pol.config)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise fail(("policies", p, "config", *first["loc"]), first["msg"]) from exc
+        policies.append(
+            PolicyDefinition(
+                id=pol.id,
+                name=pol.name,
+                type=pol.type,
+                config=_as_policy_config(config),
+                scope=Scope(**pol.scope.model_dump()),
+                mode=pol.mode,
+                priority=pol.priority,
+                enabled=pol.enabled,
+            )
+        )
+    return StandaloneConfig(
+        source=source,
+        unknown_paths=raw.unknown_paths,
+        keys=keys,
+        models=models,
+        policies=tuple(policies),
+    )
+
+
+def _as_policy_config(config: BaseModel) -> PolicyConfig:
+    return config  # type: ignore[return-value]  # CONFIG_TYPES only holds PolicyConfig types
+
+
+def _dotted(loc: YamlPath) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class StandaloneIdentityResolver:
+    """Resolves keys from the loaded file: one dictionary lookup."""
+
+    def __init__(self, keys: Mapping[str, Identity]) -> None:
+        self._keys = keys
+
+    async def resolve(self, api_key: str) -> Identity | None:
+        return self._keys.get(hash_api_key(api_key))

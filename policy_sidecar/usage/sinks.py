@@ -1,0 +1,45 @@
+"""Where usage records go: the sink protocol and the standalone JSON-lines file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from policy_sidecar.usage.record import UsageRecord
+
+
+class UsageSink(Protocol):
+    """Stores a batch of records; raises on failure so the caller can retry the batch."""
+
+    async def write(self, batch: Sequence[UsageRecord]) -> None: ...
+
+
+class JsonlFileSink:
+    """Appends one JSON object per line. Each batch is one ``write`` on an O_APPEND file,
+    so several worker processes can share the file without interleaving lines."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    async def write(self, batch: Sequence[UsageRecord]) -> None:
+        if not batch:
+            return
+        data = "".join(
+            json.dumps(r.to_json_dict(), separators=(",", ":")) + "\n" for r in batch
+        ).encode()
+        await asyncio.to_thread(self._append, data)
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        finally:
+            os.close(fd)
