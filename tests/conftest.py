@@ -1,0 +1,119 @@
+"""Shared fixtures: an in-memory recorder and services built from a small config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from policy_sidecar.extproc.services import Services
+from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.providers.registry import default_registry
+from policy_sidecar.store.standalone import (
+    StandaloneConfig,
+    StandaloneIdentityResolver,
+    parse_standalone_config,
+)
+from policy_sidecar.tokens import load_estimator
+from policy_sidecar.usage.record import UsageRecord
+
+KEY = "ps-test-key-0123456789abcdef"
+OTHER_KEY = "ps-other-key-0123456789abcdef"
+
+CONFIG = f"""
+version: 1
+applications:
+  - id: app1
+    org_id: org1
+    keys:
+      - environment: dev
+        key: {KEY}
+  - id: app2
+    org_id: org2
+    keys:
+      - environment: production
+        key: {OTHER_KEY}
+models:
+  - name: gpt-4o-mini
+    provider: openai
+  - name: gpt-4o
+    provider: openai
+  - name: fast
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: cluster-b
+  - name: retired
+    provider: openai
+    enabled: false
+policies:
+  - id: p-models
+    name: allowed models
+    type: model_allowlist
+    scope: {{ app_id: app1 }}
+    config: {{ models: ["gpt-4o-mini", "fast", "retired"] }}
+  - id: p-size
+    name: small bodies
+    type: request_size
+    config: {{ max_bytes: 2000 }}
+"""
+
+
+class ListRecorder:
+    """Collects records in memory."""
+
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+
+    def record(self, record: UsageRecord) -> None:
+        self.records.append(record)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def config() -> StandaloneConfig:
+    return parse_standalone_config(CONFIG, source="test.yaml")
+
+
+@pytest.fixture
+def recorder() -> ListRecorder:
+    return ListRecorder()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_services(
+    config: StandaloneConfig, recorder: ListRecorder, clock: FakeClock
+) -> Callable[..., Services]:
+    def make(**overrides: object) -> Services:
+        fields: dict[str, object] = {
+            "identities": StandaloneIdentityResolver(config.keys),
+            "policies": PolicyEngine(config.policies),
+            "providers": default_registry(),
+            "estimator": load_estimator(),
+            "recorder": recorder,
+            "models": config.models,
+            "clock": clock,
+        }
+        fields.update(overrides)
+        return Services(**fields)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def services(make_services: Callable[..., Services]) -> Services:
+    return make_services()

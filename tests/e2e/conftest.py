@@ -1,0 +1,71 @@
+"""The real stack for end-to-end tests: Envoy binary, sidecar workers, fake provider."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policy_sidecar.launcher import Stack, start_stack
+
+KEY = "ps-e2e-key-0123456789abcdef"
+
+CONFIG = f"""
+version: 1
+applications:
+  - id: e2e-app
+    org_id: e2e-org
+    keys:
+      - environment: dev
+        key: {KEY}
+models:
+  - {{name: gpt-4o-mini, provider: openai}}
+  - {{name: gpt-4o, provider: openai}}
+policies:
+  - id: pol-allow
+    name: mini only
+    type: model_allowlist
+    config: {{models: [gpt-4o-mini]}}
+  - id: pol-size
+    name: 32 KiB bodies
+    type: request_size
+    config: {{max_bytes: 32768}}
+"""
+
+
+def write_config(directory: Path, text: str = CONFIG) -> Path:
+    path = directory / "standalone.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    running = start_stack(workdir, write_config(workdir), workers=2)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def usage_records(
+    stack: Stack, request_ids: set[str] | None = None, *, count: int = 1, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Polls the usage file until ``count`` matching records are there."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if stack.usage_file.exists():
+            lines = stack.usage_file.read_text().splitlines()
+            found = [json.loads(line) for line in lines if line]
+            if request_ids is not None:
+                found = [r for r in found if r["request_id"] in request_ids]
+            if len(found) >= count:
+                return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} usage records, found {found}")

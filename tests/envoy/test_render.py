@@ -1,0 +1,56 @@
+"""The Envoy configuration the project ships is one the real Envoy accepts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.launcher import envoy_binary
+
+OPTIONS = EnvoyOptions(
+    listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)
+)
+
+
+def test_rendered_config_structure() -> None:
+    config = yaml.safe_load(render_envoy_config(OPTIONS))
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoints = clusters["policy_sidecar"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [
+        50051,
+        50052,
+    ]
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    policy, usage, router = hcm["http_filters"]
+    assert policy["typed_config"]["failure_mode_allow"] is False  # fail closed
+    assert policy["typed_config"]["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert usage["typed_config"]["observability_mode"] is True
+    assert usage["typed_config"]["processing_mode"]["response_body_mode"] == "STREAMED"
+    assert router["name"] == "envoy.filters.http.router"
+
+
+def test_no_sidecar_ports_is_an_error() -> None:
+    with pytest.raises(ValueError, match="sidecar port"):
+        render_envoy_config(
+            EnvoyOptions(listen_port=1, admin_port=2, upstream_port=3, sidecar_ports=())
+        )
+
+
+@pytest.mark.e2e
+def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_envoy_config(OPTIONS))
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr

@@ -1,0 +1,233 @@
+"""The policy filter's lifecycle: headers, then body; every way a request can end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.policy_stream import APP_HEADER, ROUTE_HEADER, PolicyProcessor
+from policy_sidecar.extproc.responses import METADATA_NAMESPACE
+from policy_sidecar.extproc.services import Services
+from tests.conftest import KEY, OTHER_KEY, ListRecorder
+from tests.extproc.messages import body, chat_body, header_dict, request_headers
+
+
+def error_of(response: object) -> tuple[int, dict[str, object]]:
+    immediate = response.immediate_response  # type: ignore[attr-defined]
+    return immediate.status.code, json.loads(immediate.body)["error"]
+
+
+def handover_of(response: object) -> Handover:
+    md = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value  # type: ignore[attr-defined]
+    found = Handover.from_struct(md)
+    assert found is not None
+    return found
+
+
+async def test_allowed_request_continues_with_identity_and_handover(
+    services: Services, recorder: ListRecorder
+) -> None:
+    p = PolicyProcessor(services)
+    data = chat_body()
+    r1 = await p.on_request_headers(request_headers(KEY, body=data))
+    assert r1.WhichOneof("response") == "request_headers"
+    mutation = r1.request_headers.response.header_mutation
+    assert header_dict(mutation)[APP_HEADER] == "app1"
+    assert "authorization" in mutation.remove_headers
+    assert "accept-encoding" in mutation.remove_headers
+    assert not p.done
+    r2 = await p.on_request_body(body(data))
+    assert p.done
+    assert r2.WhichOneof("response") == "request_body"
+    assert not r2.request_body.response.HasField("body_mutation")
+    h = handover_of(r2)
+    assert (h.app_id, h.org_id, h.environment) == ("app1", "org1", "dev")
+    assert (h.provider, h.operation, h.requested_model) == ("openai", "chat", "gpt-4o-mini")
+    assert h.request_bytes == len(data)
+    assert h.estimated_tokens > 0
+    assert h.request_id == "rid-1"
+    assert not h.recorded
+    assert recorder.records == []  # the usage filter records allowed requests
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "code"),
+    [(None, 401, "invalid_api_key"), ("ps-wrong-key-0123456789", 401, "invalid_api_key")],
+)
+async def test_missing_or_unknown_key_is_401(
+    services: Services, recorder: ListRecorder, key: str | None, status: int, code: str
+) -> None:
+    p = PolicyProcessor(services)
+    got_status, error = error_of(await p.on_request_headers(request_headers(key)))
+    assert (got_status, error["code"], error["type"]) == (status, code, "authentication_error")
+    assert p.done
+    [record] = recorder.records
+    assert (record.decision, record.status_code, record.app_id) == ("deny", 401, None)
+
+
+async def test_declared_oversized_body_is_413_before_buffering(
+    services: Services, recorder: ListRecorder
+) -> None:
+    p = PolicyProcessor(services)
+    big = b"x" * 5000
+    status, error = error_of(await p.on_request_headers(request_headers(KEY, body=big)))
+    assert status == 413
+    assert error["code"] == "request_too_large"
+    assert error["policy_id"] == "p-size"
+    assert error["limit"] == 2000
+    assert error["observed"] == 5000
+    assert "small bodies" in str(error["message"])
+    assert p.done
+    assert recorder.records[0].denied_by == "p-size"
+
+
+async def test_undeclared_oversized_body_is_413_at_body(services: Services) -> None:
+    p = PolicyProcessor(services)
+    headers = request_headers(KEY, body=b"", extra={"transfer-encoding": "chunked"})
+    await p.on_request_headers(headers)
+    big = chat_body(padding="y" * 5000)
+    status, error = error_of(await p.on_request_body(body(big)))
+    assert (status, error["policy_id"]) == (413, "p-size")
+
+
+async def test_model_not_in_allowlist_is_403_naming_the_policy(
+    services: Services, recorder: ListRecorder
+) -> None:
+    p = PolicyProcessor(services)
+    data = chat_body("gpt-4o")
+    await p.on_request_headers(request_headers(KEY, body=data))
+    status, error = error_of(await p.on_request_body(body(data)))
+    assert status == 403
+    assert (error["code"], error["policy_id"], error["policy_name"]) == (
+        "model_not_allowed",
+        "p-models",
+        "allowed models",
+    )
+    [record] = recorder.records
+    assert (record.decision, record.denied_by, record.requested_model) == (
+        "deny",
+        "p-models",
+        "gpt-4o",
+    )
+
+
+async def test_allowlist_is_scoped_to_its_app(services: Services) -> None:
+    p = PolicyProcessor(services)
+    data = chat_body("gpt-4o")
+    await p.on_request_headers(request_headers(OTHER_KEY, body=data))
+    response = await p.on_request_body(body(data))
+    assert response.WhichOneof("response") == "request_body"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"{not json", "invalid request body"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"model": 5, "messages": []}).encode(), "'model'"),
+        (json.dumps({"model": "gpt-4o-mini", "messages": "hi"}).encode(), "'messages'"),
+        (json.dumps({"model": "gpt-4o-mini", "messages": [], "stream": "yes"}).encode(), "stream"),
+    ],
+)
+async def test_malformed_body_is_400(
+    services: Services, recorder: ListRecorder, data: bytes, fragment: str
+) -> None:
+    p = PolicyProcessor(services)
+    await p.on_request_headers(request_headers(KEY, body=data))
+    status, error = error_of(await p.on_request_body(body(data)))
+    assert status == 400
+    assert fragment in str(error["message"])
+    assert recorder.records[0].status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "code"),
+    [("unknown-model", 404, "model_not_found"), ("retired", 403, "model_disabled")],
+)
+async def test_unknown_and_disabled_models_are_refused(
+    services: Services, model: str, status: int, code: str
+) -> None:
+    p = PolicyProcessor(services)
+    data = chat_body(model)
+    await p.on_request_headers(request_headers(KEY, body=data))
+    got, error = error_of(await p.on_request_body(body(data)))
+    assert (got, error["code"]) == (status, code)
+
+
+async def test_alias_is_rewritten_and_routed(services: Services) -> None:
+    p = PolicyProcessor(services)
+    data = chat_body("fast")
+    await p.on_request_headers(request_headers(KEY, body=data))
+    response = await p.on_request_body(body(data))
+    common = response.request_body.response
+    sent = json.loads(common.body_mutation.body)
+    assert sent["model"] == "gpt-4o-mini"
+    headers = header_dict(common.header_mutation)
+    assert headers[ROUTE_HEADER] == "cluster-b"
+    assert headers["content-length"] == str(len(common.body_mutation.body))
+    assert handover_of(response).served_model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("options", "inject", "expect_patch"),
+    [
+        (None, True, True),
+        ({"include_usage": False}, True, True),
+        ({"include_usage": True}, True, False),
+        (None, False, False),
+    ],
+)
+async def test_stream_usage_injection(
+    make_services: Callable[..., Services], options: object, inject: bool, expect_patch: bool
+) -> None:
+    p = PolicyProcessor(make_services(inject_stream_usage=inject))
+    extra = {"stream": True} | ({"stream_options": options} if options is not None else {})
+    data = chat_body(**extra)
+    await p.on_request_headers(request_headers(KEY, body=data))
+    response = await p.on_request_body(body(data))
+    common = response.request_body.response
+    assert common.HasField("body_mutation") is expect_patch
+    if expect_patch:
+        sent = json.loads(common.body_mutation.body)
+        assert sent["stream_options"]["include_usage"] is True
+        assert sent["messages"] == json.loads(data)["messages"]
+
+
+@pytest.mark.parametrize(("rule", "expect_status"), [("passthrough", None), ("deny", 404)])
+async def test_unknown_path_rule(
+    make_services: Callable[..., Services], rule: str, expect_status: int | None
+) -> None:
+    p = PolicyProcessor(make_services(unknown_paths=rule))
+    response = await p.on_request_headers(
+        request_headers(KEY, path="/v1/models", method="GET", body=None)
+    )
+    if expect_status is None:
+        assert response.WhichOneof("response") == "request_headers"
+        assert handover_of(response).provider is None
+    else:
+        assert error_of(response)[0] == expect_status
+    assert p.done
+
+
+async def test_known_endpoint_without_body_is_400(services: Services) -> None:
+    p = PolicyProcessor(services)
+    response = await p.on_request_headers(request_headers(KEY, body=None))
+    status, error = error_of(response)
+    assert (status, error["code"]) == (400, "missing_body")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"x-api-key": KEY}, {"api-key": KEY}, {"x-goog-api-key": KEY}],
+)
+async def test_keys_in_provider_specific_headers(
+    services: Services, header: dict[str, str]
+) -> None:
+    p = PolicyProcessor(services)
+    response = await p.on_request_headers(request_headers(None, extra=header))
+    assert response.WhichOneof("response") == "request_headers"
+    removed = response.request_headers.response.header_mutation.remove_headers
+    assert next(iter(header)) in removed

@@ -1,0 +1,161 @@
+"""The usage filter's lifecycle: response headers, body chunks, end or early end."""
+
+from __future__ import annotations
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.services import Services
+from policy_sidecar.extproc.usage_stream import UsageObserver
+from policy_sidecar.fakeprovider import openai as fake
+from tests.conftest import FakeClock, ListRecorder
+from tests.extproc.messages import body, headers, with_metadata
+
+REQUEST = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hello"}],
+    "max_tokens": 5,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+def handover(**kw: object) -> dict[str, object]:
+    base = Handover(
+        request_id="rid-9",
+        started_at=FakeClock().now,
+        app_id="app1",
+        org_id="org1",
+        environment="dev",
+        key_id="k1",
+        provider="openai",
+        operation="chat",
+        requested_model="gpt-4o-mini",
+        served_model="gpt-4o-mini",
+        estimated_tokens=11,
+        request_bytes=120,
+    )
+    return {**base.to_metadata(), **kw}
+
+
+def req_headers_msg(md: dict[str, object] | None = None) -> pb.ProcessingRequest:
+    msg = pb.ProcessingRequest(
+        request_headers=headers({":method": "POST"}), observability_mode=True
+    )
+    return with_metadata(msg, md) if md is not None else msg
+
+
+def resp_headers_msg(status: int, content_type: str, *, eos: bool = False) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(
+        response_headers=headers(
+            {":status": str(status), "content-type": content_type}, end_of_stream=eos
+        ),
+        observability_mode=True,
+    )
+
+
+def chunk_msg(data: bytes, *, eos: bool = False) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(
+        response_body=body(data, end_of_stream=eos), observability_mode=True
+    )
+
+
+def test_streamed_response_records_usage_and_timing(
+    services: Services, recorder: ListRecorder, clock: FakeClock
+) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.on_message(resp_headers_msg(200, "text/event-stream"))
+    chunks = list(fake.chat_sse(REQUEST, request_id="x"))
+    clock.advance(0.25)
+    for c in chunks:
+        obs.on_message(chunk_msg(c))
+        clock.advance(0.01)
+    obs.on_message(chunk_msg(b"", eos=True))
+    assert obs.done
+    obs.close()  # closing after completion records nothing more
+    [r] = recorder.records
+    expected = fake.usage(REQUEST)
+    assert (r.prompt_tokens, r.completion_tokens, r.total_tokens) == (
+        expected["prompt_tokens"],
+        expected["completion_tokens"],
+        expected["total_tokens"],
+    )
+    assert r.usage_reported and r.streamed
+    assert (r.decision, r.status_code, r.app_id, r.request_id) == ("allow", 200, "app1", "rid-9")
+    assert r.response_bytes == sum(len(c) for c in chunks)
+    assert r.ttft_ms is not None and abs(r.ttft_ms - 250.0) < 1e-6
+    assert r.latency_ms is not None and r.latency_ms > r.ttft_ms
+    assert r.estimated_tokens == 11
+
+
+def test_json_response_records_usage(services: Services, recorder: ListRecorder) -> None:
+    request = {**REQUEST, "stream": False}
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.on_message(resp_headers_msg(200, "application/json"))
+    data = fake.chat_json(request, request_id="x")
+    obs.on_message(chunk_msg(data[:10]))
+    obs.on_message(chunk_msg(data[10:], eos=True))
+    [r] = recorder.records
+    assert r.total_tokens == fake.usage(request)["total_tokens"]
+    assert not r.streamed
+
+
+def test_stream_cut_short_is_recorded_as_incomplete(
+    services: Services, recorder: ListRecorder
+) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.on_message(resp_headers_msg(200, "text/event-stream"))
+    chunks = list(fake.chat_sse(REQUEST, request_id="x"))
+    obs.on_message(chunk_msg(chunks[0]))
+    obs.close()
+    [r] = recorder.records
+    assert (r.decision, r.usage_reported, r.total_tokens) == ("incomplete", False, 0)
+    assert r.estimated_tokens == 11
+
+
+def test_client_gone_before_response_is_incomplete(
+    services: Services, recorder: ListRecorder
+) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.close()
+    [r] = recorder.records
+    assert (r.decision, r.status_code, r.app_id) == ("incomplete", 0, "app1")
+
+
+def test_error_response_yields_no_usage(services: Services, recorder: ListRecorder) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.on_message(resp_headers_msg(500, "application/json"))
+    obs.on_message(chunk_msg(b'{"error": {"message": "boom"}}', eos=True))
+    [r] = recorder.records
+    assert (r.decision, r.status_code, r.usage_reported) == ("allow", 500, False)
+
+
+def test_denied_request_is_not_recorded_twice(services: Services, recorder: ListRecorder) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover(rec=True)))
+    assert obs.done
+    obs.on_message(resp_headers_msg(403, "application/json", eos=True))
+    obs.close()
+    assert recorder.records == []
+
+
+def test_response_without_policy_metadata_is_an_error_record(
+    services: Services, recorder: ListRecorder
+) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(resp_headers_msg(503, "text/plain", eos=True))
+    [r] = recorder.records
+    assert (r.decision, r.status_code, r.app_id) == ("error", 503, None)
+
+
+def test_headers_only_response(services: Services, recorder: ListRecorder) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover(prov=None, op=None)))
+    obs.on_message(resp_headers_msg(204, "", eos=True))
+    [r] = recorder.records
+    assert (r.decision, r.status_code, r.response_bytes) == ("allow", 204, 0)
