@@ -55,28 +55,60 @@ def static_upstream_config(port: int, admin_port: int) -> str:
     body = fake.chat_json(BODY, request_id="bench").decode()
     return yaml.safe_dump(
         {
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "admin": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+            },
             "static_resources": {
                 "listeners": [
                     {
                         "name": "static",
                         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                        "filter_chains": [{"filters": [{
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                "stat_prefix": "static",
-                                "route_config": {"virtual_hosts": [{
-                                    "name": "s", "domains": ["*"],
-                                    "routes": [{"match": {"prefix": "/"}, "direct_response": {
-                                        "status": 200, "body": {"inline_string": body}}}],
-                                    "response_headers_to_add": [{"header": {
-                                        "key": "content-type", "value": "application/json"}}],
-                                }]},
-                                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                            },
-                        }]}],
+                        "filter_chains": [
+                            {
+                                "filters": [
+                                    {
+                                        "name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                            "stat_prefix": "static",
+                                            "route_config": {
+                                                "virtual_hosts": [
+                                                    {
+                                                        "name": "s",
+                                                        "domains": ["*"],
+                                                        "routes": [
+                                                            {
+                                                                "match": {"prefix": "/"},
+                                                                "direct_response": {
+                                                                    "status": 200,
+                                                                    "body": {"inline_string": body},
+                                                                },
+                                                            }
+                                                        ],
+                                                        "response_headers_to_add": [
+                                                            {
+                                                                "header": {
+                                                                    "key": "content-type",
+                                                                    "value": "application/json",
+                                                                }
+                                                            }
+                                                        ],
+                                                    }
+                                                ]
+                                            },
+                                            "http_filters": [
+                                                {
+                                                    "name": "envoy.filters.http.router",
+                                                    "typed_config": {
+                                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                                    },
+                                                }
+                                            ],
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
                     }
                 ]
             },
@@ -105,7 +137,9 @@ def wrk(url: str, *, connections: int, duration: int, workdir: Path) -> dict[str
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -116,7 +150,12 @@ def wrk(url: str, *, connections: int, duration: int, workdir: Path) -> dict[str
         value, unit = float(m.group(1)), m.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non2xx": float(non2xx.group(1)) if non2xx else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -140,7 +179,9 @@ def children(pid: int) -> list[int]:
     return [int(k) for k in kids] + [g for k in kids for g in children(int(k))]
 
 
-async def stream_once(session: aiohttp.ClientSession, url: str, chunks: int) -> tuple[float, float, int]:
+async def stream_once(
+    session: aiohttp.ClientSession, url: str, chunks: int
+) -> tuple[float, float, int]:
     body = {**BODY, "stream": True, "max_tokens": chunks, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = 0.0
@@ -167,8 +208,20 @@ async def stream_bench(url: str, *, chunks: int, count: int) -> dict[str, float]
 def start(stack: Stack, name: str, config: str, concurrency: int) -> None:
     path = stack.workdir / f"{name}.yaml"
     path.write_text(config)
-    proc = stack.start_process(name, [envoy_binary(), "-c", str(path), "--concurrency", str(concurrency),
-                                      "-l", "error", "--base-id", str(free_port())])
+    proc = stack.start_process(
+        name,
+        [
+            envoy_binary(),
+            "-c",
+            str(path),
+            "--concurrency",
+            str(concurrency),
+            "-l",
+            "error",
+            "--base-id",
+            str(free_port()),
+        ],
+    )
     time.sleep(1.0)
     if proc.popen.poll() is not None:
         raise SystemExit(f"{name} failed:\n{proc.log_tail()}")
@@ -195,15 +248,20 @@ def main() -> None:
         stack.start_sidecar(config, env={"POLICY_SIDECAR_LOG_LEVEL": "WARNING"})
         stack.start_envoy(args.envoy_concurrency)
         plain_port = free_port()
-        start(stack, "envoy-plain",
-              plain_envoy_config((workdir / "envoy.yaml").read_text(), plain_port, free_port()),
-              args.envoy_concurrency)
+        start(
+            stack,
+            "envoy-plain",
+            plain_envoy_config((workdir / "envoy.yaml").read_text(), plain_port, free_port()),
+            args.envoy_concurrency,
+        )
         via = f"{stack.url}/v1/chat/completions"
         plain = f"http://127.0.0.1:{plain_port}/v1/chat/completions"
         sidecar_pids = [stack.processes["sidecar"].popen.pid]
 
-        print(f"machine: {os.cpu_count()} cores; sidecar workers {args.workers}; "
-              f"envoy concurrency {args.envoy_concurrency}; body {len(json.dumps(BODY))} bytes")
+        print(
+            f"machine: {os.cpu_count()} cores; sidecar workers {args.workers}; "
+            f"envoy concurrency {args.envoy_concurrency}; body {len(json.dumps(BODY))} bytes"
+        )
         results = {}
         for label, url in (("envoy alone", plain), ("envoy + sidecar", via)):
             wrk(url, connections=args.connections, duration=2, workdir=workdir)  # warm-up
@@ -213,10 +271,12 @@ def main() -> None:
             unloaded = wrk(url, connections=1, duration=max(3, args.duration // 2), workdir=workdir)
             results[label] = (loaded, unloaded)
             per_req = cpu / (loaded["rps"] * args.duration) * 1e6 if label != "envoy alone" else 0
-            print(f"{label:16s} {loaded['rps']:8.0f} req/s  p50 {loaded['p50_ms']:.2f} ms  "
-                  f"p99 {loaded['p99_ms']:.2f} ms  (c={args.connections}; non-2xx {loaded['non2xx']:.0f})"
-                  f" | unloaded p50 {unloaded['p50_ms']:.3f} ms p99 {unloaded['p99_ms']:.3f} ms"
-                  + (f" | sidecar CPU {per_req:.0f} us/request" if per_req else ""))
+            print(
+                f"{label:16s} {loaded['rps']:8.0f} req/s  p50 {loaded['p50_ms']:.2f} ms  "
+                f"p99 {loaded['p99_ms']:.2f} ms  (c={args.connections}; non-2xx {loaded['non2xx']:.0f})"
+                f" | unloaded p50 {unloaded['p50_ms']:.3f} ms p99 {unloaded['p99_ms']:.3f} ms"
+                + (f" | sidecar CPU {per_req:.0f} us/request" if per_req else "")
+            )
         added = results["envoy + sidecar"][1]["p50_ms"] - results["envoy alone"][1]["p50_ms"]
         print(f"added latency, unloaded p50: {added:.3f} ms")
 
@@ -229,13 +289,17 @@ def main() -> None:
             r = asyncio.run(stream_bench(url, chunks=args.stream_chunks, count=args.streams))
             r["cpu_ms"] = (cpu_seconds(sidecar_pids) - cpu0) / (args.streams + 3) * 1000
             stream_results[label] = r
-            print(f"{label:16s} {args.stream_chunks}-chunk stream: TTFT p50 {r['ttft_p50_ms']:.2f} ms, "
-                  f"total p50 {r['total_p50_ms']:.2f} ms"
-                  + (f", sidecar CPU {r['cpu_ms']:.2f} ms/stream" if label != "envoy alone" else ""))
+            print(
+                f"{label:16s} {args.stream_chunks}-chunk stream: TTFT p50 {r['ttft_p50_ms']:.2f} ms, "
+                f"total p50 {r['total_p50_ms']:.2f} ms"
+                + (f", sidecar CPU {r['cpu_ms']:.2f} ms/stream" if label != "envoy alone" else "")
+            )
         a, b = stream_results["envoy alone"], stream_results["envoy + sidecar"]
-        print(f"stream: added TTFT {b['ttft_p50_ms'] - a['ttft_p50_ms']:.3f} ms, added per chunk "
-              f"{(b['total_p50_ms'] - a['total_p50_ms'] - (b['ttft_p50_ms'] - a['ttft_p50_ms'])) / args.stream_chunks * 1000:.1f} us, "
-              f"sidecar CPU per chunk {b['cpu_ms'] / args.stream_chunks * 1000:.1f} us")
+        print(
+            f"stream: added TTFT {b['ttft_p50_ms'] - a['ttft_p50_ms']:.3f} ms, added per chunk "
+            f"{(b['total_p50_ms'] - a['total_p50_ms'] - (b['ttft_p50_ms'] - a['ttft_p50_ms'])) / args.stream_chunks * 1000:.1f} us, "
+            f"sidecar CPU per chunk {b['cpu_ms'] / args.stream_chunks * 1000:.1f} us"
+        )
     finally:
         stack.stop()
 

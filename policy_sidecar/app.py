@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -149,15 +151,20 @@ def run_sidecar(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # One worker dying takes the others down: a half-running sidecar would look healthy
+    # to some of Envoy's endpoints only. The orchestrator restarts the whole process.
     exit_code = 0
-    for worker in workers:
-        worker.join()
-        if worker.exitcode not in (0, -signal.SIGTERM):
-            exit_code = 1
+    pending = {w.sentinel: w for w in workers}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            worker = pending.pop(sentinel)  # type: ignore[arg-type]
+            worker.join()
+            if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
+                log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
+                exit_code = 1
+                forward(signal.SIGTERM, None)
     return exit_code
 
 
 def _interrupt(pid: int) -> None:
-    import os
-
     os.kill(pid, signal.SIGINT)

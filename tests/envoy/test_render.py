@@ -54,3 +54,17 @@ def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+def test_checked_in_config_matches_the_template() -> None:
+    shipped = Path(__file__).parents[2] / "envoy" / "envoy.yaml"
+    expected = render_envoy_config(
+        EnvoyOptions(
+            listen_port=10000,
+            admin_port=9901,
+            upstream_port=8081,
+            sidecar_ports=(50051, 50052),
+            listen_address="0.0.0.0",
+        )
+    )
+    assert shipped.read_text() == expected, "run the command in envoy/README.md"

@@ -1,0 +1,121 @@
+"""The demo as a newcomer runs it, and the sidecar's graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from policy_sidecar.launcher import start_stack
+from tests.e2e.conftest import KEY, usage_records, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_prints_curls_that_give_200_and_403() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "policy_sidecar.cli", "demo", "--port", "0", "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        curls = re.findall(r"^\s+(curl .*)$", output, flags=re.M)
+        assert len(curls) == 2, output
+        codes = []
+        for command in curls:
+            result = subprocess.run(
+                [
+                    "bash",
+                    "-c",
+                    command.replace("curl -s", "curl -s -o /dev/null -w '%{http_code}'", 1),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            codes.append(result.stdout.strip())
+        assert codes == ["200", "403"], output
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 0
+    assert "stopped." in rest
+
+
+def test_sigterm_drains_and_flushes_usage(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, write_config(tmp_path), workers=2)
+    try:
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
+        for i in range(20):
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"n{i}"}],
+                extra_headers={"x-request-id": f"term-{i}"},
+            )
+        sidecar = stack.processes.pop("sidecar")
+        assert sidecar.stop(signal.SIGTERM) == 0, sidecar.log_tail()
+        records = usage_records(stack, {f"term-{i}" for i in range(20)}, count=20, timeout=1)
+        assert len({r["request_id"] for r in records}) == 20
+        assert all(r["decision"] == "allow" for r in records)
+    finally:
+        stack.stop()
+
+
+def test_bad_config_stops_start_up_with_a_precise_message(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, "version: 1\npolicies:\n  - id: p\n    name: n\n    type: nope\n    config: {}\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policy_sidecar.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--ports",
+            "50999",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{config}:5: policies[0].type: Input should be" in result.stderr
+
+
+def test_usage_file_lines_are_whole_json(tmp_path: Path) -> None:
+    # Two workers append to one file; every line must still be one JSON object.
+    stack = start_stack(tmp_path, write_config(tmp_path), workers=2)
+    try:
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
+        for i in range(30):
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "x"}],
+                extra_headers={"x-request-id": f"lines-{i}"},
+            )
+        usage_records(stack, {f"lines-{i}" for i in range(30)}, count=30)
+    finally:
+        stack.stop()
+    for line in stack.usage_file.read_text().splitlines():
+        json.loads(line)
