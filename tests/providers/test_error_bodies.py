@@ -41,7 +41,11 @@ def test_openai_shape(provider: str) -> None:
 def test_anthropic_shape() -> None:
     assert body("anthropic") == {
         "type": "error",
-        "error": {"type": "rate_limit_error", "message": "Token limit exceeded", "details": DETAILS},
+        "error": {
+            "type": "rate_limit_error",
+            "message": "Token limit exceeded",
+            "details": DETAILS,
+        },
     }
 
 

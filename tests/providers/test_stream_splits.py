@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -36,7 +37,7 @@ def _usage(path: str, chunks: list[bytes]) -> Usage | None:
 
 def _split(body: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
-    return [body[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(points)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,8 +70,11 @@ def test_garbage_never_raises(case: tuple[str, str, Usage], garbage: bytes, at: 
 
 
 @settings(max_examples=40, deadline=None)
-@given(path=st.sampled_from([p for p, _, _, _ in CASES]), body=st.binary(max_size=500),
-       streaming=st.booleans())
+@given(
+    path=st.sampled_from([p for p, _, _, _ in CASES]),
+    body=st.binary(max_size=500),
+    streaming=st.booleans(),
+)
 def test_random_bytes_never_raise(path: str, body: bytes, streaming: bool) -> None:
     found = REGISTRY.match("POST", path)
     assert found is not None

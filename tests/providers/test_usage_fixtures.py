@@ -137,9 +137,11 @@ def test_undecodable_bodies_yield_no_usage(encoding: str, body: bytes) -> None:
 
 
 def test_large_json_body_reads_usage_from_tail() -> None:
-    item = "{\"object\":\"embedding\",\"index\":%d,\"embedding\":[" + "0.125," * 500 + "1]}"
+    item = '{"object":"embedding","index":%d,"embedding":[' + "0.125," * 500 + "1]}"
     vectors = ",".join(item % i for i in range(700))
-    body = ('{"object":"list","data":[%s],"model":"text-embedding-3-large",'
-            '"usage":{"prompt_tokens":4242,"total_tokens":4242}}' % vectors).encode()
+    usage = '"usage":{"prompt_tokens":4242,"total_tokens":4242}'
+    body = (
+        f'{{"object":"list","data":[{vectors}],"model":"text-embedding-3-large",{usage}}}'.encode()
+    )
     assert len(body) > 2 * 1024 * 1024
     assert parse("/v1/embeddings", body, streaming=False) == Usage(4242, 0, 4242)
