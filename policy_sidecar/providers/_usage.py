@@ -94,9 +94,15 @@ class JSONBodyParser:
 
 
 class SSEUsageParser:
-    """SSE stream; events whose data lacks every needle are skipped without decoding."""
+    """SSE stream; events whose data lacks every needle are skipped without decoding.
 
-    __slots__ = ("_decoder", "_extract", "_merge", "_needles", "_raw", "_to_usage")
+    Last-wins streams (every provider but Anthropic) keep only the raw text of the last
+    two candidate events and decode at ``finish``: Gemini repeats usageMetadata on every
+    chunk, so decoding each one would cost a JSON parse per chunk for nothing. The second
+    to last is the fallback if the last turns out to be malformed.
+    """
+
+    __slots__ = ("_decoder", "_extract", "_last", "_merge", "_needles", "_raw", "_to_usage")
 
     def __init__(
         self, extract: Extract, to_usage: ToUsage, needles: tuple[str, ...], *, merge: bool
@@ -108,6 +114,7 @@ class SSEUsageParser:
         # merge: later events update fields one by one; otherwise the last usage wins.
         self._merge = merge
         self._raw: Raw = {}
+        self._last: list[str] = []
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
@@ -116,17 +123,23 @@ class SSEUsageParser:
     def finish(self) -> Usage | None:
         for event in self._decoder.close():
             self._data(event.data)
+        if not self._merge:
+            for data in reversed(self._last):
+                raw = self._extract(_loads(data))
+                if raw:
+                    self._raw = raw
+                    break
         return self._to_usage(self._raw) if self._raw else None
 
     def _data(self, data: str) -> None:
         if not any(needle in data for needle in self._needles):
             return
+        if not self._merge:
+            self._last = [self._last[-1], data] if self._last else [data]
+            return
         raw = self._extract(_loads(data))
         if raw:
-            if self._merge:
-                self._raw.update(raw)
-            else:
-                self._raw = raw
+            self._raw.update(raw)
 
 
 class NDJSONUsageParser:
