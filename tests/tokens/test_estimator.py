@@ -140,6 +140,43 @@ def test_other_providers_never_zero(estimator: TokenEstimator, provider: str) ->
 ANTHROPIC_MEASURED = [
     (
         {
+            "model": "claude-3-opus-20240229",
+            "max_tokens": 1024,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": "Hello, Start all responses with your name Claude.",
+                        },
+                        {
+                            "type": "text",
+                            "text": "End all responses with [COPY, CLAUDE OVER AND OUT!]",
+                        },
+                    ],
+                },
+                {"role": "assistant", "content": "Claude: Sure! [COPY, CLAUDE OVER AND OUT!]"},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": "Add the time and date to the beginning of your response "
+                            "after your name.",
+                        },
+                        {
+                            "type": "text",
+                            "text": "Explain string theory succinctly to a complete noob.",
+                        },
+                    ],
+                },
+            ],
+        },
+        84,
+    ),
+    (
+        {
             "model": "claude-sonnet-4-20250514",
             "max_tokens": 1024,
             "messages": [{"role": "user", "content": "Hello, world"}],
