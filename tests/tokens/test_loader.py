@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import tiktoken
+import tiktoken.load
 
 from policy_sidecar.tokens import (
     EXPECTED_SHA256,
