@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# A line longer than this is dropped, not buffered: no usage event is that large, and a
+# body without line breaks (a misrouted JSON body, a hostile upstream) must not grow
+# the buffer without bound.
+MAX_LINE = 16 * 1024 * 1024
+
 
 class LineSplitter:
     """Bytes in, complete lines out (CR, LF and CRLF all end a line). Not thread-safe."""
 
-    __slots__ = ("_parts", "_pending_cr")
+    __slots__ = ("_parts", "_pending", "_pending_cr", "_skipping")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
+        self._pending = 0
+        # Inside an over-long line: discard bytes up to its end.
+        self._skipping = False
         # The last chunk ended in CR: an LF opening the next chunk belongs to that CR.
         self._pending_cr = False
 
@@ -31,7 +39,11 @@ class LineSplitter:
                 return []
         self._pending_cr = chunk[-1] == 0x0D
         if b"\n" not in chunk and b"\r" not in chunk:
-            self._parts.append(chunk)
+            if not self._skipping:
+                self._parts.append(chunk)
+                self._pending += len(chunk)
+                if self._pending > MAX_LINE:
+                    self._parts, self._pending, self._skipping = [], 0, True
             return []
         self._parts.append(chunk)
         buf = b"".join(self._parts)
@@ -39,14 +51,18 @@ class LineSplitter:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
         rest = lines.pop()
+        if self._skipping:  # the first line is the tail of the over-long one
+            lines.pop(0)
+            self._skipping = False
         self._parts = [rest] if rest else []
+        self._pending = len(rest)
         return lines
 
     def close(self) -> list[bytes]:
         """The last line when the body did not end with a line break."""
         rest = b"".join(self._parts)
-        self._parts = []
-        return [rest] if rest else []
+        self._parts, self._pending = [], 0
+        return [rest] if rest and not self._skipping else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,3 +42,13 @@ def test_line_splitter_keeps_partial_lines() -> None:
     assert lines.feed(b"\n") == []
     assert lines.feed(b"g") == []
     assert lines.close() == [b"g"]
+
+
+def test_over_long_line_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("policy_sidecar.providers.sse.MAX_LINE", 10)
+    lines = LineSplitter()
+    assert lines.feed(b"0123456") == []
+    assert lines.feed(b"789abcdef") == []  # over the cap: dropped
+    assert lines.feed(b"more") == []
+    assert lines.feed(b"\nok\n") == [b"ok"]
+    assert lines.close() == []
