@@ -129,3 +129,22 @@ class RequestFacts:
     route: Route
     parsed: ParsedRequest
     body_patch: dict[str, Any] | None = field(default=None)
+
+
+_STREAM_TYPES = frozenset(
+    {"text/event-stream", "application/stream+json", "application/x-ndjson", "application/jsonl"}
+)
+
+
+def is_streaming_response(route: Route, content_type: str | None) -> bool:
+    """Whether to give ``usage_parser`` ``streaming=True`` for this response.
+
+    Streams are recognised by content type (SSE; Cohere v1's newline-delimited JSON), and
+    Gemini's ``streamGenerateContent`` without ``alt=sse`` by its path: it streams a JSON
+    array as ``application/json``. An error answer to a stream request (JSON) is not a
+    stream.
+    """
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media in _STREAM_TYPES:
+        return True
+    return route.stream_from_path and media in ("application/json", "")

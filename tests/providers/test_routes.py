@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy_sidecar.providers import Route, default_registry
+from policy_sidecar.providers import Route, default_registry, is_streaming_response
 
 REGISTRY = default_registry()
 
@@ -86,3 +86,22 @@ def test_known_paths(path: str, route: Route) -> None:
 )
 def test_unknown_paths_give_none(method: str, path: str) -> None:
     assert REGISTRY.match(method, path) is None
+
+
+GEMINI_STREAM = Route("gemini", "generate", model_from_path="m", stream_from_path=True)
+
+
+@pytest.mark.parametrize(
+    ("route", "content_type", "streaming"),
+    [
+        (Route("openai", "chat"), "text/event-stream; charset=utf-8", True),
+        (Route("openai", "chat"), "application/json", False),
+        (Route("cohere", "chat", api_version="v1"), "application/stream+json", True),
+        (GEMINI_STREAM, "application/json; charset=UTF-8", True),
+        (GEMINI_STREAM, "text/event-stream", True),
+        (Route("gemini", "generate", model_from_path="m"), "application/json", False),
+        (Route("anthropic", "messages"), None, False),
+    ],
+)
+def test_is_streaming_response(route: Route, content_type: str | None, streaming: bool) -> None:
+    assert is_streaming_response(route, content_type) is streaming
