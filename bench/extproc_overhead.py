@@ -25,8 +25,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from policy_sidecar.fakeprovider import openai as fake
 from policy_sidecar.launcher import Stack, envoy_binary, free_port, new_stack
+from policy_sidecar.providers import Route, Usage
+from policy_sidecar.providers.samples import build_response
 
 KEY = "ps-bench-key-0123456789abcdef"
 BODY = {
@@ -52,7 +53,8 @@ policies:
 
 
 def static_upstream_config(port: int, admin_port: int) -> str:
-    body = fake.chat_json(BODY, request_id="bench").decode()
+    usage = Usage(prompt_tokens=240, completion_tokens=64, total_tokens=304)
+    body = build_response(Route("openai", "chat"), BODY, usage).body.decode()
     return yaml.safe_dump(
         {
             "admin": {

@@ -29,7 +29,7 @@ from policy_sidecar.store.standalone import (
     StandaloneIdentityResolver,
     load_standalone_config,
 )
-from policy_sidecar.tokens import load_estimator
+from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
 from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import JsonlFileSink
 
@@ -49,14 +49,24 @@ def load_config(settings: Settings) -> StandaloneConfig:
         raise StartupError(str(exc)) from exc
 
 
+def build_estimator(settings: Settings) -> TokenEstimator:
+    try:
+        return load_estimator(settings.tiktoken_dir)
+    except EncodingLoadError as exc:
+        raise StartupError(f"tokenizer data: {exc}") from exc
+
+
 def build_services(
-    settings: Settings, config: StandaloneConfig, recorder: UsageRecorder
+    settings: Settings,
+    config: StandaloneConfig,
+    recorder: UsageRecorder,
+    estimator: TokenEstimator,
 ) -> Services:
     return Services(
         identities=StandaloneIdentityResolver(config.keys),
         policies=PolicyEngine(config.policies),
         providers=default_registry(),
-        estimator=load_estimator(settings.tiktoken_dir),
+        estimator=estimator,
         recorder=recorder,
         models=config.models,
         unknown_paths=config.unknown_paths,
@@ -70,7 +80,8 @@ async def serve_worker(
     """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
     config = load_config(settings)
     recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
-    services = build_services(settings, config, recorder)
+    estimator = build_estimator(settings)
+    services = build_services(settings, config, recorder, estimator)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -101,6 +112,7 @@ async def serve_worker(
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     await recorder.close()
+    estimator.close()
     log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
 
 
@@ -128,7 +140,9 @@ def _worker_entry(settings: Settings, port: int) -> None:
 def run_sidecar(settings: Settings) -> int:
     """Validates configuration, then runs one worker process per port. Returns the exit code."""
     try:
-        load_config(settings)  # fail once, here, with a clear message
+        # Fail once, here, with a clear message, before any worker starts.
+        load_config(settings)
+        build_estimator(settings).close()
     except (StartupError, SettingsError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,10 @@ class Handover:
     key_id: str | None = None
     provider: str | None = None
     operation: str | None = None
+    # The rest of the provider route, so the usage side can rebuild it.
+    model_from_path: str | None = None
+    stream_from_path: bool = False
+    api_version: str | None = None
     requested_model: str | None = None
     served_model: str | None = None
     stream: bool = False
@@ -45,6 +49,8 @@ class Handover:
             ("op", self.operation),
             ("model", self.requested_model),
             ("served", self.served_model),
+            ("mp", self.model_from_path),
+            ("apiv", self.api_version),
         ):
             if value is not None:
                 out[key] = value
@@ -52,6 +58,8 @@ class Handover:
             out["rec"] = True
         if self.stream:
             out["stream"] = True
+        if self.stream_from_path:
+            out["sp"] = True
         if self.estimated_tokens:
             out["est"] = self.estimated_tokens
         if self.request_bytes:
@@ -89,6 +97,9 @@ class Handover:
             operation=s("op"),
             requested_model=s("model"),
             served_model=s("served"),
+            model_from_path=s("mp"),
+            stream_from_path="sp" in fields and fields["sp"].bool_value,
+            api_version=s("apiv"),
             stream="stream" in fields and fields["stream"].bool_value,
             estimated_tokens=int(n("est")),
             request_bytes=int(n("rb")),

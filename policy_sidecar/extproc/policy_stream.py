@@ -69,6 +69,9 @@ class PolicyProcessor:
             started_at=self._s.clock(),
             provider=self._route.provider if self._route else None,
             operation=self._route.operation if self._route else None,
+            model_from_path=self._route.model_from_path if self._route else None,
+            stream_from_path=self._route.stream_from_path if self._route else False,
+            api_version=self._route.api_version if self._route else None,
         )
         key = api_key_from(headers, path)
         identity = await self._s.identities.resolve(key) if key else None
@@ -122,7 +125,9 @@ class PolicyProcessor:
         except ValueError as exc:  # json.JSONDecodeError and RequestError
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
-        handover = replace(handover, requested_model=model, stream=parsed.stream)
+        handover = replace(
+            handover, requested_model=model, stream=parsed.stream or route.stream_from_path
+        )
         self._handover = handover
         deployment = self._s.models.get(model)
         if self._s.models and deployment is None:

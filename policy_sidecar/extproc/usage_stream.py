@@ -14,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.providers.base import Route, Usage, UsageParser
+from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
 from policy_sidecar.usage.record import Decision, UsageRecord
 
 
@@ -61,13 +61,24 @@ class UsageObserver:
         headers = {h.key: h.raw_value for h in msg.headers.headers}
         status = headers.get(":status", b"0")
         self._status = int(status) if status.isdigit() else 0
-        content_type = headers.get("content-type", b"").decode("latin-1").lower()
-        handover = self._handover
-        self._streamed = "event-stream" in content_type or bool(handover and handover.stream)
-        if handover is not None and handover.provider and handover.operation:
-            provider = self._s.providers.get(handover.provider)
-            route = Route(handover.provider, handover.operation, handover.requested_model)
-            self._parser = provider.usage_parser(route, streaming=self._streamed)
+        content_type = headers.get("content-type", b"").decode("latin-1")
+        encoding = headers.get("content-encoding", b"").decode("latin-1") or None
+        h = self._handover
+        if h is not None and h.provider and h.operation:
+            provider = self._s.providers.get(h.provider)
+            route = Route(
+                h.provider,
+                h.operation,
+                model_from_path=h.model_from_path,
+                stream_from_path=h.stream_from_path,
+                api_version=h.api_version,
+            )
+            self._streamed = is_streaming_response(route, content_type)
+            self._parser = provider.usage_parser(
+                route, streaming=self._streamed, content_encoding=encoding
+            )
+        else:
+            self._streamed = "event-stream" in content_type.lower()
         if msg.end_of_stream:
             self._finish(complete=True)
 

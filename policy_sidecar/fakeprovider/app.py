@@ -1,58 +1,92 @@
-"""The fake provider's HTTP server (aiohttp)."""
+"""The fake provider's HTTP server (aiohttp): all five providers' APIs, JSON and streams.
+
+It recognises a request with the sidecar's own provider registry and answers with the
+providers' sample bodies (``providers.samples``), so every provider's wire format is
+served exactly as its parser expects it. Reported usage: prompt tokens as the estimator
+counts them (for OpenAI that is what the real API reports), completion tokens = the
+request's max output tokens (default 12), one streamed chunk per completion token.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+from typing import Any
 
 from aiohttp import web
 
-from policy_sidecar.fakeprovider import openai
+from policy_sidecar.providers import RequestError, Route, Usage, default_registry
+from policy_sidecar.providers.samples import build_response
+from policy_sidecar.tokens import TokenEstimator, load_estimator
 
 # Seconds between stream chunks; 0 sends them as fast as possible.
 CHUNK_DELAY_HEADER = "x-fake-chunk-delay"
+# Cached prompt tokens to report (prompt caching), e.g. to exercise cache accounting.
+CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
+DEFAULT_COMPLETION_TOKENS = 12
+_WORDS = ("The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog.")
 
 
-def _error(status: int, message: str, code: str) -> web.Response:
-    body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-    }
+def reply_text(tokens: int) -> str:
+    return " ".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
+
+
+def _error(status: int, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None}}
     return web.json_response(body, status=status)
 
 
-async def _read_json(request: web.Request) -> dict[str, object] | web.Response:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        return _error(400, "We could not parse the JSON body of your request.", "invalid_json")
-    if not isinstance(body, dict):
-        return _error(400, "The request body must be a JSON object.", "invalid_json")
-    return body
+class FakeProvider:
+    def __init__(self, estimator: TokenEstimator) -> None:
+        self._registry = default_registry()
+        self._estimator = estimator
 
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await _read_json(request)
-    if isinstance(body, web.Response):
-        return body
-    if not isinstance(body.get("messages"), list):
-        return _error(400, "'messages' is a required property", "missing_required_parameter")
-    request_id = uuid.uuid4().hex[:24]
-    if not body.get("stream"):
-        return web.Response(
-            body=openai.chat_json(body, request_id=request_id), content_type="application/json"
+    def usage_for(self, route: Route, request: dict[str, Any], cached: int) -> Usage:
+        provider = self._registry.get(route.provider)
+        parsed = provider.parse_request(route, request)
+        prompt = self._estimator.estimate(route.provider, parsed)
+        completion = (
+            0
+            if route.operation in ("embeddings", "embed")
+            else (parsed.max_output_tokens or DEFAULT_COMPLETION_TOKENS)
         )
-    delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
-    response = web.StreamResponse(
-        headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-    )
-    await response.prepare(request)
-    for chunk in openai.chat_sse(body, request_id=request_id):
-        await response.write(chunk)
-        if delay:
-            await asyncio.sleep(delay)
-    await response.write_eof()
-    return response
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cached_tokens=min(cached, prompt),
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        matched = self._registry.match(request.method, request.path_qs)
+        if matched is None:
+            return _error(404, f"Unknown request URL: {request.method} {request.path}")
+        _, route = matched
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object.")
+        cached = int(request.headers.get(CACHED_TOKENS_HEADER, "0") or 0)
+        try:
+            usage = self.usage_for(route, body, cached)
+        except RequestError as exc:
+            return _error(400, str(exc))
+        sample = build_response(route, body, usage, text=reply_text(usage.completion_tokens or 1))
+        if len(sample.chunks) == 1 and "json" in sample.content_type:
+            return web.Response(body=sample.body, headers={"content-type": sample.content_type})
+        delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
+        response = web.StreamResponse(
+            headers={"content-type": sample.content_type, "cache-control": "no-cache"}
+        )
+        await response.prepare(request)
+        for chunk in sample.chunks:
+            await response.write(chunk)
+            if delay:
+                await asyncio.sleep(delay)
+        await response.write_eof()
+        return response
 
 
 async def models(_request: web.Request) -> web.Response:
@@ -63,10 +97,11 @@ async def models(_request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-def create_app() -> web.Application:
+def create_app(estimator: TokenEstimator | None = None) -> web.Application:
+    fake = FakeProvider(estimator or load_estimator())
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
     return app
 
 

@@ -10,6 +10,7 @@ from policy_sidecar.providers.base import (
     Route,
     Usage,
     UsageParser,
+    is_streaming_response,
 )
 from policy_sidecar.providers.registry import ProviderRegistry, default_registry
 
@@ -23,4 +24,5 @@ __all__ = [
     "Usage",
     "UsageParser",
     "default_registry",
+    "is_streaming_response",
 ]

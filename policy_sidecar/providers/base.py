@@ -16,6 +16,9 @@ class Route:
     # Gemini and Azure name the model (or deployment) in the path, not the body.
     model_from_path: str | None = None
     stream_from_path: bool = False
+    # The API version when the path or query names one: "v1"/"v2" for Cohere, the
+    # ``api-version`` query parameter for Azure deployment paths.
+    api_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class ParsedRequest:
     extra_text: tuple[str, ...] = ()
     # Images and other non-text parts, counted with a documented flat estimate.
     image_count: int = 0
+    # Inputs given as token ids (OpenAI completions/embeddings accept arrays of ints):
+    # their length is the exact count, no tokenizer needed.
+    pretokenized_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +89,32 @@ class Provider(Protocol):
         """Read model, stream flag, max tokens and prompt text; RequestError when malformed."""
         ...
 
-    def usage_parser(self, route: Route, *, streaming: bool) -> UsageParser:
-        """A fresh parser for a response to this route (SSE when streaming)."""
+    def usage_parser(
+        self, route: Route, *, streaming: bool, content_encoding: str | None = None
+    ) -> UsageParser:
+        """A fresh parser for a response to this route.
+
+        ``streaming`` picks the stream format (SSE, or the provider's own stream framing);
+        ``content_encoding`` is the response's ``content-encoding`` header: gzip and deflate
+        are decoded incrementally, identity passes through, any other encoding yields a
+        parser that reports no usage (never an exception).
+        """
         ...
 
     def error_body(
-        self, *, message: str, error_type: str, code: str, status: int, details: Mapping[str, Any]
+        self,
+        *,
+        message: str,
+        error_type: str,
+        code: str,
+        status: int,
+        details: Mapping[str, Any],
     ) -> bytes:
-        """A JSON error body in this provider's own error shape."""
+        """A JSON error body in this provider's own error shape.
+
+        ``details`` (policy id and name, limit, reset time…) always appears under the key
+        ``details`` of the error object (top level for Cohere, whose errors have none).
+        """
         ...
 
     def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -105,3 +129,22 @@ class RequestFacts:
     route: Route
     parsed: ParsedRequest
     body_patch: dict[str, Any] | None = field(default=None)
+
+
+_STREAM_TYPES = frozenset(
+    {"text/event-stream", "application/stream+json", "application/x-ndjson", "application/jsonl"}
+)
+
+
+def is_streaming_response(route: Route, content_type: str | None) -> bool:
+    """Whether to give ``usage_parser`` ``streaming=True`` for this response.
+
+    Streams are recognised by content type (SSE; Cohere v1's newline-delimited JSON), and
+    Gemini's ``streamGenerateContent`` without ``alt=sse`` by its path: it streams a JSON
+    array as ``application/json``. An error answer to a stream request (JSON) is not a
+    stream.
+    """
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media in _STREAM_TYPES:
+        return True
+    return route.stream_from_path and media in ("application/json", "")

@@ -1,15 +1,36 @@
-"""Picks the provider for a request from its method and path."""
+"""Picks the provider for a request from its method and path.
+
+Adding a provider: write its module (one class implementing ``Provider``) and add the
+class to ``PROVIDERS`` below; nothing else changes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from policy_sidecar.providers.anthropic import AnthropicProvider
+from policy_sidecar.providers.azure import AzureOpenAIProvider
 from policy_sidecar.providers.base import Provider, Route
+from policy_sidecar.providers.cohere import CohereProvider
+from policy_sidecar.providers.gemini import GeminiProvider
 from policy_sidecar.providers.openai import OpenAIProvider
+
+# The one list of providers. Paths do not overlap, so order only matters for speed.
+PROVIDERS: tuple[type[Provider], ...] = (
+    OpenAIProvider,
+    AzureOpenAIProvider,
+    AnthropicProvider,
+    GeminiProvider,
+    CohereProvider,
+)
 
 
 class ProviderRegistry:
-    """Asks each provider in turn; the first match wins."""
+    """Asks each provider in turn; the first match wins. Immutable, safe to share.
+
+    ``match`` returns None for an unknown method/path: what happens then (pass through
+    unmetered, or deny) is the caller's configured rule, not the registry's.
+    """
 
     def __init__(self, providers: Sequence[Provider]) -> None:
         self._providers = tuple(providers)
@@ -25,6 +46,10 @@ class ProviderRegistry:
     def get(self, name: str) -> Provider:
         return self._by_name[name]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
 
 def default_registry() -> ProviderRegistry:
-    return ProviderRegistry([OpenAIProvider()])
+    return ProviderRegistry([cls() for cls in PROVIDERS])

@@ -1,13 +1,68 @@
-"""Incremental Server-Sent Events framing: bytes in, complete events out.
+"""Incremental line and Server-Sent Events framing: bytes in, complete lines/events out.
 
 Chunks may split anywhere, including inside a UTF-8 character or between CR and LF;
-decoding happens per complete line, so a split character is never mangled.
+decoding happens per complete line, so a split character is never mangled. A chunk
+without a line break costs one append, so long lines arriving in many pieces stay linear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+# A line longer than this is dropped, not buffered: no usage event is that large, and a
+# body without line breaks (a misrouted JSON body, a hostile upstream) must not grow
+# the buffer without bound.
+MAX_LINE = 16 * 1024 * 1024
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (CR, LF and CRLF all end a line). Not thread-safe."""
+
+    __slots__ = ("_parts", "_pending", "_pending_cr", "_skipping")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._pending = 0
+        # Inside an over-long line: discard bytes up to its end.
+        self._skipping = False
+        # The last chunk ended in CR: an LF opening the next chunk belongs to that CR.
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if not chunk:
+            return []
+        if self._pending_cr and chunk[0] == 0x0A:
+            chunk = chunk[1:]
+            if not chunk:
+                self._pending_cr = False
+                return []
+        self._pending_cr = chunk[-1] == 0x0D
+        if b"\n" not in chunk and b"\r" not in chunk:
+            if not self._skipping:
+                self._parts.append(chunk)
+                self._pending += len(chunk)
+                if self._pending > MAX_LINE:
+                    self._parts, self._pending, self._skipping = [], 0, True
+            return []
+        self._parts.append(chunk)
+        buf = b"".join(self._parts)
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        if self._skipping:  # the first line is the tail of the over-long one
+            lines.pop(0)
+            self._skipping = False
+        self._parts = [rest] if rest else []
+        self._pending = len(rest)
+        return lines
+
+    def close(self) -> list[bytes]:
+        """The last line when the body did not end with a line break."""
+        rest = b"".join(self._parts)
+        self._parts, self._pending = [], 0
+        return [rest] if rest and not self._skipping else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,32 +74,23 @@ class Event:
 class SSEDecoder:
     """Feeds bytes, yields events. One per stream; not thread-safe."""
 
-    __slots__ = ("_buf", "_data", "_event", "_pending_cr")
+    __slots__ = ("_data", "_event", "_lines")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._lines = LineSplitter()
         self._event = ""
         self._data: list[str] = []
-        # A chunk that ended in CR: if the next starts with LF, that LF belongs to it.
-        self._pending_cr = False
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
-        if self._pending_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        self._pending_cr = chunk.endswith(b"\r")
-        buf = self._buf + chunk
-        lines = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._buf = lines.pop()
-        for raw in lines:
+        for raw in self._lines.feed(chunk):
             event = self._line(raw.decode("utf-8", "replace"))
             if event is not None:
                 yield event
 
     def close(self) -> Iterator[Event]:
         """Flush a final event that was not followed by a blank line."""
-        if self._buf:
-            event = self._line(self._buf.decode("utf-8", "replace"))
-            self._buf = b""
+        for raw in self._lines.close():
+            event = self._line(raw.decode("utf-8", "replace"))
             if event is not None:
                 yield event
         if self._data:

@@ -102,7 +102,7 @@ def test_forbidden_model_is_403_naming_the_policy(stack: Stack) -> None:
     body = info.value.body
     assert isinstance(body, dict)
     assert body["code"] == "model_not_allowed"
-    assert body["policy_id"] == "pol-allow"
+    assert body["details"]["policy_id"] == "pol-allow"
     assert "mini only" in body["message"]
     [record] = usage_records(stack, {rid})
     assert (record["decision"], record["denied_by"], record["status_code"]) == (
@@ -123,7 +123,7 @@ def test_oversized_body_is_413(stack: Stack) -> None:
         )
     assert info.value.status_code == 413
     assert isinstance(info.value.body, dict)
-    assert info.value.body["policy_id"] == "pol-size"
+    assert info.value.body["details"]["policy_id"] == "pol-size"
     [record] = usage_records(stack, {rid})
     assert record["denied_by"] == "pol-size"
     assert record["request_bytes"] > 40_000

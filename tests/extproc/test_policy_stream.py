@@ -76,9 +76,9 @@ async def test_declared_oversized_body_is_413_before_buffering(
     status, error = error_of(await p.on_request_headers(request_headers(KEY, body=big)))
     assert status == 413
     assert error["code"] == "request_too_large"
-    assert error["policy_id"] == "p-size"
-    assert error["limit"] == 2000
-    assert error["observed"] == 5000
+    assert error["details"]["policy_id"] == "p-size"
+    assert error["details"]["limit"] == 2000
+    assert error["details"]["observed"] == 5000
     assert "small bodies" in str(error["message"])
     assert p.done
     assert recorder.records[0].denied_by == "p-size"
@@ -90,7 +90,7 @@ async def test_undeclared_oversized_body_is_413_at_body(services: Services) -> N
     await p.on_request_headers(headers)
     big = chat_body(padding="y" * 5000)
     status, error = error_of(await p.on_request_body(body(big)))
-    assert (status, error["policy_id"]) == (413, "p-size")
+    assert (status, error["details"]["policy_id"]) == (413, "p-size")
 
 
 async def test_model_not_in_allowlist_is_403_naming_the_policy(
@@ -101,7 +101,7 @@ async def test_model_not_in_allowlist_is_403_naming_the_policy(
     await p.on_request_headers(request_headers(KEY, body=data))
     status, error = error_of(await p.on_request_body(body(data)))
     assert status == 403
-    assert (error["code"], error["policy_id"], error["policy_name"]) == (
+    assert (error["code"], error["details"]["policy_id"], error["details"]["policy_name"]) == (
         "model_not_allowed",
         "p-models",
         "allowed models",

@@ -7,9 +7,18 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
-from policy_sidecar.fakeprovider import openai as fake
+from policy_sidecar.providers import Route, Usage
+from policy_sidecar.providers.samples import build_response
 from tests.conftest import FakeClock, ListRecorder
 from tests.extproc.messages import body, headers, with_metadata
+
+USAGE = Usage(prompt_tokens=9, completion_tokens=5, total_tokens=14, cached_tokens=2)
+ROUTE = Route("openai", "chat")
+
+
+def sse_chunks(request: dict[str, object]) -> list[bytes]:
+    return list(build_response(ROUTE, request, USAGE, text="one two three four five").chunks)
+
 
 REQUEST = {
     "model": "gpt-4o-mini",
@@ -66,7 +75,7 @@ def test_streamed_response_records_usage_and_timing(
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.on_message(resp_headers_msg(200, "text/event-stream"))
-    chunks = list(fake.chat_sse(REQUEST, request_id="x"))
+    chunks = sse_chunks(REQUEST)
     clock.advance(0.25)
     for c in chunks:
         obs.on_message(chunk_msg(c))
@@ -75,12 +84,7 @@ def test_streamed_response_records_usage_and_timing(
     assert obs.done
     obs.close()  # closing after completion records nothing more
     [r] = recorder.records
-    expected = fake.usage(REQUEST)
-    assert (r.prompt_tokens, r.completion_tokens, r.total_tokens) == (
-        expected["prompt_tokens"],
-        expected["completion_tokens"],
-        expected["total_tokens"],
-    )
+    assert (r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens) == (9, 5, 14, 2)
     assert r.usage_reported and r.streamed
     assert (r.decision, r.status_code, r.app_id, r.request_id) == ("allow", 200, "app1", "rid-9")
     assert r.response_bytes == sum(len(c) for c in chunks)
@@ -94,11 +98,11 @@ def test_json_response_records_usage(services: Services, recorder: ListRecorder)
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.on_message(resp_headers_msg(200, "application/json"))
-    data = fake.chat_json(request, request_id="x")
+    data = build_response(ROUTE, request, USAGE).body
     obs.on_message(chunk_msg(data[:10]))
     obs.on_message(chunk_msg(data[10:], eos=True))
     [r] = recorder.records
-    assert r.total_tokens == fake.usage(request)["total_tokens"]
+    assert r.total_tokens == 14
     assert not r.streamed
 
 
@@ -108,7 +112,7 @@ def test_stream_cut_short_is_recorded_as_incomplete(
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.on_message(resp_headers_msg(200, "text/event-stream"))
-    chunks = list(fake.chat_sse(REQUEST, request_id="x"))
+    chunks = sse_chunks(REQUEST)
     obs.on_message(chunk_msg(chunks[0]))
     obs.close()
     [r] = recorder.records

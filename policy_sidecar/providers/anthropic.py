@@ -1,0 +1,149 @@
+"""Anthropic Messages API (``/v1/messages``), JSON and SSE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from policy_sidecar.providers._decode import with_encoding
+from policy_sidecar.providers._fields import (
+    compact_json,
+    obj,
+    opt_bool,
+    opt_int,
+    opt_list,
+    req_list,
+    req_str,
+    wrong,
+)
+from policy_sidecar.providers._usage import JSONBodyParser, Raw, SSEUsageParser, int_fields
+from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
+
+_FIELDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_input_tokens": "cache_read",
+    "cache_creation_input_tokens": "cache_creation",
+}
+
+
+def blocks_text(content: Any, path: str) -> tuple[str, int]:
+    """Text and image count of a content string or array of content blocks."""
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise wrong(path, "a string or an array", content)
+    texts: list[str] = []
+    images = 0
+    for i, block in enumerate(content):
+        where = f"{path}[{i}]"
+        block = obj(block, where)
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(req_str(block, "text", f"{where}.text"))
+        elif kind == "image":
+            images += 1
+        elif kind == "tool_use":
+            texts.append(str(block.get("name", "")) + compact_json(block.get("input", {})))
+        elif kind == "tool_result":
+            text, n = blocks_text(block.get("content", ""), f"{where}.content")
+            texts.append(text)
+            images += n
+        elif kind == "thinking":
+            texts.append(str(block.get("thinking", "")))
+        elif not isinstance(kind, str):
+            raise wrong(f"{where}.type", "a string", kind)
+        # documents, redacted thinking and server tool blocks are not estimated.
+    return "".join(texts), images
+
+
+def parse_messages(body: Mapping[str, Any]) -> ParsedRequest:
+    messages: list[PromptMessage] = []
+    images = 0
+    if body.get("system") is not None:
+        text, n = blocks_text(body["system"], "system")
+        images += n
+        messages.append(PromptMessage(role="system", text=text))
+    for i, raw in enumerate(req_list(body, "messages")):
+        path = f"messages[{i}]"
+        message = obj(raw, path)
+        role = req_str(message, "role", f"{path}.role")
+        if "content" not in message:
+            raise wrong(f"{path}.content", "a string or an array", None)
+        text, n = blocks_text(message["content"], f"{path}.content")
+        images += n
+        messages.append(PromptMessage(role=role, text=text))
+    tools = tuple(compact_json(tool) for tool in opt_list(body, "tools"))
+    return ParsedRequest(
+        model=req_str(body, "model"),
+        stream=opt_bool(body, "stream"),
+        max_output_tokens=opt_int(body, "max_tokens"),
+        messages=tuple(messages),
+        extra_text=tools,
+        image_count=images,
+    )
+
+
+def extract(obj: Any) -> Raw | None:
+    if not isinstance(obj, dict):
+        return None
+    # message_start nests the message; message_delta and JSON bodies have usage on top.
+    message = obj.get("message")
+    usage = message.get("usage") if isinstance(message, dict) else obj.get("usage")
+    return int_fields(usage, _FIELDS) or None
+
+
+def to_usage(raw: Raw) -> Usage | None:
+    if "input" not in raw and "output" not in raw:
+        return None
+    cache_read = raw.get("cache_read", 0)
+    prompt = raw.get("input", 0) + cache_read + raw.get("cache_creation", 0)
+    completion = raw.get("output", 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_tokens=cache_read,
+    )
+
+
+class AnthropicProvider:
+    """api.anthropic.com ``POST /v1/messages``."""
+
+    name = "anthropic"
+
+    def match(self, method: str, path: str) -> Route | None:
+        if method == "POST" and path.partition("?")[0].rstrip("/") == "/v1/messages":
+            return Route(self.name, "messages")
+        return None
+
+    def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+        return parse_messages(body)
+
+    def usage_parser(
+        self, route: Route, *, streaming: bool, content_encoding: str | None = None
+    ) -> UsageParser:
+        parser: UsageParser
+        if streaming:
+            # message_start sets the baseline; message_delta updates fields one by one.
+            needles = ('"output_tokens"', '"input_tokens"')
+            parser = SSEUsageParser(extract, to_usage, needles, merge=True)
+        else:
+            parser = JSONBodyParser(extract, to_usage, ("usage",))
+        return with_encoding(parser, content_encoding)
+
+    def error_body(
+        self,
+        *,
+        message: str,
+        error_type: str,
+        code: str,
+        status: int,
+        details: Mapping[str, Any],
+    ) -> bytes:
+        error = {"type": error_type, "message": message, "details": dict(details)}
+        return json.dumps({"type": "error", "error": error}, separators=(",", ":")).encode()
+
+    def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None
