@@ -1,0 +1,3 @@
+"""Persistence: Postgres repositories, key hashing and cache invalidation."""
+
+from __future__ import annotations

@@ -1,0 +1,31 @@
+"""The async connection pool every repository shares."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["Pool", "open_pool"]
+
+Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+
+
+async def open_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 10.0,
+    name: str = "policy-sidecar",
+) -> Pool:
+    """Open a pool and wait until `min_size` connections are ready.
+
+    Raises psycopg_pool.PoolTimeout if Postgres cannot be reached within `timeout`.
+    The caller closes it (`await pool.close()`), normally at shutdown.
+    """
+    pool: Pool = AsyncConnectionPool(
+        dsn, min_size=min_size, max_size=max_size, timeout=timeout, name=name, open=False
+    )
+    await pool.open(wait=True, timeout=timeout)
+    return pool
