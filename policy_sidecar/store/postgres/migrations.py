@@ -92,7 +92,9 @@ async def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[s
             )
 
 
-async def _apply_pending(conn: AsyncConnection[tuple[object, ...]], todo: list[Migration]) -> list[str]:
+async def _apply_pending(
+    conn: AsyncConnection[tuple[object, ...]], todo: list[Migration]
+) -> list[str]:
     schema = await (await conn.execute("SELECT current_schema()")).fetchone()
     if schema is None or schema[0] is None:
         raise MigrationError("no current schema: check search_path and that the schema exists")

@@ -16,16 +16,16 @@ async def open_pool(
     *,
     min_size: int = 1,
     max_size: int = 10,
-    timeout: float = 10.0,
+    connect_timeout: float = 10.0,
     name: str = "policy-sidecar",
 ) -> Pool:
     """Open a pool and wait until `min_size` connections are ready.
 
-    Raises psycopg_pool.PoolTimeout if Postgres cannot be reached within `timeout`.
+    Raises psycopg_pool.PoolTimeout if Postgres cannot be reached within `connect_timeout`.
     The caller closes it (`await pool.close()`), normally at shutdown.
     """
     pool: Pool = AsyncConnectionPool(
-        dsn, min_size=min_size, max_size=max_size, timeout=timeout, name=name, open=False
+        dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, name=name, open=False
     )
-    await pool.open(wait=True, timeout=timeout)
+    await pool.open(wait=True, timeout=connect_timeout)
     return pool
