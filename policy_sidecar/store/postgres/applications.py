@@ -125,7 +125,11 @@ class ApplicationRepository:
         await _crud.publish(
             self._publisher,
             PolicyChange(
-                kind="application", action=action, id=app.id, org_id=app.org_id,
-                app_id=app.id, version=app.version,
+                kind="application",
+                action=action,
+                id=app.id,
+                org_id=app.org_id,
+                app_id=app.id,
+                version=app.version,
             ),
         )

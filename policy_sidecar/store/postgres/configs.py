@@ -137,7 +137,9 @@ class ApplicationConfigRepository:
         await _crud.publish(
             self._publisher,
             PolicyChange(
-                kind="application_config", action="deleted", id=f"{app_id}/{environment}",
+                kind="application_config",
+                action="deleted",
+                id=f"{app_id}/{environment}",
                 app_id=app_id,
             ),
         )
@@ -146,8 +148,10 @@ class ApplicationConfigRepository:
         await _crud.publish(
             self._publisher,
             PolicyChange(
-                kind="application_config", action=action,
-                id=f"{config.app_id}/{config.environment}", app_id=config.app_id,
+                kind="application_config",
+                action=action,
+                id=f"{config.app_id}/{config.environment}",
+                app_id=config.app_id,
                 version=config.version,
             ),
         )

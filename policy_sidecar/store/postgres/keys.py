@@ -181,7 +181,11 @@ class ApiKeyRepository:
         await _crud.publish(
             self._publisher,
             PolicyChange(
-                kind="api_key", action=action, id=key.id, app_id=key.app_id,
-                version=key.version, key_hash=key.key_hash,
+                kind="api_key",
+                action=action,
+                id=key.id,
+                app_id=key.app_id,
+                version=key.version,
+                key_hash=key.key_hash,
             ),
         )

@@ -49,9 +49,15 @@ class ModelRepository:
                     " cached_input_price_per_mtok, enabled)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                     (
-                        name, provider, upstream_model, upstream_cluster, context_window,
-                        input_price_per_mtok, output_price_per_mtok,
-                        cached_input_price_per_mtok, enabled,
+                        name,
+                        provider,
+                        upstream_model,
+                        upstream_cluster,
+                        context_window,
+                        input_price_per_mtok,
+                        output_price_per_mtok,
+                        cached_input_price_per_mtok,
+                        enabled,
                     ),
                 )
         assert model is not None

@@ -67,8 +67,16 @@ class PolicyRepository:
                     " model_pattern, mode, priority, enabled, config)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                     (
-                        name, type, org_id, app_id, environment, model_pattern, mode,
-                        priority, enabled, doc,
+                        name,
+                        type,
+                        org_id,
+                        app_id,
+                        environment,
+                        model_pattern,
+                        mode,
+                        priority,
+                        enabled,
+                        doc,
                     ),
                 )
         assert policy is not None
@@ -104,8 +112,11 @@ class PolicyRepository:
                 kind=_KIND,
                 table="policies",
                 filters={
-                    "org_id": org_id, "app_id": app_id, "environment": environment,
-                    "type": type, "enabled": enabled,
+                    "org_id": org_id,
+                    "app_id": app_id,
+                    "environment": environment,
+                    "type": type,
+                    "enabled": enabled,
                 },
                 page_size=page_size,
                 page_token=page_token,
@@ -144,8 +155,14 @@ class PolicyRepository:
         enabled: bool | Unset = UNSET,
     ) -> Policy:
         changes: dict[str, Any] = _crud.set_fields(
-            name=name, org_id=org_id, app_id=app_id, environment=environment,
-            model_pattern=model_pattern, mode=mode, priority=priority, enabled=enabled,
+            name=name,
+            org_id=org_id,
+            app_id=app_id,
+            environment=environment,
+            model_pattern=model_pattern,
+            mode=mode,
+            priority=priority,
+            enabled=enabled,
         )
         async with self._pool.connection() as conn, conn.transaction():
             if not isinstance(config, Unset):
@@ -183,7 +200,11 @@ class PolicyRepository:
         await _crud.publish(
             self._publisher,
             PolicyChange(
-                kind="policy", action=action, id=policy.id, org_id=policy.org_id,
-                app_id=policy.app_id, version=policy.version,
+                kind="policy",
+                action=action,
+                id=policy.id,
+                org_id=policy.org_id,
+                app_id=policy.app_id,
+                version=policy.version,
             ),
         )
