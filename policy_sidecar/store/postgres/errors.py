@@ -68,7 +68,7 @@ def translate_errors(kind: str) -> Iterator[None]:
     except pg_errors.UniqueViolation as exc:
         raise AlreadyExistsError(kind, _detail(exc)) from exc
     except pg_errors.ForeignKeyViolation as exc:
-        raise InvalidError(kind, _column(exc) or "reference", _detail(exc)) from exc
+        raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation) as exc:
         raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
     except (pg_errors.DataError, pg_errors.InvalidTextRepresentation) as exc:
