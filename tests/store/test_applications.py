@@ -81,7 +81,8 @@ async def test_archive_hides_from_list(apps: ApplicationRepository) -> None:
     a = await apps.create(org_id="acme", name="a")
     b = await apps.create(org_id="acme", name="b")
     archived = await apps.archive(a.id, version=a.version)
-    assert archived.archived and archived.version == 2
+    assert archived.archived
+    assert archived.version == 2
     assert [x.id for x in (await apps.list(org_id="acme")).items] == [b.id]
     listed = await apps.list(org_id="acme", include_archived=True)
     assert {x.id for x in listed.items} == {a.id, b.id}

@@ -40,7 +40,8 @@ async def test_create_returns_secret_once_and_stores_only_hash(
 ) -> None:
     created = await keys.create(app_id=app.id, environment="production", name="ci")
     secret, key = created.secret, created.key
-    assert secret.startswith("ps_production_") and len(secret) > 50
+    assert secret.startswith("ps_production_")
+    assert len(secret) > 50
     assert key.prefix == secret[: len("ps_production_") + 6]
     assert key.key_hash == hash_api_key(secret)
     assert await keys.get_by_hash(hash_api_key(secret)) == key
@@ -74,7 +75,8 @@ async def test_revoke_update_delete(keys: ApiKeyRepository, app: Application) ->
     assert (key.version, key.name, key.expires_at) == (2, "renamed", expires)
     assert not key.usable_at(expires)
     revoked = await keys.revoke(key.id, version=2)
-    assert revoked.revoked_at is not None and not revoked.usable_at(datetime.now(UTC))
+    assert revoked.revoked_at is not None
+    assert not revoked.usable_at(datetime.now(UTC))
     again = await keys.revoke(key.id, version=3)
     assert again.revoked_at == revoked.revoked_at
     assert (await keys.list(app_id=app.id)).items == ()

@@ -45,7 +45,7 @@ def test_shipped_migrations_are_ordered_and_named() -> None:
 async def test_from_empty_then_rerun_is_a_noop(schema_dsn: str) -> None:
     applied = await migrate(schema_dsn)
     assert applied == [m.name for m in load_migrations()]
-    assert TABLES <= _tables(schema_dsn)
+    assert _tables(schema_dsn) >= TABLES
     assert await migrate(schema_dsn) == []
 
 

@@ -39,7 +39,10 @@ async def test_crud(models: ModelRepository) -> None:
     model_id = await _create(models, "gpt-4o")
     m = await models.get(model_id)
     assert (m.name, m.input_price_per_mtok, m.enabled, m.version) == (
-        "gpt-4o", Decimal("2.5"), True, 1
+        "gpt-4o",
+        Decimal("2.5"),
+        True,
+        1,
     )
     assert await models.get_by_name("gpt-4o") == m
     with pytest.raises(AlreadyExistsError):
@@ -57,7 +60,8 @@ async def test_list_filters_and_pagination(models: ModelRepository) -> None:
     openai = sorted([await _create(models, f"o{i}") for i in range(3)])
     await _create(models, "claude", provider="anthropic")
     page = await models.list(provider="openai", page_size=3)
-    assert [m.id for m in page.items] == openai and page.next_page_token is None
+    assert [m.id for m in page.items] == openai
+    assert page.next_page_token is None
     assert len((await models.list(enabled=True)).items) == 4
     assert (await models.list(enabled=False)).items == ()
 
@@ -72,7 +76,11 @@ async def test_list_filters_and_pagination(models: ModelRepository) -> None:
 )
 async def test_invalid(models: ModelRepository, kwargs: dict[str, object]) -> None:
     args: dict[str, object] = {
-        "name": "m", "provider": "p", "upstream_model": "u", "upstream_cluster": "c", **kwargs
+        "name": "m",
+        "provider": "p",
+        "upstream_model": "u",
+        "upstream_cluster": "c",
+        **kwargs,
     }
     with pytest.raises(InvalidError):
         await models.create(**args)  # type: ignore[arg-type]

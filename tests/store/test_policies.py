@@ -9,8 +9,8 @@ from policy_sidecar.store.postgres import (
     ApplicationRepository,
     InvalidError,
     NotFoundError,
-    Pool,
     PolicyRepository,
+    Pool,
     VersionConflictError,
 )
 from tests.store.conftest import RecordingPublisher
@@ -70,7 +70,11 @@ async def test_config_validated_before_store(policies: PolicyRepository) -> None
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"mode": "loud"}, "mode"), ({"environment": "dev"}, "check"), ({"app_id": "app_x"}, "app_id")],
+    [
+        ({"mode": "loud"}, "mode"),
+        ({"environment": "dev"}, "check"),
+        ({"app_id": "app_x"}, "app_id"),
+    ],
 )
 async def test_invalid_scope(
     policies: PolicyRepository, kwargs: dict[str, Any], field: str
@@ -106,4 +110,6 @@ async def test_list_and_applicable(policies: PolicyRepository, pool: Pool) -> No
     assert len((await policies.list(enabled=False)).items) == 1
     page = await policies.list(page_size=4)
     rest = await policies.list(page_size=4, page_token=page.next_page_token)
-    assert len(page.items) == 4 and len(rest.items) == 1 and rest.next_page_token is None
+    assert len(page.items) == 4
+    assert len(rest.items) == 1
+    assert rest.next_page_token is None

@@ -123,8 +123,7 @@ async def test_queries_agree_with_raw_rows(pool: Pool) -> None:
     daily = await queries.time_series(start=day_start, end=day_end, bucket="day")
     hourly = await queries.time_series(start=day_start, end=day_end, bucket="hour")
     assert [p.totals.requests for p in daily] == [
-        sum(p.totals.requests for p in hourly if p.bucket.date() == d.bucket.date())
-        for d in daily
+        sum(p.totals.requests for p in hourly if p.bucket.date() == d.bucket.date()) for d in daily
     ]
     assert sum(p.totals.requests for p in daily) == len(records)
     whole = await queries.totals(start=day_start, end=day_end)  # reads the daily rollup

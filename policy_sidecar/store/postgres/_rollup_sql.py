@@ -19,6 +19,13 @@ COLUMNS: Final = (
     "shadow_violations", "post_violations",
 )  # fmt: skip
 
+#: Postgres types of COLUMNS, for binary COPY (about 3x faster than text here).
+COPY_TYPES: Final = (
+    "text", "timestamptz", "text", "int4", "text", "text", "text", "text", "text", "text",
+    "text", "text", "bool", "int8", "int8", "int8", "int8", "int8", "int8", "bool",
+    "float8", "float8", "int8", "int8", "numeric", "text", "text[]", "text[]",
+)  # fmt: skip
+
 #: Error = not a policy denial, and not a success: the sidecar gave up, the stream
 #: was cut short, or the upstream answered with a 4xx/5xx.
 ERROR_CONDITION: Final = (
@@ -84,18 +91,22 @@ STAGE: Final = (
     "CREATE TEMP TABLE usage_stage (LIKE usage_metrics INCLUDING DEFAULTS) ON COMMIT DROP"
 )
 
-COPY: Final = f"COPY usage_stage ({', '.join(COLUMNS)}) FROM STDIN"
+COPY: Final = f"COPY usage_stage ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 _cols = ", ".join(COLUMNS)
 
 #: Returns one row: the number of rows newly inserted.
 INSERT_AND_ROLL_UP: Final = f"""
 WITH batch AS (
-    SELECT DISTINCT ON (request_id) {_cols} FROM usage_stage ORDER BY request_id, started_at
+    -- Duplicates inside one batch: keep the earliest. "C" collation: a cheaper sort.
+    SELECT DISTINCT ON (request_id COLLATE "C") {_cols} FROM usage_stage
+    ORDER BY request_id COLLATE "C", started_at
 ), ins AS (
     INSERT INTO usage_metrics ({_cols}) SELECT {_cols} FROM batch
     ON CONFLICT DO NOTHING
-    RETURNING *
+    RETURNING started_at, org_id, app_id, environment, requested_model, served_model,
+        decision, status_code, prompt_tokens, completion_tokens, total_tokens, cached_tokens,
+        reasoning_tokens, cost_usd, latency_ms, request_bytes, response_bytes, denied_by
 ), hourly AS (
     {_upsert("usage_rollup_hourly", rollup_select("ins", "hour"))}
 ), daily AS (

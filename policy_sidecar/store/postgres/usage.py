@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from psycopg import errors as pg_errors
 
@@ -32,7 +33,9 @@ def _row(r: UsageRecord) -> tuple[object, ...]:
         r.environment, r.api_key_id, r.provider, r.operation, r.requested_model,
         r.served_model, r.streamed, r.prompt_tokens, r.completion_tokens, r.total_tokens,
         r.cached_tokens, r.reasoning_tokens, r.estimated_tokens, r.usage_reported,
-        r.latency_ms, r.ttft_ms, r.request_bytes, r.response_bytes, r.cost_usd, r.denied_by,
+        r.latency_ms, r.ttft_ms, r.request_bytes, r.response_bytes,
+        # Binary COPY wants a Decimal for numeric; repr gives the shortest exact decimal.
+        None if r.cost_usd is None else Decimal(repr(r.cost_usd)), r.denied_by,
         list(r.shadow_violations), list(r.post_violations),
     )  # fmt: skip
 
@@ -79,6 +82,7 @@ class UsageRepository:
             await conn.execute(q.STAGE)
             async with conn.cursor() as cur:
                 async with cur.copy(q.COPY) as copy:
+                    copy.set_types(list(q.COPY_TYPES))
                     for r in records:
                         await copy.write_row(_row(r))
                 await cur.execute(q.INSERT_AND_ROLL_UP)
