@@ -10,21 +10,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policy_sidecar.store.invalidation import PolicyChange
 from policy_sidecar.store.postgres.migrations import migrate
 from policy_sidecar.store.postgres.pool import Pool, open_pool
+
+from .helpers import RecordingPublisher
 
 BASE_DSN = os.environ.get(
     "POLICY_SIDECAR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.changes: list[PolicyChange] = []
-
-    async def publish(self, change: PolicyChange) -> None:
-        self.changes.append(change)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from policy_sidecar.store.postgres import (
     Pool,
     VersionConflictError,
 )
-from tests.store.conftest import RecordingPublisher
+
+from .helpers import RecordingPublisher
 
 pytestmark = pytest.mark.postgres
 

@@ -14,7 +14,8 @@ from policy_sidecar.store.postgres import (
     VersionConflictError,
 )
 from policy_sidecar.store.types import Application
-from tests.store.conftest import RecordingPublisher
+
+from .helpers import RecordingPublisher
 
 pytestmark = pytest.mark.postgres
 

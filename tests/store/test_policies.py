@@ -13,7 +13,8 @@ from policy_sidecar.store.postgres import (
     Pool,
     VersionConflictError,
 )
-from tests.store.conftest import RecordingPublisher
+
+from .helpers import RecordingPublisher
 
 pytestmark = pytest.mark.postgres
 
@@ -88,7 +89,7 @@ async def test_publish_failure_does_not_fail_the_write(pool: Pool) -> None:
         async def publish(self, change: object) -> None:
             raise RuntimeError("bus down")
 
-    repo = PolicyRepository(pool, Broken(), validator=strict_validator)  # type: ignore[arg-type]
+    repo = PolicyRepository(pool, Broken(), validator=strict_validator)
     p = await repo.create(name="x", type="rate_limit", config=RL)
     assert (await repo.get(p.id)).name == "x"
 

@@ -11,7 +11,8 @@ import pytest
 
 from policy_sidecar.store.postgres import Pool, UsageQueries, UsageRepository
 from policy_sidecar.store.postgres.usage_queries import UsageFilter
-from tests.store.usage_data import make_records
+
+from .helpers import make_records
 
 pytestmark = pytest.mark.postgres
 

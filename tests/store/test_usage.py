@@ -6,7 +6,8 @@ import pytest
 
 from policy_sidecar.store.postgres import InvalidError, Pool, UsageRepository
 from policy_sidecar.usage.record import UsageRecord
-from tests.store.usage_data import make_records
+
+from .helpers import make_records
 
 pytestmark = pytest.mark.postgres
 
@@ -63,8 +64,17 @@ async def test_naive_time_is_rejected(pool: Pool) -> None:
         await UsageRepository(pool).insert_batch([rec])
 
 
+async def test_partitions_created_on_demand_and_ahead(pool: Pool) -> None:
+    await UsageRepository(pool).insert_batch(make_records(1, start=T0, span=timedelta(0)))
+    assert await UsageRepository(pool).partitions() == (
+        "usage_metrics_p20260310",
+        "usage_metrics_p20260311",
+        "usage_metrics_p20260312",
+    )
+
+
 async def test_partitions_created_on_demand_per_utc_day(pool: Pool) -> None:
-    repo = UsageRepository(pool)
+    repo = UsageRepository(pool, create_ahead_days=0)
     # 22:30 UTC + 3h crosses midnight; a non-UTC offset lands on the UTC day.
     records = make_records(50, start=T0, span=timedelta(hours=3))
     tokyo = datetime(2026, 3, 20, 8, 0, tzinfo=UTC).astimezone(
@@ -82,7 +92,7 @@ async def test_partitions_created_on_demand_per_utc_day(pool: Pool) -> None:
 
 
 async def test_maintain_creates_ahead_and_drops_by_retention(pool: Pool) -> None:
-    repo = UsageRepository(pool)
+    repo = UsageRepository(pool, create_ahead_days=0)
     now = datetime(2026, 3, 31, 12, tzinfo=UTC)
     old = make_records(100, start=now - timedelta(days=40), span=timedelta(days=5), prefix="o")
     recent = make_records(100, start=now - timedelta(days=2), span=timedelta(days=2), prefix="n")
@@ -112,4 +122,4 @@ async def test_two_writers_create_the_same_partition(pool: Pool) -> None:
     a, b = UsageRepository(pool), UsageRepository(pool)
     batches = [make_records(200, start=T0, span=timedelta(hours=4), prefix=p) for p in "ab"]
     got = await asyncio.gather(a.insert_batch(batches[0]), b.insert_batch(batches[1]))
-    assert got == [200, 200]
+    assert list(got) == [200, 200]

@@ -55,8 +55,11 @@ class UsageRepository:
     inserts nothing twice and leaves the rollups unchanged.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, create_ahead_days: int = 2) -> None:
         self._pool = pool
+        # When a batch needs a new day, the next days are created with it, so the
+        # partition for midnight exists before the first write at midnight.
+        self._ahead = create_ahead_days
         # UTC days known to have a partition, so the common batch skips the check.
         self._days: set[date] = set()
 
@@ -98,10 +101,11 @@ class UsageRepository:
         # for the duration of a batch insert.
         async with self._pool.connection() as conn, conn.transaction():
             for d in missing:
+                last = d + timedelta(days=self._ahead)
                 await conn.execute(
-                    "SELECT usage_ensure_partitions(%s, %s)", (_day_start(d), _day_start(d))
+                    "SELECT usage_ensure_partitions(%s, %s)", (_day_start(d), _day_start(last))
                 )
-        self._days.update(missing)
+                self._days.update(d + timedelta(days=i) for i in range(self._ahead + 1))
 
     async def maintain(
         self,

@@ -1,11 +1,21 @@
-"""Deterministic generated usage records for the store tests."""
+"""Helpers for the store tests: generated usage records, a recording publisher."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
 
+from policy_sidecar.store.invalidation import PolicyChange
 from policy_sidecar.usage.record import Decision, UsageRecord
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.changes: list[PolicyChange] = []
+
+    async def publish(self, change: PolicyChange) -> None:
+        self.changes.append(change)
+
 
 ORGS = ("acme", "globex", None)
 APPS = ("app_a", "app_b", "app_c", "app_d", None)
