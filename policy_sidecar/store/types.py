@@ -16,6 +16,7 @@ __all__ = [
     "Application",
     "ApplicationConfig",
     "CreatedApiKey",
+    "KeyIdentity",
     "Model",
     "Page",
     "Policy",
@@ -93,6 +94,18 @@ class CreatedApiKey:
 
     key: ApiKey
     secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """Who a usable key belongs to: what the sidecar caches per key hash."""
+
+    key_id: str
+    org_id: str
+    app_id: str
+    environment: str
+    default_model: str | None
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from policy_sidecar.store.keys_hash import hash_api_key
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
+    ApplicationConfigRepository,
     ApplicationRepository,
     InvalidError,
     NotFoundError,
@@ -114,3 +116,28 @@ async def test_record_last_used_writes_at_most_once_per_granularity(
     assert (await keys.get(a.id)).last_used_at == t0 + timedelta(minutes=2)
     assert (await keys.get(a.id)).version == 1  # not a config change
     assert await keys.record_last_used({}) == 0
+
+
+async def test_resolve_only_usable_keys(
+    keys: ApiKeyRepository, app: Application, pool: Pool
+) -> None:
+    created = await keys.create(app_id=app.id, environment="dev")
+    h = hash_api_key(created.secret)
+    identity = await keys.resolve(h)
+    assert identity is not None
+    assert (identity.key_id, identity.org_id, identity.app_id, identity.environment) == (
+        created.key.id, "acme", app.id, "dev",
+    )  # fmt: skip
+    assert await keys.resolve(hash_api_key("ps_dev_unknown")) is None
+    configs = ApplicationConfigRepository(pool)
+    await configs.create(app_id=app.id, environment="dev", default_model="m")
+    assert await keys.resolve(h) == replace(identity, default_model="m")
+    await configs.update(app.id, "dev", version=1, enabled=False)
+    assert await keys.resolve(h) is None
+    await configs.update(app.id, "dev", version=2, enabled=True)
+    past = await keys.create(
+        app_id=app.id, environment="dev", expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    assert await keys.resolve(hash_api_key(past.secret)) is None
+    await ApplicationRepository(pool).archive(app.id, version=app.version)
+    assert await keys.resolve(h) is None

@@ -15,7 +15,7 @@ from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.store.types import ApiKey, CreatedApiKey, Page
+from policy_sidecar.store.types import ApiKey, CreatedApiKey, KeyIdentity, Page
 
 __all__ = ["ApiKeyRepository", "new_secret"]
 
@@ -79,6 +79,25 @@ class ApiKeyRepository:
     async def get_by_hash(self, key_hash: str) -> ApiKey:
         """The sidecar's identity lookup (`hash_api_key(secret)`); check `usable_at` too."""
         return await self._get_by("key_hash", key_hash)
+
+    async def resolve(self, key_hash: str) -> KeyIdentity | None:
+        """The identity behind a key, or None when the key is unknown, revoked,
+        expired, its application archived or its environment's config disabled.
+        (No config row for the environment means enabled.)"""
+        async with self._pool.connection() as conn:
+            return await _crud.fetch_one(
+                conn,
+                KeyIdentity,
+                "SELECT k.id AS key_id, a.org_id, k.app_id, k.environment, c.default_model,"
+                " k.expires_at"
+                " FROM api_keys k JOIN applications a ON a.id = k.app_id"
+                " LEFT JOIN application_configs c"
+                "   ON c.app_id = k.app_id AND c.environment = k.environment"
+                " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+                " AND (k.expires_at IS NULL OR k.expires_at > now())"
+                " AND a.archived_at IS NULL AND coalesce(c.enabled, true)",
+                (key_hash,),
+            )
 
     async def _get_by(self, column: str, value: str) -> ApiKey:
         query = sql.SQL("SELECT * FROM api_keys WHERE {} = %s").format(sql.Identifier(column))
