@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from policy_sidecar.store.postgres import (
@@ -170,3 +172,17 @@ async def test_config_needs_live_application(
     await apps.archive(app.id, version=1)
     with pytest.raises(NotFoundError):
         await configs.create(app_id=app.id, environment="dev")
+
+
+async def test_concurrent_updates_at_same_version_exactly_one_wins(
+    apps: ApplicationRepository,
+) -> None:
+    app = await apps.create(org_id="acme", name="chat")
+    results = await asyncio.gather(
+        *(apps.update(app.id, version=1, description=f"d{i}") for i in range(4)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, VersionConflictError) for r in results if r not in winners)
+    assert (await apps.get(app.id)).version == 2
