@@ -74,6 +74,9 @@ async def test_update_with_optimistic_concurrency(apps: ApplicationRepository) -
     with pytest.raises(VersionConflictError) as info:
         await apps.update(app.id, version=1, name="stale")
     assert (info.value.expected, info.value.actual) == (1, 2)
+    await apps.create(org_id="acme", name="taken")
+    with pytest.raises(AlreadyExistsError):
+        await apps.update(app.id, version=2, name="taken")
     with pytest.raises(NotFoundError):
         await apps.update("app_missing", version=1, name="x")
     with pytest.raises(NotFoundError):

@@ -51,6 +51,8 @@ async def test_crud(models: ModelRepository) -> None:
     assert (m2.enabled, m2.context_window, m2.version) == (False, None, 2)
     with pytest.raises(VersionConflictError):
         await models.update(model_id, version=1, enabled=True)
+    with pytest.raises(VersionConflictError):
+        await models.delete(model_id, version=1)
     await models.delete(model_id, version=2)
     with pytest.raises(NotFoundError):
         await models.get_by_name("gpt-4o")

@@ -45,9 +45,13 @@ async def test_crud_publishes_every_write(
     assert (p2.mode, p2.config["requests"], p2.version) == ("shadow", 5, 2)
     with pytest.raises(VersionConflictError):
         await policies.update(p.id, version=1, enabled=False)
+    with pytest.raises(VersionConflictError):
+        await policies.delete(p.id, version=1)
     await policies.delete(p.id, version=2)
     with pytest.raises(NotFoundError):
         await policies.get(p.id)
+    with pytest.raises(NotFoundError):
+        await policies.delete(p.id)
     assert [(c.action, c.version) for c in publisher.changes] == [
         ("created", 1),
         ("updated", 2),
