@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,28 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, workers=args.workers)
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from policy_sidecar.store.postgres.migrations import MigrationError, migrate
+
+    dsn = args.database_url or os.environ.get("POLICY_SIDECAR_DATABASE_URL")
+    if not dsn:
+        print(
+            "policy-sidecar: set POLICY_SIDECAR_DATABASE_URL or pass --database-url",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        applied = asyncio.run(migrate(dsn))
+    except (MigrationError, OSError) as exc:
+        print(f"policy-sidecar: migrate failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # psycopg errors: connection refused, auth, SQL
+        print(f"policy-sidecar: migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--upstream-port", type=int, default=8081)
     render.add_argument("--sidecar-ports", default="50051")
     render.set_defaults(func=_render_envoy)
+
+    mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")
+    mig.add_argument("--database-url", help="Postgres URL (POLICY_SIDECAR_DATABASE_URL)")
+    mig.set_defaults(func=_migrate)
 
     demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
     demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")

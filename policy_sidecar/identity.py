@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Protocol
+
+from policy_sidecar.store.keys_hash import hash_api_key
+
+__all__ = ["Identity", "IdentityResolver", "hash_api_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,12 +16,6 @@ class Identity:
     org_id: str
     environment: str
     key_id: str
-
-
-def hash_api_key(secret: str) -> str:
-    """The stored form of an API key: SHA-256, hex. Keys are long random strings, so a
-    fast unsalted hash is enough and lets a lookup be one dictionary or index probe."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class IdentityResolver(Protocol):

@@ -1,1 +1,4 @@
-"""Persistence: the standalone file store and (in production) Postgres repositories."""
+"""Persistence: the standalone file store, Postgres repositories, key hashing and
+cache invalidation."""
+
+from __future__ import annotations

@@ -1,0 +1,88 @@
+"""Domain errors raised by the Postgres repositories.
+
+The admin API maps them to gRPC status codes: NotFound -> NOT_FOUND,
+AlreadyExists -> ALREADY_EXISTS, VersionConflict -> ABORTED (or
+FAILED_PRECONDITION), Invalid -> INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import errors as pg_errors
+
+__all__ = [
+    "AlreadyExistsError",
+    "InvalidError",
+    "NotFoundError",
+    "StoreError",
+    "VersionConflictError",
+    "translate_errors",
+]
+
+
+class StoreError(Exception):
+    """Base class of every domain error of the store."""
+
+
+class NotFoundError(StoreError):
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} not found")
+        self.kind = kind
+        self.key = key
+
+
+class AlreadyExistsError(StoreError):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind} already exists: {detail}")
+        self.kind = kind
+
+
+class VersionConflictError(StoreError):
+    def __init__(self, kind: str, key: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"{kind} {key!r} was changed concurrently: expected version {expected}, "
+            f"current version is {actual}"
+        )
+        self.kind = kind
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidError(StoreError):
+    def __init__(self, kind: str, field: str, reason: str) -> None:
+        super().__init__(f"invalid {kind}: {field}: {reason}")
+        self.kind = kind
+        self.field = field
+        self.reason = reason
+
+
+@contextmanager
+def translate_errors(kind: str) -> Iterator[None]:
+    """Turn integrity errors from Postgres into domain errors naming `kind`."""
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        raise AlreadyExistsError(kind, _detail(exc)) from exc
+    except pg_errors.ForeignKeyViolation as exc:
+        raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
+    except (pg_errors.CheckViolation, pg_errors.NotNullViolation) as exc:
+        raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
+    except (pg_errors.DataError, pg_errors.InvalidTextRepresentation) as exc:
+        raise InvalidError(kind, "value", _detail(exc)) from exc
+
+
+def _detail(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    return diag.message_detail or diag.message_primary or str(exc)
+
+
+def _column(exc: psycopg.Error) -> str | None:
+    return exc.diag.column_name
+
+
+def _constraint(exc: psycopg.Error) -> str:
+    return exc.diag.constraint_name or "value"

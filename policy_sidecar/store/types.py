@@ -1,0 +1,143 @@
+"""Domain value types of the store, shared by every backend. All frozen.
+
+Field names equal column names, so the Postgres repositories build them directly
+from rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
+
+__all__ = [
+    "ApiKey",
+    "Application",
+    "ApplicationConfig",
+    "CreatedApiKey",
+    "KeyIdentity",
+    "Model",
+    "Page",
+    "Policy",
+    "PolicyMode",
+]
+
+T = TypeVar("T")
+
+PolicyMode = Literal["enforce", "shadow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated list; pass `next_page_token` to get the next."""
+
+    items: tuple[T, ...]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: str
+    org_id: str
+    name: str
+    description: str
+    labels: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationConfig:
+    app_id: str
+    environment: str
+    enabled: bool
+    default_model: str | None
+    settings: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key: never the secret, only its hash and a short visible prefix."""
+
+    id: str
+    app_id: str
+    environment: str
+    name: str
+    prefix: str
+    key_hash: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def usable_at(self, now: datetime) -> bool:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApiKey:
+    """Returned once, by create: the secret is not stored and cannot be read again."""
+
+    key: ApiKey
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """Who a usable key belongs to: what the sidecar caches per key hash."""
+
+    key_id: str
+    org_id: str
+    app_id: str
+    environment: str
+    default_model: str | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: str
+    name: str
+    provider: str
+    upstream_model: str
+    upstream_cluster: str
+    context_window: int | None
+    input_price_per_mtok: Decimal
+    output_price_per_mtok: Decimal
+    cached_input_price_per_mtok: Decimal
+    enabled: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    name: str
+    type: str
+    org_id: str | None
+    app_id: str | None
+    environment: str | None
+    model_pattern: str | None
+    mode: PolicyMode
+    priority: int
+    enabled: bool
+    config: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime

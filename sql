@@ -1,0 +1,1 @@
+policy_sidecar/store/postgres/sql

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from policy_sidecar.store.postgres import (
+    AlreadyExistsError,
+    InvalidError,
+    ModelRepository,
+    NotFoundError,
+    Pool,
+    VersionConflictError,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def models(pool: Pool) -> ModelRepository:
+    return ModelRepository(pool)
+
+
+async def _create(models: ModelRepository, name: str, provider: str = "openai") -> str:
+    model = await models.create(
+        name=name,
+        provider=provider,
+        upstream_model=f"{name}-2024",
+        upstream_cluster=f"{provider}_cluster",
+        context_window=128_000,
+        input_price_per_mtok=Decimal("2.5"),
+        output_price_per_mtok=Decimal("10"),
+        cached_input_price_per_mtok=Decimal("1.25"),
+    )
+    return model.id
+
+
+async def test_crud(models: ModelRepository) -> None:
+    model_id = await _create(models, "gpt-4o")
+    m = await models.get(model_id)
+    assert (m.name, m.input_price_per_mtok, m.enabled, m.version) == (
+        "gpt-4o",
+        Decimal("2.5"),
+        True,
+        1,
+    )
+    assert await models.get_by_name("gpt-4o") == m
+    with pytest.raises(AlreadyExistsError):
+        await _create(models, "gpt-4o")
+    m2 = await models.update(model_id, version=1, enabled=False, context_window=None)
+    assert (m2.enabled, m2.context_window, m2.version) == (False, None, 2)
+    with pytest.raises(VersionConflictError):
+        await models.update(model_id, version=1, enabled=True)
+    with pytest.raises(VersionConflictError):
+        await models.delete(model_id, version=1)
+    await models.delete(model_id, version=2)
+    with pytest.raises(NotFoundError):
+        await models.get_by_name("gpt-4o")
+
+
+async def test_list_filters_and_pagination(models: ModelRepository) -> None:
+    openai = sorted([await _create(models, f"o{i}") for i in range(3)])
+    await _create(models, "claude", provider="anthropic")
+    page = await models.list(provider="openai", page_size=3)
+    assert [m.id for m in page.items] == openai
+    assert page.next_page_token is None
+    assert len((await models.list(enabled=True)).items) == 4
+    assert (await models.list(enabled=False)).items == ()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"context_window": 0},
+        {"input_price_per_mtok": Decimal(-1)},
+        {"upstream_cluster": ""},
+    ],
+)
+async def test_invalid(models: ModelRepository, kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {
+        "name": "m",
+        "provider": "p",
+        "upstream_model": "u",
+        "upstream_cluster": "c",
+        **kwargs,
+    }
+    with pytest.raises(InvalidError):
+        await models.create(**args)  # type: ignore[arg-type]
