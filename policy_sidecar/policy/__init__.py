@@ -1,0 +1,3 @@
+"""Policy evaluation (no I/O). CEL support lives in ``policy.cel``."""
+
+from __future__ import annotations
