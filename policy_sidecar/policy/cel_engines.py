@@ -44,6 +44,8 @@ _CEL_TYPES = {
     VarType.DOUBLE: cel.Type.DOUBLE,
     VarType.STRING: cel.Type.STRING,
 }
+# Identifier-like words, string literals included: a superset of the variables used.
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ERROR_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
 
 
@@ -58,15 +60,18 @@ class CelEngine:
 
 
 class _CelExprExpression:
-    __slots__ = ("_expr", "source")
+    __slots__ = ("_expr", "_names", "source")
 
-    def __init__(self, source: str, expr: cel.Expression) -> None:
+    def __init__(self, source: str, expr: cel.Expression, names: tuple[str, ...]) -> None:
         self.source = source
         self._expr = expr
+        # The binding converts every entry it is given (~0.5 us each): pass only these.
+        self._names = names
 
     def evaluate(self, variables: Mapping[str, object]) -> bool:
+        data = {n: variables[n] for n in self._names if n in variables}
         try:
-            value = self._expr.eval(data=variables)
+            value = self._expr.eval(data=data)
         except Exception as exc:  # the binding raises on unconvertible inputs
             raise CelEvaluationError(str(exc)) from exc
         result = value.value()
@@ -78,6 +83,7 @@ class _CelExprExpression:
 class CelExprEngine(CelEngine):
     def __init__(self, variables: Mapping[str, VarType]) -> None:
         self._env = cel.NewEnv(variables={n: _CEL_TYPES[t] for n, t in variables.items()})
+        self._names = tuple(variables)
 
     def compile(self, source: str) -> CompiledExpression:
         try:
@@ -89,7 +95,9 @@ class CelExprEngine(CelEngine):
             raise CelCompileError(
                 f"expression must evaluate to bool, not {result_type.name().lower()}"
             )
-        return _CelExprExpression(source, expr)
+        words = set(_WORD.findall(source))
+        names = tuple(sorted(n for n in self._names if n in words))
+        return _CelExprExpression(source, expr, names)
 
 
 def _cel_expr_error(text: str) -> CelCompileError:
