@@ -102,8 +102,10 @@ class CounterState:
     ``used`` is the effective (sliding) usage after the increment when the request was
     admitted, otherwise the usage observed; ``remaining`` is the largest amount a next
     request could add now. ``reset_at`` is when the counter is back to zero if nothing
-    more is added; ``retry_at`` (denied counters only) is the earliest time this op's
-    amount fits, or None when the amount exceeds the limit itself. Times are epoch seconds.
+    more is added. In a denied request, every op that exceeds its own limit gets
+    ``retry_at``, the earliest time its amount fits with no further traffic (None when the
+    amount exceeds the limit itself); ``Retry-After`` is the latest of them.
+    Times are epoch seconds.
     """
 
     key: str

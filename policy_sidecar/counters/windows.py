@@ -127,7 +127,7 @@ def _reset_at(op: CounterOp, start: int, prev: int, cur: int, now: float) -> flo
     return float(end) if prev else now
 
 
-def _retry_at(op: CounterOp, start: int, prev: int, cur: int, weight: float) -> float | None:
+def _retry_at(op: CounterOp, start: int, prev: int, cur: int) -> float | None:
     if op.amount > op.limit:
         return None
     _, end = bucket_bounds(op.window, start)
@@ -153,12 +153,12 @@ def build_result(
     """Turn raw ``(previous, current-before-add)`` values into a ``CheckResult``."""
     admitted = denied_index is None
     states: list[CounterState] = []
-    for i, (op, plan, (prev, cur)) in enumerate(zip(ops, plans, observed, strict=True)):
+    for op, plan, (prev, cur) in zip(ops, plans, observed, strict=True):
         cur_now = cur + op.amount if admitted else cur
         used = cur_now + weighted(prev, plan.prev_weight)
         retry = None
-        if i == denied_index:
-            retry = _retry_at(op, plan.bucket_start, prev, cur, plan.prev_weight)
+        if not admitted and cur + weighted(prev, plan.prev_weight) + op.amount > op.limit:
+            retry = _retry_at(op, plan.bucket_start, prev, cur)
         states.append(
             CounterState(
                 key=op.key,

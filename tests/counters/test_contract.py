@@ -234,3 +234,15 @@ async def test_concurrent_reservations_never_overshoot(
     # all or nothing held for every request: both counters moved together
     assert await used(store, app, T0 + 2) == prefill + admitted * reserve <= limit
     assert await used(store, org, T0 + 2) == admitted * reserve
+
+
+async def test_every_exceeding_op_gets_retry_at(store: CounterStore, key: KeyFactory) -> None:
+    ops = [
+        CounterOp(key("fits"), limit=100, window=MINUTE, amount=10),
+        CounterOp(key("minute"), limit=5, window=MINUTE, amount=10),
+        CounterOp(key("month"), limit=5, window=MONTH, amount=3),
+    ]
+    await store.check_and_add([CounterOp(ops[2].key, 5, MONTH, 4)], T0)
+    result = await store.check_and_add(ops, T0 + 1)
+    assert result.denied_index == 1
+    assert [s.retry_at for s in result.states] == [None, None, ts(2026, 2, 1)]
