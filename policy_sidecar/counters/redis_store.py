@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -132,14 +132,18 @@ class RedisCounterStore(SettlingMixin):
         pooled sockets), none on timeouts: a timed-out script may have run, and running
         it twice would count the request twice.
         """
-        client = Redis.from_url(
+        # A blocking pool: a burst of requests waits for a free connection (up to the
+        # connect timeout) instead of failing with "too many connections".
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=connect_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            max_connections=max_connections,
             client_name=client_name,
             retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         )
+        client = Redis.from_pool(pool)
         return cls(client)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import socket
@@ -191,3 +192,15 @@ async def test_same_decisions_as_memory(redis_store: RedisCounterStore, key: Key
             actual_amounts = {op.key: rng.randint(0, 15) for op in ops}
             await memory.settle(expected.reservation, actual_amounts, now + 1)
             await redis_store.settle(expected.reservation, actual_amounts, now + 1)
+
+
+async def test_burst_larger_than_pool_waits_for_connections(
+    redis_url: str, key: KeyFactory
+) -> None:
+    store = RedisCounterStore.from_url(redis_url, max_connections=4, connect_timeout=2.0)
+    op = CounterOp(key("a"), 1000, MINUTE, 1)
+    try:
+        results = await asyncio.gather(*(store.check_and_add([op], T0) for _ in range(200)))
+    finally:
+        await store.aclose()
+    assert sum(r.admitted for r in results) == 200
