@@ -137,10 +137,17 @@ def _retry_at(op: CounterOp, start: int, prev: int, cur: int) -> float | None:
     room = op.limit - cur - op.amount
     if room >= 0 and prev:
         # the previous bucket decays linearly; find when ceil(prev * w) <= room
-        return start + length * (1.0 - room / prev)
+        return _next_ms(start + length * (1.0 - room / prev))
     if not cur:
         return float(end)
-    return end + length * (1.0 - (op.limit - op.amount) / cur)
+    # in the next bucket today's current one is the previous one
+    return _next_ms(end + length * (1.0 - (op.limit - op.amount) / cur))
+
+
+def _next_ms(t: float) -> float:
+    """Round up to the next millisecond but one: float noise (epoch seconds carry ~2e-7 s
+    of it) must not leave the result a hair before the counter actually has room."""
+    return math.ceil(t * 1000) / 1000 + 0.001
 
 
 def build_result(

@@ -7,13 +7,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from counter_helpers import KeyFactory
+from counter_helpers import KeyFactory, patient_redis_store
 from redis.asyncio import Redis
 
 from policy_sidecar.counters import (
     CounterStore,
     InMemoryCounterStore,
-    RedisCounterStore,
     counter_key,
 )
 
@@ -59,7 +58,7 @@ async def store(
         yield memory
         await memory.aclose()
         return
-    redis_store = RedisCounterStore.from_url(redis_url)
+    redis_store = patient_redis_store(redis_url)
     yield redis_store
     await redis_store.aclose()
     await delete_prefix(redis_url, key_prefix)

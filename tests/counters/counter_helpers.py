@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from policy_sidecar.counters import CounterStore, InMemoryCounterStore
+from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
 
 KeyFactory = Callable[..., str]
 
@@ -24,3 +24,16 @@ async def bucket_ttl(store: CounterStore, redis_url: str, bucket: str, now: floa
         await client.aclose()
     assert pttl > 0, f"{bucket} has no expiry ({pttl})"
     return float(pttl) / 1000
+
+
+def patient_redis_store(
+    url: str, *, max_connections: int = 64, client_name: str | None = None
+) -> RedisCounterStore:
+    """A store with generous timeouts: a loaded CI machine must not turn into failures."""
+    return RedisCounterStore.from_url(
+        url,
+        socket_timeout=5.0,
+        connect_timeout=5.0,
+        max_connections=max_connections,
+        client_name=client_name,
+    )

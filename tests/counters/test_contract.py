@@ -246,3 +246,25 @@ async def test_every_exceeding_op_gets_retry_at(store: CounterStore, key: KeyFac
     result = await store.check_and_add(ops, T0 + 1)
     assert result.denied_index == 1
     assert [s.retry_at for s in result.states] == [None, None, ts(2026, 2, 1)]
+
+
+@pytest.mark.parametrize(
+    ("prefill_at", "prefill", "ask", "ask_at"),
+    [(10.0, 97, 13, 61.0), (30.0, 70, 45, 70.0), (59.0, 33, 70, 60.5), (5.0, 100, 1, 30.0)],
+)
+async def test_admitted_at_retry_at(
+    store: CounterStore,
+    key: KeyFactory,
+    prefill_at: float,
+    prefill: int,
+    ask: int,
+    ask_at: float,
+) -> None:
+    await store.check_and_add([CounterOp(key("t"), 100, MINUTE, prefill)], T0 + prefill_at)
+    op = CounterOp(key("t"), 100, MINUTE, ask)
+    denied = await store.check_and_add([op], T0 + ask_at)
+    retry_at = denied.states[0].retry_at
+    assert not denied.admitted
+    assert retry_at is not None
+    assert not (await store.check_and_add([op], retry_at - 0.01)).admitted
+    assert (await store.check_and_add([op], retry_at)).admitted

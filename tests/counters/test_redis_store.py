@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from counter_helpers import KeyFactory
+from counter_helpers import KeyFactory, patient_redis_store
 from redis.asyncio import Redis
 
 from policy_sidecar.counters import (
@@ -96,7 +96,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 @pytest.fixture
 async def redis_store(redis_url: str) -> AsyncIterator[RedisCounterStore]:
-    store = RedisCounterStore.from_url(redis_url, client_name=f"pstest-{uuid.uuid4().hex[:8]}")
+    store = patient_redis_store(redis_url, client_name=f"pstest-{uuid.uuid4().hex[:8]}")
     yield store
     await store.aclose()
 
@@ -197,7 +197,7 @@ async def test_same_decisions_as_memory(redis_store: RedisCounterStore, key: Key
 async def test_burst_larger_than_pool_waits_for_connections(
     redis_url: str, key: KeyFactory
 ) -> None:
-    store = RedisCounterStore.from_url(redis_url, max_connections=4, connect_timeout=2.0)
+    store = patient_redis_store(redis_url, max_connections=4)
     op = CounterOp(key("a"), 1000, MINUTE, 1)
     try:
         results = await asyncio.gather(*(store.check_and_add([op], T0) for _ in range(200)))
