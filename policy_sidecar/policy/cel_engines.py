@@ -123,6 +123,25 @@ _DUMMIES: tuple[dict[VarType, object], ...] = (
     {VarType.BOOL: True, VarType.INT: 1, VarType.DOUBLE: 1.0, VarType.STRING: "x"},
 )
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# Type names are identifiers too (``type(model) == string``), not variables.
+_TYPE_NAMES = frozenset(
+    {
+        "bool",
+        "bytes",
+        "double",
+        "duration",
+        "int",
+        "list",
+        "map",
+        "null_type",
+        "string",
+        "timestamp",
+        "type",
+        "uint",
+    }
+)
+_CELPY_CLASS = re.compile(r"<class 'celpy\.celtypes\.(\w+?)(?:Type)?'>")
+_CELPY_TOKEN = re.compile(r"Token\('RULE', '(\w+)'\)")
 
 
 class _CelPythonExpression:
@@ -167,7 +186,7 @@ class CelPythonEngine(CelEngine):
             raise CelCompileError(
                 f"syntax error near {snippet!r}", line=exc.line or 1, column=exc.column or 1
             ) from None
-        used = _referenced(tree)
+        used = _referenced(tree) - _TYPE_NAMES
         unknown = sorted(used - self._variables.keys())
         if unknown:
             raise CelCompileError(f"undeclared reference to {unknown[0]!r}")
@@ -196,7 +215,9 @@ def _check_with_dummies(compiled: _CelPythonExpression, values: Mapping[str, obj
 def _short(message: str) -> str:
     if message.startswith("result is not a bool"):
         return "expression must evaluate to bool"
-    return message.split(" (in activation")[0]
+    message = message.split(" (in activation")[0]
+    message = _CELPY_CLASS.sub(lambda m: m.group(1).lower(), message)
+    return _CELPY_TOKEN.sub(lambda m: m.group(1), message)
 
 
 def _referenced(tree: lark.Tree[Any]) -> set[str]:

@@ -268,3 +268,30 @@ async def test_admitted_at_retry_at(
     assert retry_at is not None
     assert not (await store.check_and_add([op], retry_at - 0.01)).admitted
     assert (await store.check_and_add([op], retry_at)).admitted
+
+
+async def test_concurrent_reserve_then_settle_stays_bounded(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    """Reserve, yield, settle to the actual (at most the estimate): the limit holds."""
+    limit, estimate = 1000, 40
+    op = CounterOp(key("tok"), limit=limit, window=MINUTE, amount=estimate)
+    settled: list[int] = []
+
+    async def one_request(i: int) -> None:
+        result = await store.check_and_add([op], T0 + 1)
+        if result.reservation is None:
+            return
+        await asyncio.sleep(0)
+        actual = estimate - i % 3 * 10  # 40, 30 or 20
+        await store.settle(result.reservation, {op.key: actual}, T0 + 2)
+        settled.append(actual)
+
+    for _ in range(20):  # waves until full: room freed by settling is reused
+        before = len(settled)
+        await asyncio.gather(*(one_request(i) for i in range(50)))
+        if len(settled) == before:
+            break
+    final = await used(store, op, T0 + 3)
+    assert final == sum(settled)
+    assert limit - estimate < final <= limit

@@ -58,6 +58,8 @@ def engine(request: pytest.FixtureRequest) -> EngineName:
         (Phase.PRE, '!(provider == "openai") || request_size_bytes < 1000', False),
         (Phase.PRE, '["o1", "gpt-4o"].exists(p, model.startsWith(p))', True),
         (Phase.PRE, 'app_id == "app-1"\n  && org_id != "org-2"', True),
+        (Phase.PRE, "type(model) == string && size(model) > 3", True),
+        (Phase.PRE, 'model.matches("^claude")', False),
         (Phase.POST, "total_tokens != prompt_tokens + completion_tokens", False),
         (Phase.POST, "completion_tokens > 2 * reasoning_tokens", True),
         (Phase.POST, "cost_usd < 0.05 && latency_ms < 1000", True),
