@@ -4,11 +4,11 @@
 unknown identifiers and functions, operator overloads, and the result type.
 
 ``cel-python`` (celpy) has no checker. At compile time we (1) reject identifiers that
-are neither declared nor bound by a macro (``exists``, ``all``, ``map``...), found by
+are neither declared, nor type names, nor bound by a macro (``exists``, ``map``...), found by
 walking the parse tree, and (2) evaluate the expression against two sets of typed dummy
 values (zero-like and one-like); an overload error or a non-bool result rejects it.
 What this cannot catch: type errors and unknown functions in branches neither dummy set
-reaches (e.g. ``model == "x" && model > 3``), and macro-variable names that shadow
+reaches (e.g. ``model == "gpt-4o" && model > 3``), and macro-variable names that shadow
 declared variables. Division by zero on a dummy is not an error (it is a runtime one).
 """
 
