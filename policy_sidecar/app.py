@@ -18,9 +18,13 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
+from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
+from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.settings import Settings, SettingsError
 from policy_sidecar.store.standalone import (
@@ -56,15 +60,33 @@ def build_estimator(settings: Settings) -> TokenEstimator:
         raise StartupError(f"tokenizer data: {exc}") from exc
 
 
+def build_counters(settings: Settings) -> tuple[CounterStore, PenaltyBox]:
+    """Redis when configured (exact across replicas), else in-process counters."""
+    if settings.redis_url:
+        store = RedisCounterStore.from_url(settings.redis_url, client_name="policy-sidecar")
+        return store, RedisPenaltyBox(store.client)
+    if len(settings.ports) > 1:
+        log.warning(
+            "rate and token limits are counted per worker process (no Redis configured): "
+            "with %d workers each limit is effectively %d times higher",
+            len(settings.ports),
+            len(settings.ports),
+        )
+    return InMemoryCounterStore(), InMemoryPenaltyBox()
+
+
 def build_services(
     settings: Settings,
     config: StandaloneConfig,
     recorder: UsageRecorder,
     estimator: TokenEstimator,
+    counters: CounterStore,
+    penalties: PenaltyBox,
 ) -> Services:
     return Services(
         identities=StandaloneIdentityResolver(config.keys),
-        policies=PolicyEngine(config.policies),
+        policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
+        enforcer=Enforcer(counters, penalties),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
@@ -81,7 +103,8 @@ async def serve_worker(
     config = load_config(settings)
     recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
     estimator = build_estimator(settings)
-    services = build_services(settings, config, recorder, estimator)
+    counters, penalties = build_counters(settings)
+    services = build_services(settings, config, recorder, estimator, counters, penalties)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -111,7 +134,9 @@ async def serve_worker(
     )
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    await services.tasks.drain()
     await recorder.close()
+    await counters.aclose()
     estimator.close()
     log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
 

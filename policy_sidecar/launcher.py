@@ -217,11 +217,12 @@ def start_stack(
     workers: int = 1,
     listen_port: int | None = None,
     envoy_concurrency: int = 1,
+    sidecar_env: Mapping[str, str] | None = None,
 ) -> Stack:
     stack = new_stack(workdir, workers=workers, listen_port=listen_port)
     try:
         stack.start_fake_provider()
-        stack.start_sidecar(config)
+        stack.start_sidecar(config, sidecar_env)
         stack.start_envoy(envoy_concurrency)
     except BaseException:
         stack.stop()
