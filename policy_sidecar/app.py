@@ -25,6 +25,7 @@ from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
+from policy_sidecar.production.wiring import Production, open_production
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.settings import Settings, SettingsError
 from policy_sidecar.store.standalone import (
@@ -35,7 +36,7 @@ from policy_sidecar.store.standalone import (
 )
 from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
 from policy_sidecar.usage.recorder import BatchingRecorder
-from policy_sidecar.usage.sinks import JsonlFileSink
+from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 
 log = logging.getLogger("policy_sidecar")
 
@@ -100,11 +101,36 @@ async def serve_worker(
     settings: Settings, port: int, *, on_ready: Callable[[int], None] | None = None
 ) -> None:
     """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
-    config = load_config(settings)
-    recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
     estimator = build_estimator(settings)
     counters, penalties = build_counters(settings)
-    services = build_services(settings, config, recorder, estimator, counters, penalties)
+    production: Production | None = None
+    sink: UsageSink
+    if settings.database_url:
+        try:
+            production = await open_production(
+                settings.database_url, settings.redis_url, cel_engine=settings.cel_engine
+            )
+        except Exception as exc:
+            raise StartupError(f"cannot open the production stores: {exc}") from exc
+        sink = production.usage_sink
+    else:
+        sink = JsonlFileSink(settings.usage_file)
+    recorder = BatchingRecorder(sink)
+    if production is not None:
+        services = Services(
+            identities=production.identities,
+            policies=production.policies,
+            enforcer=Enforcer(counters, penalties),
+            providers=default_registry(),
+            estimator=estimator,
+            recorder=recorder,
+            models=production.models,
+            inject_stream_usage=settings.inject_stream_usage,
+        )
+    else:
+        services = build_services(
+            settings, load_config(settings), recorder, estimator, counters, penalties
+        )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -121,7 +147,8 @@ async def serve_worker(
     recorder.start()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("ext_proc worker listening on %s:%d", settings.host, bound)
+    mode = "production" if production is not None else "standalone"
+    log.info("ext_proc worker (%s mode) listening on %s:%d", mode, settings.host, bound)
     if on_ready is not None:
         on_ready(bound)
     stop = asyncio.Event()
@@ -138,6 +165,8 @@ async def serve_worker(
     await recorder.close()
     await counters.aclose()
     estimator.close()
+    if production is not None:
+        await production.close()
     log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
 
 
@@ -166,7 +195,8 @@ def run_sidecar(settings: Settings) -> int:
     """Validates configuration, then runs one worker process per port. Returns the exit code."""
     try:
         # Fail once, here, with a clear message, before any worker starts.
-        load_config(settings)
+        if not settings.database_url:
+            load_config(settings)
         build_estimator(settings).close()
     except (StartupError, SettingsError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)

@@ -130,22 +130,14 @@ class Stack:
         self.processes[name] = proc
         return proc
 
-    def start_sidecar(self, config: Path, env: Mapping[str, str] | None = None) -> Process:
+    def start_sidecar(self, config: Path | None, env: Mapping[str, str] | None = None) -> Process:
+        """Standalone with ``config``; production (no config) takes its stores from
+        ``POLICY_SIDECAR_DATABASE_URL`` / ``POLICY_SIDECAR_REDIS_URL`` in ``env``."""
         ports = ",".join(str(p) for p in self.sidecar_ports)
-        proc = self.start_process(
-            "sidecar",
-            [
-                *_cli(),
-                "serve",
-                "--config",
-                str(config),
-                "--ports",
-                ports,
-                "--usage-file",
-                str(self.usage_file),
-            ],
-            env,
-        )
+        argv = [*_cli(), "serve", "--ports", ports, "--usage-file", str(self.usage_file)]
+        if config is not None:
+            argv += ["--config", str(config)]
+        proc = self.start_process("sidecar", argv, env)
         for port in self.sidecar_ports:
             _wait_tcp(proc, port, 30)
         return proc
@@ -212,7 +204,7 @@ def new_stack(workdir: Path, *, workers: int = 1, listen_port: int | None = None
 
 def start_stack(
     workdir: Path,
-    config: Path,
+    config: Path | None,
     *,
     workers: int = 1,
     listen_port: int | None = None,

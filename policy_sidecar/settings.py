@@ -12,6 +12,7 @@
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
+| POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 """
 
@@ -41,6 +42,7 @@ class Settings:
     tiktoken_dir: str | None = None
     log_level: str = "INFO"
     redis_url: str | None = None
+    database_url: str | None = None
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
 
     @classmethod
@@ -65,6 +67,7 @@ class Settings:
             tiktoken_dir=get("TIKTOKEN_DIR"),
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
             redis_url=get("REDIS_URL"),
+            database_url=get("DATABASE_URL"),
             cel_engine=_cel_engine(get("CEL_ENGINE")),
         )
 

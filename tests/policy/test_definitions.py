@@ -39,7 +39,10 @@ def test_bad_windows(text: str) -> None:
         ("rate_limit", {"requests": 10, "window": "month", "key": "org", "fail_mode": "closed"}),
         ("token_limit", {"limit": 1000, "window": "1h", "count": "prompt", "key": "api_key"}),
         ("token_limit", {"limit_usd": 12.5, "window": "month", "count": "cost_usd"}),
-        ("custom_cel", {"pre_check_expression": "estimated_tokens < 4000 && request_size_bytes < 100000"}),
+        (
+            "custom_cel",
+            {"pre_check_expression": "estimated_tokens < 4000 && request_size_bytes < 100000"},
+        ),
         ("custom_cel", {"post_check_expression": "total_tokens < 8000", "penalty_seconds": 30}),
         ("model_allowlist", {"models": ["gpt-4o*"]}),
         ("request_size", {"max_bytes": 1}),
@@ -59,13 +62,25 @@ def test_valid_configs(kind: str, config: dict[str, Any]) -> None:
         ("rate_limit", {"requests": 5, "window": "1m", "burst": 2}, "Extra inputs"),
         ("token_limit", {"window": "1h"}, "takes 'limit' (tokens)"),
         ("token_limit", {"limit": 5, "window": "1h", "count": "cost_usd"}, "takes 'limit_usd'"),
-        ("token_limit", {"limit": 5, "window": "1h", "output_reserve_ratio": 2}, "output_reserve_ratio"),
+        (
+            "token_limit",
+            {"limit": 5, "window": "1h", "output_reserve_ratio": 2},
+            "output_reserve_ratio",
+        ),
         ("custom_cel", {}, "give pre_check_expression, post_check_expression or both"),
-        ("custom_cel", {"pre_check_expression": "estimated_tokens <"}, "pre_check_expression: 1:19"),
+        (
+            "custom_cel",
+            {"pre_check_expression": "estimated_tokens <"},
+            "pre_check_expression: 1:19",
+        ),
         ("custom_cel", {"pre_check_expression": "model > 3"}, "no matching overload"),
         ("custom_cel", {"pre_check_expression": "total_tokens < 5"}, "total_tokens"),
         ("custom_cel", {"post_check_expression": "total_tokens + 1"}, "bool"),
-        ("custom_cel", {"pre_check_expression": "true", "penalty_seconds": 5}, "needs a post_check"),
+        (
+            "custom_cel",
+            {"pre_check_expression": "true", "penalty_seconds": 5},
+            "needs a post_check",
+        ),
     ],
 )
 def test_invalid_configs_name_the_problem(kind: str, config: dict[str, Any], fragment: str) -> None:
