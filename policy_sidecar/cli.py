@@ -37,7 +37,7 @@ def _fake_provider(args: argparse.Namespace) -> int:
     from policy_sidecar.fakeprovider import run_fake_provider
 
     async def main() -> None:
-        runner = await run_fake_provider(args.host, args.port)
+        runner = await run_fake_provider(args.host, args.port, name=args.name)
         print(f"fake provider listening on http://{args.host}:{args.port}", flush=True)
         try:
             await asyncio.Event().wait()
@@ -52,7 +52,8 @@ def _fake_provider(args: argparse.Namespace) -> int:
 def _render_envoy(args: argparse.Namespace) -> int:
     try:
         ports = parse_ports(args.sidecar_ports)
-    except SettingsError as exc:
+        routes = tuple(_parse_route(r) for r in args.route)
+    except (SettingsError, ValueError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
     print(
@@ -64,11 +65,20 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 upstream_host=args.upstream_host,
                 sidecar_ports=ports,
                 listen_address=args.listen_address,
+                routes=routes,
             )
         ),
         end="",
     )
     return 0
+
+
+def _parse_route(text: str) -> tuple[str, str, int]:
+    name, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not name or not host or not port.isdigit():
+        raise ValueError(f"--route {text!r}: expected NAME=HOST:PORT")
+    return name, host, int(port)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -114,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake = sub.add_parser("fake-provider", help="run the fake LLM provider")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8081)
+    fake.add_argument("--name", default="fake", help="sent back as the x-fake-provider header")
     fake.set_defaults(func=_fake_provider)
 
     render = sub.add_parser("render-envoy", help="print the Envoy configuration")
@@ -123,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--upstream-host", default="127.0.0.1")
     render.add_argument("--upstream-port", type=int, default=8081)
     render.add_argument("--sidecar-ports", default="50051")
+    render.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        help="an extra upstream cluster a model deployment can route to: NAME=HOST:PORT",
+    )
     render.set_defaults(func=_render_envoy)
 
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")

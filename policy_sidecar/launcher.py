@@ -108,6 +108,8 @@ class Stack:
     sidecar_ports: tuple[int, ...]
     usage_file: Path
     processes: dict[str, Process] = field(default_factory=dict)
+    # Extra upstream clusters (name -> port of a fake provider) models can route to.
+    routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -151,6 +153,7 @@ class Stack:
                     admin_port=self.admin_port,
                     upstream_port=self.upstream_port,
                     sidecar_ports=self.sidecar_ports,
+                    routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
                 )
             )
         )
@@ -171,12 +174,15 @@ class Stack:
         _wait_envoy_ready(proc, self.admin_port, 30)
         return proc
 
-    def start_fake_provider(self) -> Process:
+    def start_fake_provider(self, name: str = "fake-provider", port: int | None = None) -> Process:
+        """The default upstream, or (with ``port``) one more, reachable as route ``name``."""
+        port = port or self.upstream_port
         proc = self.start_process(
-            "fake-provider",
-            [*_cli(), "fake-provider", "--port", str(self.upstream_port)],
+            name, [*_cli(), "fake-provider", "--port", str(port), "--name", name]
         )
-        _wait_tcp(proc, self.upstream_port, 30)
+        if port != self.upstream_port:
+            self.routes[name] = port
+        _wait_tcp(proc, port, 30)
         return proc
 
     def stop(self) -> None:

@@ -184,6 +184,7 @@ class PolicyProcessor:
             mutation=header_mutation(set_headers) if set_headers else None,
             body=new_body,
             metadata=handover.to_metadata(),
+            clear_route_cache=ROUTE_HEADER in set_headers,
         )
 
     def _deny_by(
