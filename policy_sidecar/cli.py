@@ -24,6 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
             overrides["ports"] = parse_ports(args.ports)
         if args.usage_file:
             overrides["usage_file"] = args.usage_file
+        if args.database_url:
+            overrides["database_url"] = args.database_url
+        if args.redis_url:
+            overrides["redis_url"] = args.redis_url
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
@@ -113,12 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the ext_proc sidecar (standalone mode)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the ext_proc sidecar (standalone with --config, production with --database-url)",
+    )
     serve.add_argument("--config", help="standalone YAML file (POLICY_SIDECAR_CONFIG)")
     serve.add_argument(
         "--ports", help="worker ports, e.g. 50051 or 50051-50052 (POLICY_SIDECAR_PORTS)"
     )
     serve.add_argument("--usage-file", help="JSON-lines usage file (POLICY_SIDECAR_USAGE_FILE)")
+    serve.add_argument(
+        "--database-url", help="Postgres: production mode (POLICY_SIDECAR_DATABASE_URL)"
+    )
+    serve.add_argument(
+        "--redis-url", help="Redis for counters and invalidations (POLICY_SIDECAR_REDIS_URL)"
+    )
     serve.set_defaults(func=_serve)
 
     fake = sub.add_parser("fake-provider", help="run the fake LLM provider")
