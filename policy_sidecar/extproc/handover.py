@@ -17,8 +17,10 @@ from policy_sidecar.enforcer import Charge
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Handover:
+    """Built up by the policy filter as it learns; read back by the usage filter."""
+
     request_id: str
     started_at: float  # epoch seconds when the policy filter saw the request
     # True when the policy filter already recorded the request (a denial).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,13 +81,9 @@ class PolicyProcessor:
             message = "invalid API key" if key else "missing API key"
             return self._deny(_Denial(401, "invalid_api_key", message))
         self._identity = identity
-        self._handover = replace(
-            self._handover,
-            app_id=identity.app_id,
-            org_id=identity.org_id,
-            environment=identity.environment,
-            key_id=identity.key_id,
-        )
+        h = self._handover
+        h.app_id, h.org_id = identity.app_id, identity.org_id
+        h.environment, h.key_id = identity.environment, identity.key_id
         declared = headers.get("content-length", "")
         if declared.isdigit():
             engine = await self._s.policies.engine_for(identity)
@@ -108,15 +104,16 @@ class PolicyProcessor:
             self.done = True
             if matched is not None:
                 return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
-        return continue_request_headers(mutation=mutation, metadata=self._handover.to_metadata())
+        # The metadata goes with the body response; only a bodiless request needs it here.
+        metadata = self._handover.to_metadata() if msg.end_of_stream else None
+        return continue_request_headers(mutation=mutation, metadata=metadata)
 
     async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         self.done = True
         handover, identity = self._handover, self._identity
         assert handover is not None, "body before headers"
         assert identity is not None, "body before headers"
-        handover = replace(handover, request_bytes=len(msg.body))
-        self._handover = handover
+        handover.request_bytes = len(msg.body)
         if self._provider is None or self._route is None:
             return continue_request_body(metadata=handover.to_metadata())
         provider, route = self._provider, self._route
@@ -128,23 +125,17 @@ class PolicyProcessor:
         except ValueError as exc:  # json.JSONDecodeError and RequestError
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
-        handover = replace(
-            handover, requested_model=model, stream=parsed.stream or route.stream_from_path
-        )
-        self._handover = handover
+        handover.requested_model = model
+        handover.stream = parsed.stream or route.stream_from_path
         deployment = self._s.models.get(model)
         if self._s.models and deployment is None:
             return self._deny(_Denial(404, "model_not_found", f"model '{model}' is not deployed"))
         if deployment is not None and not deployment.enabled:
             return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
         estimated = await self._s.estimator.estimate_async(provider.name, parsed)
-        handover = replace(
-            handover,
-            estimated_tokens=estimated,
-            max_tokens=parsed.max_output_tokens,
-            served_model=deployment.upstream_model if deployment else model,
-        )
-        self._handover = handover
+        handover.estimated_tokens = estimated
+        handover.max_tokens = parsed.max_output_tokens
+        handover.served_model = deployment.upstream_model if deployment else model
         ctx = PreRequestContext(
             request_size_bytes=len(msg.body),
             estimated_tokens=estimated,
@@ -162,14 +153,13 @@ class PolicyProcessor:
         engine = await self._s.policies.engine_for(identity)
         admission = await self._s.enforcer.admit(engine, identity, ctx, deployment)
         decision = admission.decision
-        handover = replace(handover, shadow=tuple(v.policy_id for v in decision.shadow))
-        self._handover = handover
+        handover.shadow = tuple(v.policy_id for v in decision.shadow)
         if decision.denial is not None:
             return self._deny_by(
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
             )
-        handover = replace(handover, charges=admission.charges, rate_headers=admission.headers)
-        self._handover = handover
+        handover.charges = admission.charges
+        handover.rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         patch = dict(patch or {})
         if deployment is not None and deployment.upstream_model != model and "model" in body:
@@ -195,7 +185,7 @@ class PolicyProcessor:
         headers: Mapping[str, str] | None = None,
     ) -> pb.ProcessingResponse:
         if self._handover is not None:
-            self._handover = replace(self._handover, request_bytes=request_bytes)
+            self._handover.request_bytes = request_bytes
         all_headers = dict(headers or {})
         retry = violation.details.get("retry_after_seconds")
         if retry is not None:
@@ -215,7 +205,7 @@ class PolicyProcessor:
         self.done = True
         handover = self._handover
         assert handover is not None
-        handover = replace(handover, recorded=True)
+        handover.recorded = True
         self._s.recorder.record(
             UsageRecord(
                 request_id=handover.request_id,

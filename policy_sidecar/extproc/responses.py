@@ -26,11 +26,27 @@ def header_mutation(
     )
 
 
+def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A flat Struct, built field by field (``Struct.update`` recurses in Python)."""
+    out = struct_pb2.Struct()
+    fields = out.fields
+    for key, value in values.items():
+        if isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, int | float):
+            fields[key].number_value = value
+        else:
+            fields[key].list_value.extend(value)
+    return out
+
+
 def _metadata(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
     if not values:
         return None
     out = struct_pb2.Struct()
-    out.update({METADATA_NAMESPACE: dict(values)})
+    out.fields[METADATA_NAMESPACE].struct_value.CopyFrom(to_struct(values))
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from policy_sidecar.policy.cel import (
@@ -18,9 +17,17 @@ from policy_sidecar.policy.definition import CustomCelConfig, PolicyDefinition
 
 
 def pre_variables(ctx: PreRequestContext) -> dict[str, Any]:
-    out = asdict(ctx)
-    out["max_tokens"] = ctx.max_tokens if ctx.max_tokens is not None else 0
-    return out
+    return {
+        "request_size_bytes": ctx.request_size_bytes,
+        "estimated_tokens": ctx.estimated_tokens,
+        "model": ctx.model,
+        "org_id": ctx.org_id,
+        "app_id": ctx.app_id,
+        "environment": ctx.environment,
+        "provider": ctx.provider,
+        "stream": ctx.stream,
+        "max_tokens": ctx.max_tokens if ctx.max_tokens is not None else 0,
+    }
 
 
 def post_variables(ctx: PostRequestContext) -> dict[str, Any]:

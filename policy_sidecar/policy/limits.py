@@ -65,16 +65,25 @@ class CounterPolicy:
         self.config = config
         self.window = config.parsed_window
         self.shadow = definition.mode == "shadow"
+        # Building a key percent-encodes every part: remember them per caller and model.
+        self._keys: dict[tuple[str, str, str, str, str], str] = {}
 
     @property
     def limit(self) -> int:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def key(self, identity: Identity, model: str) -> str:
-        # Every counter is tagged by organisation, so all counters of one request share
-        # one Redis Cluster slot (the script touches them atomically).
-        parts = _scope_parts(self.config, identity, model)
-        return counter_key("org", identity.org_id, *parts, self.definition.id)
+        cache_key = (identity.org_id, identity.app_id, identity.environment, identity.key_id, model)
+        found = self._keys.get(cache_key)
+        if found is None:
+            # Every counter is tagged by organisation, so all counters of one request
+            # share one Redis Cluster slot (the script touches them atomically).
+            parts = _scope_parts(self.config, identity, model)
+            found = counter_key("org", identity.org_id, *parts, self.definition.id)
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            self._keys[cache_key] = found
+        return found
 
     def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
         raise NotImplementedError  # pragma: no cover - abstract

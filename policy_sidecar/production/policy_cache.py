@@ -23,7 +23,7 @@ from policy_sidecar.store.types import Policy
 
 log = logging.getLogger(__name__)
 
-REDIS_KEY = "ps:policies:all"
+REDIS_KEY_PREFIX = "ps:policies:"
 
 
 def definition_from(row: Mapping[str, Any]) -> PolicyDefinition | None:
@@ -82,7 +82,10 @@ class CachedPolicySource:
         redis_ttl: int = 300,
         cel_engine: EngineName = "cel-expr",
         clock: Callable[[], float] = time.time,
+        namespace: str = "default",
     ) -> None:
+        # Deployments sharing one Redis keep their copies apart.
+        self._redis_key = REDIS_KEY_PREFIX + namespace
         self._load = load
         self._redis = redis
         self._local_ttl = local_ttl
@@ -113,7 +116,7 @@ class CachedPolicySource:
         self._not_before = self._clock()
         if self._redis is not None:
             try:
-                await self._redis.delete(REDIS_KEY)
+                await self._redis.delete(self._redis_key)
             except (RedisError, OSError) as exc:
                 log.warning("could not drop the Redis policy copy: %s", exc)
 
@@ -135,7 +138,7 @@ class CachedPolicySource:
         if self._redis is None:
             return None
         try:
-            raw = await self._redis.get(REDIS_KEY)
+            raw = await self._redis.get(self._redis_key)
         except (RedisError, OSError) as exc:
             log.warning("Redis policy copy unavailable, reading the store: %s", exc)
             return None
@@ -155,6 +158,6 @@ class CachedPolicySource:
             return
         payload = json.dumps({"loaded_at": loaded_at, "policies": rows})
         try:
-            await self._redis.set(REDIS_KEY, payload, ex=self._redis_ttl)
+            await self._redis.set(self._redis_key, payload, ex=self._redis_ttl)
         except (RedisError, OSError) as exc:
             log.warning("could not write the Redis policy copy: %s", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ async def open_production(
             lambda: _all_pages_policies(policies_repo),
             redis,
             cel_engine="cel-python" if cel_engine == "cel-python" else "cel-expr",
+            # One policy copy per database: two deployments may share a Redis.
+            namespace=hashlib.sha256(database_url.encode()).hexdigest()[:16],
         ),
         models=ModelCatalog(lambda: _all_pages_models(models_repo)),
         usage_sink=RepositoryUsageSink(UsageRepository(pool)),

@@ -94,7 +94,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     name=name,
                     provider=provider,
                     upstream_model=name,
-                    upstream_cluster="primary",
+                    upstream_cluster="upstream",  # the Envoy cluster of the fake provider
                     input_price_per_mtok=price_in,
                     output_price_per_mtok=price_out,
                 )
