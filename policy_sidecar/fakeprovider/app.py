@@ -74,12 +74,19 @@ class FakeProvider:
         except RequestError as exc:
             return _error(400, str(exc))
         sample = build_response(route, body, usage, text=reply_text(usage.completion_tokens or 1))
+        # Like the real APIs, compress when the client accepts it.
+        gzip = "gzip" in request.headers.get("accept-encoding", "")
         if len(sample.chunks) == 1 and "json" in sample.content_type:
-            return web.Response(body=sample.body, headers={"content-type": sample.content_type})
+            plain = web.Response(body=sample.body, headers={"content-type": sample.content_type})
+            if gzip:
+                plain.enable_compression(web.ContentCoding.gzip)
+            return plain
         delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
         response = web.StreamResponse(
             headers={"content-type": sample.content_type, "cache-control": "no-cache"}
         )
+        if gzip:
+            response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
         for chunk in sample.chunks:
             await response.write(chunk)

@@ -1,0 +1,188 @@
+"""Redis counter store: one Lua script, one round trip per request phase."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from policy_sidecar.counters.store import SettlingMixin
+from policy_sidecar.counters.types import (
+    Adjustment,
+    CheckResult,
+    CounterOp,
+    CounterStoreUnavailable,
+)
+from policy_sidecar.counters.windows import (
+    bucket_key,
+    build_result,
+    plan_bucket,
+    ttl_ms,
+    validate_ops,
+)
+
+__all__ = ["COUNTER_SCRIPT", "RedisCounterStore"]
+
+# KEYS: add: (current bucket, previous bucket) per op; adjust: one bucket per adjustment.
+# ARGV[1] = 'add' | 'adjust'
+#   add:    per op i, from 2 + 4*(i-1): limit, amount, previous-bucket weight, ttl ms
+#           returns {denied op index or 0, prev_1, cur_1, prev_2, cur_2, ...} (before adding)
+#   adjust: per bucket j, from 2 + 2*(j-1): delta, ttl ms; never below 0, never creates
+#           a bucket for a negative delta. Returns the number of buckets.
+# Amounts go to INCRBY as the caller's strings: Lua would print large numbers as 1e+15.
+# The weighted rule must stay identical to windows.weighted().
+COUNTER_SCRIPT = """
+local mode = ARGV[1]
+if mode == 'add' then
+  local n = #KEYS / 2
+  local out = {0}
+  local denied = 0
+  for i = 1, n do
+    local base = 2 + 4 * (i - 1)
+    local limit = tonumber(ARGV[base])
+    local amount = tonumber(ARGV[base + 1])
+    local weight = tonumber(ARGV[base + 2])
+    local cur = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    local prev = 0
+    if weight > 0 then
+      prev = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    end
+    local carried = 0
+    if prev > 0 then
+      carried = math.ceil(prev * weight)
+    end
+    if denied == 0 and cur + carried + amount > limit then
+      denied = i
+    end
+    out[2 * i] = prev
+    out[2 * i + 1] = cur
+  end
+  out[1] = denied
+  if denied == 0 then
+    for i = 1, n do
+      local base = 2 + 4 * (i - 1)
+      if tonumber(ARGV[base + 1]) > 0 then
+        redis.call('INCRBY', KEYS[2 * i - 1], ARGV[base + 1])
+        redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[base + 3])
+      end
+    end
+  end
+  return out
+elseif mode == 'adjust' then
+  for j = 1, #KEYS do
+    local delta = tonumber(ARGV[2 * j])
+    local cur = tonumber(redis.call('GET', KEYS[j]) or '0')
+    if delta > 0 or cur > 0 then
+      local v = redis.call('INCRBY', KEYS[j], ARGV[2 * j])
+      if v < 0 then
+        redis.call('SET', KEYS[j], '0', 'PX', ARGV[2 * j + 1])
+      else
+        redis.call('PEXPIRE', KEYS[j], ARGV[2 * j + 1])
+      end
+    end
+  end
+  return #KEYS
+end
+return redis.error_reply('unknown mode ' .. tostring(mode))
+"""
+
+_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class RedisCounterStore(SettlingMixin):
+    """``CounterStore`` on Redis (standalone, Sentinel or Cluster).
+
+    Every call is one EVALSHA of ``COUNTER_SCRIPT`` (loaded on first use and again after
+    NOSCRIPT, e.g. when Redis restarted). On Redis Cluster all keys of one call must share
+    a hash tag (``counter_key`` puts the scope in braces); otherwise Redis answers
+    CROSSSLOT. Connection failures and timeouts raise ``CounterStoreUnavailable``; the
+    client reconnects on the next call. Safe for concurrent use from one event loop.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._script = client.register_script(COUNTER_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        socket_timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        max_connections: int = 64,
+        client_name: str | None = None,
+    ) -> RedisCounterStore:
+        """A store with hot-path friendly defaults.
+
+        One immediate retry on a dropped connection (a restarted server leaves stale
+        pooled sockets), none on timeouts: a timed-out script may have run, and running
+        it twice would count the request twice.
+        """
+        # A blocking pool: a burst of requests waits for a free connection (up to the
+        # connect timeout) instead of failing with "too many connections".
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            client_name=client_name,
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+        )
+        client = Redis.from_pool(pool)
+        return cls(client)
+
+    @property
+    def script_sha(self) -> str:
+        sha: str = self._script.sha
+        return sha
+
+    async def _run(self, keys: list[str], args: list[str]) -> Any:
+        try:
+            return await self._script(keys=keys, args=args)
+        except _UNAVAILABLE as exc:
+            raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
+        validate_ops(ops)
+        plans = [plan_bucket(op, now) for op in ops]
+        if not ops:
+            return build_result(ops, plans, [], None, now)
+        keys: list[str] = []
+        args: list[str] = ["add"]
+        for op, plan in zip(ops, plans, strict=True):
+            keys += [plan.cur_key, plan.prev_key]
+            args += [str(op.limit), str(op.amount), repr(plan.prev_weight), str(plan.ttl_ms)]
+        raw = await self._run(keys, args)
+        denied = int(raw[0])
+        observed = [(int(raw[2 * i + 1]), int(raw[2 * i + 2])) for i in range(len(ops))]
+        return build_result(ops, plans, observed, denied - 1 if denied else None, now)
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        keys: list[str] = []
+        args: list[str] = ["adjust"]
+        for adj in adjustments:
+            ttl = ttl_ms(adj.window, adj.bucket_start, now)
+            if ttl <= 0 or adj.delta == 0:
+                continue  # the bucket no longer counts anywhere
+            keys.append(bucket_key(adj.key, adj.window, adj.bucket_start))
+            args += [str(adj.delta), str(ttl)]
+        if keys:
+            await self._run(keys, args)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

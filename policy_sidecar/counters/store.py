@@ -1,0 +1,99 @@
+"""The ``CounterStore`` protocol and helpers every implementation shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from policy_sidecar.counters.types import (
+    Adjustment,
+    CheckResult,
+    CounterOp,
+    Reservation,
+)
+
+__all__ = [
+    "Clock",
+    "CounterStore",
+    "SettlingMixin",
+    "SystemClock",
+    "release_adjustments",
+    "settle_adjustments",
+]
+
+
+class Clock(Protocol):
+    """Source of the current time in epoch seconds (UTC); tests pass a fake one."""
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class CounterStore(Protocol):
+    """Counters for rate and token limits, shared by every request (and replica).
+
+    Rules a caller relies on:
+
+    - ``check_and_add`` checks every op of a request against its limit using the
+      sliding-window rule (see ``windows``), then adds every amount, or adds nothing if
+      any op would exceed its limit. It is atomic with respect to all other calls on the
+      same store (one Redis script / one event-loop step). Keys must be distinct.
+    - ``now`` is epoch seconds chosen by the caller; the store never reads a clock.
+    - ``adjust`` adds a signed delta to the exact bucket a reservation went to, never
+      checks limits and never takes a bucket below 0; buckets that no longer count are
+      skipped. ``settle`` and ``release`` are built on it.
+    - Any failure to reach the backing store raises ``CounterStoreUnavailable``; the
+      store recovers by itself once the backend is back.
+    """
+
+    async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult: ...
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None: ...
+
+    async def settle(self, reservation: Reservation, actual: Mapping[str, int], now: float) -> None:
+        """Correct each reserved key named in ``actual`` to that actual amount."""
+        ...
+
+    async def release(self, reservation: Reservation, now: float) -> None:
+        """Give back everything the reservation added (request ended early)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def settle_adjustments(reservation: Reservation, actual: Mapping[str, int]) -> list[Adjustment]:
+    """Deltas that turn each reserved amount named in ``actual`` into the actual amount."""
+    unknown = set(actual) - {e.key for e in reservation.entries}
+    if unknown:
+        raise ValueError(f"keys not in the reservation: {sorted(unknown)}")
+    return [
+        Adjustment(e.key, e.window, e.bucket_start, actual[e.key] - e.amount)
+        for e in reservation.entries
+        if e.key in actual and actual[e.key] != e.amount
+    ]
+
+
+def release_adjustments(reservation: Reservation) -> list[Adjustment]:
+    return [
+        Adjustment(e.key, e.window, e.bucket_start, -e.amount)
+        for e in reservation.entries
+        if e.amount
+    ]
+
+
+class SettlingMixin:
+    """``settle`` and ``release`` in terms of ``adjust``."""
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        raise NotImplementedError
+
+    async def settle(self, reservation: Reservation, actual: Mapping[str, int], now: float) -> None:
+        await self.adjust(settle_adjustments(reservation, actual), now)
+
+    async def release(self, reservation: Reservation, now: float) -> None:
+        await self.adjust(release_adjustments(reservation), now)

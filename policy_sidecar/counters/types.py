@@ -1,0 +1,181 @@
+"""Value types shared by every counter store: operations, windows, results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+__all__ = [
+    "Adjustment",
+    "CheckResult",
+    "CounterOp",
+    "CounterState",
+    "CounterStoreUnavailable",
+    "Reservation",
+    "ReservedAmount",
+    "Window",
+    "WindowUnit",
+    "counter_key",
+]
+
+KEY_PREFIX = "ps"
+
+
+class CounterStoreUnavailable(Exception):
+    """The backing store could not be reached; the policy layer decides open or closed."""
+
+
+class WindowUnit(StrEnum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+_UNIT_SECONDS = {
+    WindowUnit.SECOND: 1,
+    WindowUnit.MINUTE: 60,
+    WindowUnit.HOUR: 3600,
+    WindowUnit.DAY: 86400,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A counting window.
+
+    Fixed-length units (second .. day, times ``count``) slide (weighted two-bucket
+    approximation). ``MONTH`` is the calendar month in UTC, a fixed window that resets
+    at 00:00 UTC on the 1st; ``count`` must be 1 for it.
+    """
+
+    unit: WindowUnit
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"window count must be >= 1, got {self.count}")
+        if self.unit is WindowUnit.MONTH and self.count != 1:
+            raise ValueError("calendar month windows support count=1 only")
+
+    @property
+    def is_calendar_month(self) -> bool:
+        return self.unit is WindowUnit.MONTH
+
+    @property
+    def seconds(self) -> int:
+        """Length in seconds of a fixed-length window (not defined for months)."""
+        if self.unit is WindowUnit.MONTH:
+            raise ValueError("a calendar month has no fixed length")
+        return _UNIT_SECONDS[self.unit] * self.count
+
+    @property
+    def name(self) -> str:
+        """Short stable name used in keys, e.g. ``60s`` or ``month``."""
+        return "month" if self.is_calendar_month else f"{self.seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class CounterOp:
+    """One counter of one request: add ``amount`` to ``key`` unless ``limit`` is exceeded.
+
+    Units are whatever the policy counts (requests, tokens, micro-USD); ``amount`` may be 0
+    to only read the counter.
+    """
+
+    key: str
+    limit: int
+    window: Window
+    amount: int
+
+    def __post_init__(self) -> None:
+        if self.limit < 0 or self.amount < 0:
+            raise ValueError(f"limit and amount must be >= 0 for {self.key!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """What one counter looked like for one operation.
+
+    ``used`` is the effective (sliding) usage after the increment when the request was
+    admitted, otherwise the usage observed; ``remaining`` is the largest amount a next
+    request could add now. ``reset_at`` is when the counter is back to zero if nothing
+    more is added. In a denied request, every op that exceeds its own limit gets
+    ``retry_at``, the earliest time its amount fits with no further traffic (None when the
+    amount exceeds the limit itself); ``Retry-After`` is the latest of them.
+    Times are epoch seconds.
+    """
+
+    key: str
+    limit: int
+    window: Window
+    bucket_start: int
+    used: int
+    remaining: int
+    reset_at: float
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedAmount:
+    """An amount added to one bucket; enough to correct it later in the same bucket."""
+
+    key: str
+    window: Window
+    bucket_start: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What an admitted ``check_and_add`` added, for ``settle`` and ``release``."""
+
+    entries: tuple[ReservedAmount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Add ``delta`` (may be negative; the bucket never goes below 0) to one bucket."""
+
+    key: str
+    window: Window
+    bucket_start: int
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Outcome of ``check_and_add``: all ops added, or none.
+
+    ``states`` has one entry per op, in order. ``denied_index`` is the first op that would
+    have exceeded its limit (None when admitted). ``reservation`` is None when denied.
+    """
+
+    admitted: bool
+    states: tuple[CounterState, ...]
+    denied_index: int | None
+    reservation: Reservation | None
+
+    @property
+    def denied(self) -> CounterState | None:
+        return None if self.denied_index is None else self.states[self.denied_index]
+
+
+def counter_key(tag_kind: str, tag_value: str, *parts: str, prefix: str = KEY_PREFIX) -> str:
+    """Build ``<prefix>:{<tag_kind>:<tag_value>}:<part>:...``.
+
+    The braces are a Redis Cluster hash tag: every key built with the same tag lands in
+    the same slot, which a multi-key script needs. Parts are percent-encoded so that
+    ``:``, ``{`` and ``}`` in ids can neither split a part nor open a second tag.
+    """
+    tag = f"{_enc(tag_kind)}:{_enc(tag_value)}"
+    tail = ":".join(_enc(p) for p in parts)
+    return f"{prefix}:{{{tag}}}:{tail}" if tail else f"{prefix}:{{{tag}}}"
+
+
+def _enc(part: str) -> str:
+    if not part:
+        raise ValueError("counter key parts must be non-empty")
+    return quote(part, safe="")

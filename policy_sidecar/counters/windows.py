@@ -1,0 +1,189 @@
+"""Pure window arithmetic shared by every store: buckets, weights, expiries, results.
+
+Counting rule for fixed-length (sliding) windows of length W, bucket start
+``b = floor(now / W) * W``, elapsed fraction ``f = (now - b) / W``::
+
+    effective = current + ceil(previous * (1 - f))
+    admit      iff effective + amount <= limit     (for every op of the request)
+
+The weight is computed here, once, and handed to the store (the Redis script gets it
+as a decimal string that round-trips exactly), so both stores make the same decision
+for the same inputs. Calendar months are fixed buckets: effective = current.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from policy_sidecar.counters.types import (
+    CheckResult,
+    CounterOp,
+    CounterState,
+    Reservation,
+    ReservedAmount,
+    Window,
+)
+
+__all__ = [
+    "BucketPlan",
+    "bucket_bounds",
+    "bucket_key",
+    "build_result",
+    "plan_bucket",
+    "ttl_ms",
+    "validate_ops",
+    "weighted",
+]
+
+# Keys outlive the instant they stop mattering by this much, so a late settle or a
+# slightly skewed replica clock still finds them.
+_SLACK_S = 1
+_MONTH_SLACK_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """Where one op reads and writes at a given time."""
+
+    cur_key: str
+    prev_key: str
+    bucket_start: int
+    prev_weight: float  # 0.0 for calendar months: the previous month never counts
+    ttl_ms: int
+
+
+def bucket_bounds(window: Window, start_or_now: float) -> tuple[int, int]:
+    """Return ``(start, end)`` of the bucket containing the given instant."""
+    if window.is_calendar_month:
+        t = datetime.fromtimestamp(start_or_now, UTC)
+        start = datetime(t.year, t.month, 1, tzinfo=UTC)
+        end = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
+        return int(start.timestamp()), int(end.timestamp())
+    length = window.seconds
+    start_s = math.floor(start_or_now / length) * length
+    return start_s, start_s + length
+
+
+def bucket_key(key: str, window: Window, bucket_start: int) -> str:
+    """Storage key of one bucket: the counter key, the window name and the bucket start."""
+    return f"{key}:{window.name}:{bucket_start}"
+
+
+def ttl_ms(window: Window, bucket_start: int, now: float) -> int:
+    """Expiry for a bucket written at ``now``; <= 0 once the bucket no longer counts.
+
+    A sliding bucket counts until the end of the next bucket (about two windows);
+    a month bucket until the month ends, plus a day of slack.
+    """
+    _, end = bucket_bounds(window, bucket_start)
+    if window.is_calendar_month:
+        last_useful = end
+        slack = _MONTH_SLACK_S
+    else:
+        last_useful = end + window.seconds
+        slack = _SLACK_S
+    if last_useful <= now:
+        return 0
+    return math.ceil((last_useful + slack - now) * 1000)
+
+
+def plan_bucket(op: CounterOp, now: float) -> BucketPlan:
+    start, _ = bucket_bounds(op.window, now)
+    if op.window.is_calendar_month:
+        prev_start, weight = bucket_bounds(op.window, start - 1)[0], 0.0
+    else:
+        length = op.window.seconds
+        prev_start = start - length
+        weight = max(0.0, min(1.0, 1.0 - (now - start) / length))
+    return BucketPlan(
+        cur_key=bucket_key(op.key, op.window, start),
+        prev_key=bucket_key(op.key, op.window, prev_start),
+        bucket_start=start,
+        prev_weight=weight,
+        ttl_ms=ttl_ms(op.window, start, now),
+    )
+
+
+def weighted(prev: int, weight: float) -> int:
+    """The previous bucket's contribution; must match the Lua script exactly."""
+    return math.ceil(prev * weight) if prev and weight else 0
+
+
+def validate_ops(ops: Sequence[CounterOp]) -> None:
+    keys = [op.key for op in ops]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate counter keys in one request: {keys}")
+
+
+def _reset_at(op: CounterOp, start: int, prev: int, cur: int, now: float) -> float:
+    _, end = bucket_bounds(op.window, start)
+    if op.window.is_calendar_month:
+        return float(end) if cur else now
+    if cur:
+        return float(end + op.window.seconds)
+    return float(end) if prev else now
+
+
+def _retry_at(op: CounterOp, start: int, prev: int, cur: int) -> float | None:
+    if op.amount > op.limit:
+        return None
+    _, end = bucket_bounds(op.window, start)
+    if op.window.is_calendar_month:
+        return float(end)
+    length = op.window.seconds
+    room = op.limit - cur - op.amount
+    if room >= 0 and prev:
+        # the previous bucket decays linearly; find when ceil(prev * w) <= room
+        return _next_ms(start + length * (1.0 - room / prev))
+    if not cur:
+        return float(end)
+    # in the next bucket today's current one is the previous one
+    return _next_ms(end + length * (1.0 - (op.limit - op.amount) / cur))
+
+
+def _next_ms(t: float) -> float:
+    """Round up to the next millisecond but one: float noise (epoch seconds carry ~2e-7 s
+    of it) must not leave the result a hair before the counter actually has room."""
+    return math.ceil(t * 1000) / 1000 + 0.001
+
+
+def build_result(
+    ops: Sequence[CounterOp],
+    plans: Sequence[BucketPlan],
+    observed: Sequence[tuple[int, int]],
+    denied_index: int | None,
+    now: float,
+) -> CheckResult:
+    """Turn raw ``(previous, current-before-add)`` values into a ``CheckResult``."""
+    admitted = denied_index is None
+    states: list[CounterState] = []
+    for op, plan, (prev, cur) in zip(ops, plans, observed, strict=True):
+        cur_now = cur + op.amount if admitted else cur
+        used = cur_now + weighted(prev, plan.prev_weight)
+        retry = None
+        if not admitted and cur + weighted(prev, plan.prev_weight) + op.amount > op.limit:
+            retry = _retry_at(op, plan.bucket_start, prev, cur)
+        states.append(
+            CounterState(
+                key=op.key,
+                limit=op.limit,
+                window=op.window,
+                bucket_start=plan.bucket_start,
+                used=used,
+                remaining=max(0, op.limit - used),
+                reset_at=_reset_at(op, plan.bucket_start, prev, cur_now, now),
+                retry_at=retry,
+            )
+        )
+    reservation = None
+    if admitted:
+        reservation = Reservation(
+            tuple(
+                ReservedAmount(op.key, op.window, plan.bucket_start, op.amount)
+                for op, plan in zip(ops, plans, strict=True)
+            )
+        )
+    return CheckResult(admitted, tuple(states), denied_index, reservation)

@@ -1,0 +1,39 @@
+"""Helpers shared by the counter tests (importable: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
+
+KeyFactory = Callable[..., str]
+
+
+async def bucket_ttl(store: CounterStore, redis_url: str, bucket: str, now: float) -> float:
+    """Seconds until a bucket key expires, whichever store holds it."""
+    if isinstance(store, InMemoryCounterStore):
+        ttl = store.ttl(bucket, now)
+        assert ttl is not None, f"{bucket} missing"
+        return ttl
+    client = Redis.from_url(redis_url)
+    try:
+        pttl = await client.pttl(bucket)
+    finally:
+        await client.aclose()
+    assert pttl > 0, f"{bucket} has no expiry ({pttl})"
+    return float(pttl) / 1000
+
+
+def patient_redis_store(
+    url: str, *, max_connections: int = 64, client_name: str | None = None
+) -> RedisCounterStore:
+    """A store with generous timeouts: a loaded CI machine must not turn into failures."""
+    return RedisCounterStore.from_url(
+        url,
+        socket_timeout=5.0,
+        connect_timeout=5.0,
+        max_connections=max_connections,
+        client_name=client_name,
+    )

@@ -1,0 +1,206 @@
+"""Redis-only behaviour: script loading, unavailability, recovery, parity with memory."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from counter_helpers import KeyFactory, patient_redis_store
+from redis.asyncio import Redis
+
+from policy_sidecar.counters import (
+    CounterOp,
+    CounterStoreUnavailable,
+    InMemoryCounterStore,
+    RedisCounterStore,
+    Reservation,
+    ReservedAmount,
+    Window,
+    WindowUnit,
+)
+
+pytestmark = pytest.mark.redis
+
+MINUTE = Window(WindowUnit.MINUTE)
+T0 = 1_768_435_200.0  # 2026-01-15T00:00:00Z
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class OwnRedis:
+    """A throwaway redis-server this test may stop, restart and SCRIPT FLUSH."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=5)
+            self._proc = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisCounterStore]:
+    store = patient_redis_store(redis_url, client_name=f"pstest-{uuid.uuid4().hex[:8]}")
+    yield store
+    await store.aclose()
+
+
+async def test_script_is_called_by_sha(
+    redis_store: RedisCounterStore, redis_url: str, key: KeyFactory
+) -> None:
+    await redis_store.check_and_add([CounterOp(key("a"), 1, MINUTE, 1)], T0)
+    admin = Redis.from_url(redis_url)
+    try:
+        assert await admin.script_exists(redis_store.script_sha) == [True]
+    finally:
+        await admin.aclose()
+
+
+async def test_script_reloaded_after_noscript(own_redis: OwnRedis) -> None:
+    store = RedisCounterStore.from_url(own_redis.url)
+    admin = Redis.from_url(own_redis.url)
+    try:
+        op = CounterOp("ps:{app:x}:a", 5, MINUTE, 1)
+        await store.check_and_add([op], T0)
+        await admin.script_flush()
+        assert (await store.check_and_add([op], T0)).states[0].used == 2
+    finally:
+        await admin.aclose()
+        await store.aclose()
+
+
+async def test_unreachable_redis_raises_unavailable_quickly() -> None:
+    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    op = CounterOp("ps:{app:x}:a", 5, MINUTE, 1)
+    reservation = Reservation((ReservedAmount(op.key, op.window, int(T0), op.amount),))
+    started = time.monotonic()
+    try:
+        with pytest.raises(CounterStoreUnavailable):
+            await store.check_and_add([op], T0)
+        with pytest.raises(CounterStoreUnavailable):
+            await store.release(reservation, T0)
+    finally:
+        await store.aclose()
+    assert time.monotonic() - started < 2
+
+
+async def test_recovers_after_redis_restart(own_redis: OwnRedis) -> None:
+    store = RedisCounterStore.from_url(own_redis.url)
+    op = CounterOp("ps:{app:x}:a", 5, MINUTE, 1)
+    try:
+        assert (await store.check_and_add([op], T0)).admitted
+        own_redis.stop()
+        with pytest.raises(CounterStoreUnavailable):
+            await store.check_and_add([op], T0)
+        own_redis.start()  # same port, empty (nothing persisted)
+        result = await store.check_and_add([op], T0)
+        assert result.admitted
+        assert result.states[0].used == 1
+    finally:
+        await store.aclose()
+
+
+async def test_recovers_after_client_kill(
+    redis_store: RedisCounterStore, redis_url: str, key: KeyFactory
+) -> None:
+    op = CounterOp(key("a"), 100, MINUTE, 1)
+    await redis_store.check_and_add([op], T0)
+    admin = Redis.from_url(redis_url)
+    try:
+        name = await redis_store._client.client_getname()
+        ids = [c["id"] for c in await admin.client_list() if c.get("name") == name]
+        assert ids
+        for client_id in ids:
+            await admin.client_kill_filter(_id=client_id)
+    finally:
+        await admin.aclose()
+    # the stale pooled connection is retried once on a fresh one
+    result = await redis_store.check_and_add([op], T0)
+    assert result.states[0].used == 2
+
+
+async def test_same_decisions_as_memory(redis_store: RedisCounterStore, key: KeyFactory) -> None:
+    rng = random.Random(7)
+    memory = InMemoryCounterStore()
+    windows = [MINUTE, Window(WindowUnit.SECOND, 10), Window(WindowUnit.MONTH)]
+    keys = [(key(f"k{i}"), windows[i % 3], rng.randint(5, 50)) for i in range(4)]
+    now = T0
+    for _ in range(300):
+        now += rng.uniform(0, 4)
+        chosen = rng.sample(keys, rng.randint(1, 3))
+        ops = [CounterOp(k, lim, w, rng.randint(0, 12)) for k, w, lim in chosen]
+        expected = await memory.check_and_add(ops, now)
+        actual = await redis_store.check_and_add(ops, now)
+        assert actual == expected
+        if expected.reservation is not None and rng.random() < 0.3:
+            actual_amounts = {op.key: rng.randint(0, 15) for op in ops}
+            await memory.settle(expected.reservation, actual_amounts, now + 1)
+            await redis_store.settle(expected.reservation, actual_amounts, now + 1)
+
+
+async def test_burst_larger_than_pool_waits_for_connections(
+    redis_url: str, key: KeyFactory
+) -> None:
+    store = patient_redis_store(redis_url, max_connections=4)
+    op = CounterOp(key("a"), 1000, MINUTE, 1)
+    try:
+        results = await asyncio.gather(*(store.check_and_add([op], T0) for _ in range(200)))
+    finally:
+        await store.aclose()
+    assert sum(r.admitted for r in results) == 200
