@@ -1,0 +1,140 @@
+"""Validation and dry runs of policies (pure: no I/O, no gRPC).
+
+Config documents are validated only through `CONFIG_TYPES`, the policy package's
+single source of truth, so a type added there (rate_limit, custom_cel...) is
+accepted, validated and reported here without changes. CEL errors raised inside a
+config model keep their position (`CelCompileError` is a ValueError that pydantic
+carries in the error context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from policy_sidecar.policy.cel import CelCompileError, Phase, compile_expression
+from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
+from policy_sidecar.policy.decision import Violation
+from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition
+from policy_sidecar.policy.types import build_local_policy
+
+__all__ = [
+    "Issue",
+    "TestOutcome",
+    "UnsupportedPolicyType",
+    "check_config",
+    "check_expression",
+    "config_validator",
+    "evaluate",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem: `field` is a dotted path below the checked value's own field."""
+
+    field: str
+    message: str
+    line: int = 0
+    column: int = 0
+
+
+class UnsupportedPolicyType(Exception):
+    """The type validates but cannot be evaluated offline (e.g. needs counters)."""
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse_config(policy_type: str, config: Mapping[str, Any]) -> PolicyConfig:
+    """The typed config; raises ValueError with every problem."""
+    model = CONFIG_TYPES.get(policy_type)
+    if model is None:
+        raise ValueError(f"unknown policy type {policy_type!r}; known: {', '.join(CONFIG_TYPES)}")
+    return cast(PolicyConfig, model.model_validate(dict(config)))
+
+
+def check_config(policy_type: str, config: Mapping[str, Any]) -> tuple[Issue, ...]:
+    """Problems of `config` for `policy_type`; fields are relative to the config."""
+    if policy_type not in CONFIG_TYPES:
+        known = ", ".join(sorted(CONFIG_TYPES))
+        return (Issue("type", f"unknown policy type {policy_type!r}; known: {known}"),)
+    try:
+        CONFIG_TYPES[policy_type].model_validate(dict(config))
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            field = _loc(("config", *err["loc"]))
+            if isinstance(cause, CelCompileError):
+                issues.append(Issue(field, cause.message, cause.line, cause.column))
+            else:
+                issues.append(Issue(field, err["msg"]))
+        return tuple(issues)
+    return ()
+
+
+def check_expression(source: str, phase: str) -> tuple[Issue, ...]:
+    try:
+        compile_expression(source, Phase(phase))
+    except CelCompileError as exc:
+        return (Issue("source", exc.message, exc.line, exc.column),)
+    return ()
+
+
+def config_validator(policy_type: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A store `ConfigValidator`: the repository's last line of defence."""
+    issues = check_config(policy_type, config)
+    if issues:
+        raise ValueError("; ".join(f"{i.field}: {i.message}" for i in issues))
+    return dict(config)
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    applies: bool
+    reason: str
+    violation: Violation | None = None
+    phase: str = "pre"
+
+    @property
+    def denied(self) -> bool:
+        return self.violation is not None and not self.violation.shadow
+
+
+def evaluate(
+    definition: PolicyDefinition, pre: PreRequestContext, post: PostRequestContext | None
+) -> TestOutcome:
+    """What this one policy decides for the sample; counters are never touched."""
+    if not definition.enabled:
+        return TestOutcome(False, "the policy is disabled: it is not evaluated")
+    scope = definition.scope
+    if not scope.matches_caller(org_id=pre.org_id, app_id=pre.app_id, environment=pre.environment):
+        return TestOutcome(False, "the policy's scope does not cover this org/app/environment")
+    if not scope.matches_model(pre.model):
+        return TestOutcome(False, f"model {pre.model!r} does not match {scope.model_pattern!r}")
+    try:
+        policy = build_local_policy(definition)
+    except TypeError as exc:
+        raise UnsupportedPolicyType(
+            f"policy type {definition.type!r} cannot be tested offline yet"
+        ) from exc
+    violation = policy.pre_check(pre)
+    if violation is not None:
+        return TestOutcome(True, _reason(violation, "pre-request"), violation, "pre")
+    post_check = getattr(policy, "post_check", None)
+    if post is not None and post_check is not None:
+        violation = post_check(post)
+        if violation is not None:
+            return TestOutcome(True, _reason(violation, "post-request"), violation, "post")
+    return TestOutcome(True, "the sample satisfies the policy")
+
+
+def _reason(violation: Violation, phase: str) -> str:
+    verdict = "would be recorded (shadow mode), not denied" if violation.shadow else "denied"
+    return f"{phase}: {violation.message}; {verdict}"
