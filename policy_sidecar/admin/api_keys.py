@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from policy_sidecar.admin.convert import page_size, timestamp, to_datetime
+from policy_sidecar.admin.convert import check_environment, page_size, timestamp, to_datetime
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import api_keys_pb2 as pb
 from policy_sidecar.store.postgres import ApiKeyRepository
@@ -43,7 +43,7 @@ class ApiKeyServicer:
     ) -> pb.CreateApiKeyResponse:
         v = Violations()
         v.require(request.app_id, "app_id")
-        v.require(request.environment, "environment")
+        check_environment(request.environment, "environment", v)
         v.check()
         created = await self._repo.create(
             app_id=request.app_id,

@@ -6,7 +6,14 @@ from typing import Any
 
 import grpc
 
-from policy_sidecar.admin.convert import mask_paths, page_size, struct, struct_dict, timestamp
+from policy_sidecar.admin.convert import (
+    check_environment,
+    mask_paths,
+    page_size,
+    struct,
+    struct_dict,
+    timestamp,
+)
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import configs_pb2 as pb
 from policy_sidecar.store.postgres import ApplicationConfigRepository
@@ -67,7 +74,7 @@ class ApplicationConfigServicer:
         c = request.config
         v = Violations()
         v.require(c.app_id, "config.app_id")
-        v.require(c.environment, "config.environment")
+        check_environment(c.environment, "config.environment", v)
         v.check()
         settings = struct_dict(c.settings)
         if c.version == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -14,6 +15,7 @@ from policy_sidecar.admin.errors import Violations
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "check_environment",
     "decimal_text",
     "mask_paths",
     "page_size",
@@ -25,6 +27,9 @@ __all__ = [
 ]
 
 DEFAULT_PAGE_SIZE = 100
+# The same rule as the CHECK constraint in 0001_core.sql, checked here first so the
+# error names the request field rather than the constraint.
+ENVIRONMENT = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_PAGE_SIZE = 500
 
 
@@ -101,3 +106,10 @@ def parse_decimal(text: str, field: str, violations: Violations) -> Decimal:
 
 def decimal_text(value: Decimal | None) -> str:
     return "" if value is None else format(value.normalize(), "f")
+
+
+def check_environment(value: str, field: str, violations: Violations) -> None:
+    if not value:
+        violations.add(field, "required")
+    elif not ENVIRONMENT.fullmatch(value):
+        violations.add(field, "must match ^[a-z][a-z0-9_-]{0,31}$ (e.g. production)")
