@@ -8,6 +8,7 @@ import grpc
 
 from policy_sidecar.admin import policy_check
 from policy_sidecar.admin.convert import (
+    check_environment,
     mask_paths,
     page_size,
     struct,
@@ -142,6 +143,15 @@ def _contexts(request: pb.TestPolicyRequest) -> tuple[PreRequestContext, PostReq
     return pre, post
 
 
+def _check_scope(org_id: str | None, app_id: str | None, env: str | None, v: Violations) -> None:
+    if env is not None:
+        check_environment(env, "policy.environment", v)
+        if app_id is None:
+            v.add("policy.environment", "an environment scope needs policy.app_id")
+    if org_id == "" or app_id == "":
+        v.add("policy.org_id" if org_id == "" else "policy.app_id", "set or leave unset")
+
+
 class PolicyServicer:
     def __init__(self, repo: PolicyRepository) -> None:
         self._repo = repo
@@ -155,6 +165,7 @@ class PolicyServicer:
         v.require(p.type, "policy.type")
         config = _config(p, v) if p.type else {}
         mode = _mode(p, v, default="enforce")
+        _check_scope(_optional(p, "org_id"), _optional(p, "app_id"), _optional(p, "environment"), v)
         v.check()
         created = await self._repo.create(
             name=p.name,
@@ -210,8 +221,12 @@ class PolicyServicer:
             fields["priority"] = p.priority
         if "enabled" in paths:
             fields["enabled"] = p.enabled
-        if "config" in paths:
+        if paths & {"config", "app_id", "environment"}:
             stored = await self._repo.get(p.id)
+            scope = {"app_id": stored.app_id, "environment": stored.environment, **fields}
+            if "app_id" in paths or "environment" in paths:
+                _check_scope(None, scope["app_id"], scope["environment"], v)
+        if "config" in paths:
             if p.type and p.type != stored.type:
                 v.add("policy.type", "is fixed at creation; create a new policy instead")
             fields["config"] = _config(pb.Policy(type=stored.type, config=p.config), v)
