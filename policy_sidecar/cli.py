@@ -109,6 +109,11 @@ def _admin(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(serve_admin(settings))
     return 0
 

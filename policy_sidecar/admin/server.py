@@ -117,6 +117,10 @@ async def serve_admin(settings: AdminSettings) -> None:
 
     from policy_sidecar.store.redis_publisher import RedisPolicyChangePublisher
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     pool = await open_pool(settings.database_url, name="policy-sidecar-admin")
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     publisher = RedisPolicyChangePublisher(redis) if redis is not None else None
@@ -144,10 +148,6 @@ async def serve_admin(settings: AdminSettings) -> None:
         f" ({'TLS' if tls else 'plaintext'}){metrics_text}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
