@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ def grpcurl_binary() -> str:
 
 
 @pytest.fixture
-async def admin_address(dsn: str) -> AsyncIterator[str]:
+async def admin_address(dsn: str) -> AsyncIterator[tuple[str, int]]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -64,7 +65,9 @@ async def admin_address(dsn: str) -> AsyncIterator[str]:
             line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
             assert line, f"admin exited before listening: {seen}"
             seen += line
-        yield match.group(1)
+        metrics = re.search(r"metrics on :(\d+)/metrics", seen)
+        assert metrics, seen
+        yield match.group(1), int(metrics.group(1))
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
@@ -104,8 +107,9 @@ class Grpcurl:
         return proc.returncode or 0, out.decode()
 
 
-async def test_operator_walkthrough(admin_address: str, pool: Pool) -> None:
-    g = Grpcurl(admin_address)
+async def test_operator_walkthrough(admin_address: tuple[str, int], pool: Pool) -> None:
+    address, metrics_port = admin_address
+    g = Grpcurl(address)
     code, services = await g.run("list")
     assert code == 0 and "policy_sidecar.admin.v1.PolicyService" in services
     code, described = await g.run("describe", "policy_sidecar.admin.v1.PolicyService")
@@ -215,3 +219,17 @@ async def test_operator_walkthrough(admin_address: str, pool: Pool) -> None:
     assert denials["denials"] == [{"policyId": policy["id"], "denials": "1"}]
     recent = await g.call("UsageService/ListRecentRequests", {"page_size": 2}, token=VIEWER)
     assert [r["requestId"] for r in recent["requests"]] == ["e2e-2", "e2e-1"]
+
+    # Prometheus metrics of the admin service, on their own port.
+    text = await asyncio.to_thread(
+        lambda: (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+    )
+    assert (
+        'policy_sidecar_admin_requests_total{code="INVALID_ARGUMENT",'
+        'method="policy_sidecar.admin.v1.PolicyService.CreatePolicy"} 1.0'
+    ) in text
+    assert 'policy_sidecar_admin_auth_failures_total{reason="permission_denied"} 1.0' in text
