@@ -82,13 +82,12 @@ def bad_request(violations: Iterable[FieldViolation], message: str | None = None
     return _status(grpc.StatusCode.INVALID_ARGUMENT, text, detail)
 
 
-def status_for(exc: Exception, *, field_prefix: str = "") -> grpc.Status | None:
+def status_for(exc: Exception) -> grpc.Status | None:
     """The status for a domain error, or None for an unexpected exception."""
     if isinstance(exc, InvalidArgument):
         return bad_request(exc.violations)
     if isinstance(exc, InvalidError):
-        field = f"{field_prefix}{exc.field}" if field_prefix else exc.field
-        return bad_request([FieldViolation(field, exc.reason)], str(exc))
+        return bad_request([FieldViolation(exc.field, exc.reason)], str(exc))
     if isinstance(exc, NotFoundError):
         info = error_details_pb2.ResourceInfo(
             resource_type=exc.kind, resource_name=exc.key, description=str(exc)
