@@ -8,8 +8,9 @@ import grpc
 
 from policy_sidecar.admin.convert import check_environment, page_size, timestamp, to_datetime
 from policy_sidecar.admin.errors import Violations
+from policy_sidecar.admin.live_app import for_live_app
 from policy_sidecar.admin.v1 import api_keys_pb2 as pb
-from policy_sidecar.store.postgres import ApiKeyRepository
+from policy_sidecar.store.postgres import ApiKeyRepository, ApplicationRepository
 from policy_sidecar.store.types import ApiKey
 
 __all__ = ["ApiKeyServicer"]
@@ -35,8 +36,9 @@ def key_message(key: ApiKey) -> pb.ApiKey:
 
 
 class ApiKeyServicer:
-    def __init__(self, repo: ApiKeyRepository) -> None:
+    def __init__(self, repo: ApiKeyRepository, apps: ApplicationRepository) -> None:
         self._repo = repo
+        self._apps = apps
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context
@@ -45,13 +47,17 @@ class ApiKeyServicer:
         v.require(request.app_id, "app_id")
         check_environment(request.environment, "environment", v)
         v.check()
-        created = await self._repo.create(
-            app_id=request.app_id,
-            environment=request.environment,
-            name=request.name,
-            expires_at=to_datetime(request.expire_time)
-            if request.HasField("expire_time")
-            else None,
+        created = await for_live_app(
+            self._apps,
+            request.app_id,
+            self._repo.create(
+                app_id=request.app_id,
+                environment=request.environment,
+                name=request.name,
+                expires_at=to_datetime(request.expire_time)
+                if request.HasField("expire_time")
+                else None,
+            ),
         )
         return pb.CreateApiKeyResponse(api_key=key_message(created.key), secret=created.secret)
 

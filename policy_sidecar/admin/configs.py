@@ -15,8 +15,9 @@ from policy_sidecar.admin.convert import (
     timestamp,
 )
 from policy_sidecar.admin.errors import Violations
+from policy_sidecar.admin.live_app import for_live_app
 from policy_sidecar.admin.v1 import configs_pb2 as pb
-from policy_sidecar.store.postgres import ApplicationConfigRepository
+from policy_sidecar.store.postgres import ApplicationConfigRepository, ApplicationRepository
 from policy_sidecar.store.types import ApplicationConfig
 
 __all__ = ["ApplicationConfigServicer"]
@@ -39,8 +40,9 @@ def config_message(config: ApplicationConfig) -> pb.ApplicationConfig:
 
 
 class ApplicationConfigServicer:
-    def __init__(self, repo: ApplicationConfigRepository) -> None:
+    def __init__(self, repo: ApplicationConfigRepository, apps: ApplicationRepository) -> None:
         self._repo = repo
+        self._apps = apps
 
     async def GetApplicationConfig(
         self, request: pb.GetApplicationConfigRequest, context: Context
@@ -78,12 +80,16 @@ class ApplicationConfigServicer:
         v.check()
         settings = struct_dict(c.settings)
         if c.version == 0:
-            created = await self._repo.create(
-                app_id=c.app_id,
-                environment=c.environment,
-                enabled=c.enabled,
-                default_model=c.default_model or None,
-                settings=settings,
+            created = await for_live_app(
+                self._apps,
+                c.app_id,
+                self._repo.create(
+                    app_id=c.app_id,
+                    environment=c.environment,
+                    enabled=c.enabled,
+                    default_model=c.default_model or None,
+                    settings=settings,
+                ),
             )
             return pb.UpsertApplicationConfigResponse(config=config_message(created), created=True)
         paths = mask_paths(request.update_mask, _MUTABLE)

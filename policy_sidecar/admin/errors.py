@@ -23,7 +23,14 @@ from policy_sidecar.store.postgres.errors import (
     VersionConflictError,
 )
 
-__all__ = ["DOMAIN", "FieldViolation", "InvalidArgument", "Violations", "status_for"]
+__all__ = [
+    "DOMAIN",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "Violations",
+    "status_for",
+]
 
 DOMAIN = "policy-sidecar.admin"
 
@@ -40,6 +47,16 @@ class InvalidArgument(Exception):
     def __init__(self, violations: Iterable[FieldViolation]) -> None:
         self.violations = tuple(violations)
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+
+class FailedPrecondition(Exception):
+    """The target exists but is in a state that forbids the call (e.g. archived)."""
+
+    def __init__(self, type_: str, subject: str, description: str) -> None:
+        super().__init__(f"{subject}: {description}")
+        self.type = type_
+        self.subject = subject
+        self.description = description
 
 
 class Violations:
@@ -104,6 +121,15 @@ def status_for(exc: Exception) -> grpc.Status | None:
             metadata={"expected_version": str(exc.expected), "current_version": str(exc.actual)},
         )
         return _status(grpc.StatusCode.ABORTED, str(exc), error_info)
+    if isinstance(exc, FailedPrecondition):
+        detail = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=exc.type, subject=exc.subject, description=exc.description
+                )
+            ]
+        )
+        return _status(grpc.StatusCode.FAILED_PRECONDITION, str(exc), detail)
     if isinstance(exc, UnsupportedPolicyType):
         return _status(grpc.StatusCode.UNIMPLEMENTED, str(exc))
     if isinstance(exc, StoreError):

@@ -82,10 +82,11 @@ async def start_admin_server(
     """Build and start the server; the caller stops it (`server.stop(grace)`)."""
     metrics = metrics or AdminMetrics.create()
     pub = publisher or NoopPublisher()
+    apps = ApplicationRepository(pool, pub)
     servicers: tuple[object, ...] = (
-        ApplicationServicer(ApplicationRepository(pool, pub)),
-        ApplicationConfigServicer(ApplicationConfigRepository(pool, pub)),
-        ApiKeyServicer(ApiKeyRepository(pool, pub)),
+        ApplicationServicer(apps),
+        ApplicationConfigServicer(ApplicationConfigRepository(pool, pub), apps),
+        ApiKeyServicer(ApiKeyRepository(pool, pub), apps),
         ModelServicer(ModelRepository(pool, pub)),
         PolicyServicer(PolicyRepository(pool, pub, validator=config_validator)),
         UsageServicer(UsageQueries(pool), RecentRequests(pool)),

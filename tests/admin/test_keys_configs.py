@@ -189,3 +189,25 @@ async def test_config_bad_environment_is_a_field_violation(client: Client) -> No
         )
     )
     assert list(field_violations(exc)) == ["config.environment"]
+
+
+async def test_archived_application_is_a_failed_precondition(client: Client) -> None:
+    app_id = await new_app(client)
+    await client.apps.ArchiveApplication(
+        apps.ArchiveApplicationRequest(id=app_id, version=1), metadata=AUTH
+    )
+    calls = [
+        client.keys.CreateApiKey(
+            keys.CreateApiKeyRequest(app_id=app_id, environment="prod"), metadata=AUTH
+        ),
+        client.configs.UpsertApplicationConfig(
+            cfg.UpsertApplicationConfigRequest(
+                config=cfg.ApplicationConfig(app_id=app_id, environment="prod")
+            ),
+            metadata=AUTH,
+        ),
+    ]
+    for call in calls:
+        exc = await fails(call)
+        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "archived" in (exc.details() or "")
