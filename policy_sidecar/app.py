@@ -18,9 +18,14 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
+from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
+from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.policy.source import StaticPolicySource
+from policy_sidecar.production.wiring import Production, open_production
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.settings import Settings, SettingsError
 from policy_sidecar.store.standalone import (
@@ -31,7 +36,7 @@ from policy_sidecar.store.standalone import (
 )
 from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
 from policy_sidecar.usage.recorder import BatchingRecorder
-from policy_sidecar.usage.sinks import JsonlFileSink
+from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 
 log = logging.getLogger("policy_sidecar")
 
@@ -56,15 +61,33 @@ def build_estimator(settings: Settings) -> TokenEstimator:
         raise StartupError(f"tokenizer data: {exc}") from exc
 
 
+def build_counters(settings: Settings) -> tuple[CounterStore, PenaltyBox]:
+    """Redis when configured (exact across replicas), else in-process counters."""
+    if settings.redis_url:
+        store = RedisCounterStore.from_url(settings.redis_url, client_name="policy-sidecar")
+        return store, RedisPenaltyBox(store.client)
+    if len(settings.ports) > 1:
+        log.warning(
+            "rate and token limits are counted per worker process (no Redis configured): "
+            "with %d workers each limit is effectively %d times higher",
+            len(settings.ports),
+            len(settings.ports),
+        )
+    return InMemoryCounterStore(), InMemoryPenaltyBox()
+
+
 def build_services(
     settings: Settings,
     config: StandaloneConfig,
     recorder: UsageRecorder,
     estimator: TokenEstimator,
+    counters: CounterStore,
+    penalties: PenaltyBox,
 ) -> Services:
     return Services(
         identities=StandaloneIdentityResolver(config.keys),
-        policies=PolicyEngine(config.policies),
+        policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
+        enforcer=Enforcer(counters, penalties),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
@@ -78,10 +101,36 @@ async def serve_worker(
     settings: Settings, port: int, *, on_ready: Callable[[int], None] | None = None
 ) -> None:
     """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
-    config = load_config(settings)
-    recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
     estimator = build_estimator(settings)
-    services = build_services(settings, config, recorder, estimator)
+    counters, penalties = build_counters(settings)
+    production: Production | None = None
+    sink: UsageSink
+    if settings.database_url:
+        try:
+            production = await open_production(
+                settings.database_url, settings.redis_url, cel_engine=settings.cel_engine
+            )
+        except Exception as exc:
+            raise StartupError(f"cannot open the production stores: {exc}") from exc
+        sink = production.usage_sink
+    else:
+        sink = JsonlFileSink(settings.usage_file)
+    recorder = BatchingRecorder(sink)
+    if production is not None:
+        services = Services(
+            identities=production.identities,
+            policies=production.policies,
+            enforcer=Enforcer(counters, penalties),
+            providers=default_registry(),
+            estimator=estimator,
+            recorder=recorder,
+            models=production.models,
+            inject_stream_usage=settings.inject_stream_usage,
+        )
+    else:
+        services = build_services(
+            settings, load_config(settings), recorder, estimator, counters, penalties
+        )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -98,7 +147,8 @@ async def serve_worker(
     recorder.start()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("ext_proc worker listening on %s:%d", settings.host, bound)
+    mode = "production" if production is not None else "standalone"
+    log.info("ext_proc worker (%s mode) listening on %s:%d", mode, settings.host, bound)
     if on_ready is not None:
         on_ready(bound)
     stop = asyncio.Event()
@@ -111,8 +161,12 @@ async def serve_worker(
     )
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    await services.tasks.drain()
     await recorder.close()
+    await counters.aclose()
     estimator.close()
+    if production is not None:
+        await production.close()
     log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
 
 
@@ -141,7 +195,8 @@ def run_sidecar(settings: Settings) -> int:
     """Validates configuration, then runs one worker process per port. Returns the exit code."""
     try:
         # Fail once, here, with a clear message, before any worker starts.
-        load_config(settings)
+        if not settings.database_url:
+            load_config(settings)
         build_estimator(settings).close()
     except (StartupError, SettingsError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)

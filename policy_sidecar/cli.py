@@ -24,6 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
             overrides["ports"] = parse_ports(args.ports)
         if args.usage_file:
             overrides["usage_file"] = args.usage_file
+        if args.database_url:
+            overrides["database_url"] = args.database_url
+        if args.redis_url:
+            overrides["redis_url"] = args.redis_url
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
@@ -37,7 +41,7 @@ def _fake_provider(args: argparse.Namespace) -> int:
     from policy_sidecar.fakeprovider import run_fake_provider
 
     async def main() -> None:
-        runner = await run_fake_provider(args.host, args.port)
+        runner = await run_fake_provider(args.host, args.port, name=args.name)
         print(f"fake provider listening on http://{args.host}:{args.port}", flush=True)
         try:
             await asyncio.Event().wait()
@@ -52,7 +56,8 @@ def _fake_provider(args: argparse.Namespace) -> int:
 def _render_envoy(args: argparse.Namespace) -> int:
     try:
         ports = parse_ports(args.sidecar_ports)
-    except SettingsError as exc:
+        routes = tuple(_parse_route(r) for r in args.route)
+    except (SettingsError, ValueError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
     print(
@@ -64,11 +69,20 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 upstream_host=args.upstream_host,
                 sidecar_ports=ports,
                 listen_address=args.listen_address,
+                routes=routes,
             )
         ),
         end="",
     )
     return 0
+
+
+def _parse_route(text: str) -> tuple[str, str, int]:
+    name, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not name or not host or not port.isdigit():
+        raise ValueError(f"--route {text!r}: expected NAME=HOST:PORT")
+    return name, host, int(port)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -122,17 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the ext_proc sidecar (standalone mode)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the ext_proc sidecar (standalone with --config, production with --database-url)",
+    )
     serve.add_argument("--config", help="standalone YAML file (POLICY_SIDECAR_CONFIG)")
     serve.add_argument(
         "--ports", help="worker ports, e.g. 50051 or 50051-50052 (POLICY_SIDECAR_PORTS)"
     )
     serve.add_argument("--usage-file", help="JSON-lines usage file (POLICY_SIDECAR_USAGE_FILE)")
+    serve.add_argument(
+        "--database-url", help="Postgres: production mode (POLICY_SIDECAR_DATABASE_URL)"
+    )
+    serve.add_argument(
+        "--redis-url", help="Redis for counters and invalidations (POLICY_SIDECAR_REDIS_URL)"
+    )
     serve.set_defaults(func=_serve)
 
     fake = sub.add_parser("fake-provider", help="run the fake LLM provider")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8081)
+    fake.add_argument("--name", default="fake", help="sent back as the x-fake-provider header")
     fake.set_defaults(func=_fake_provider)
 
     render = sub.add_parser("render-envoy", help="print the Envoy configuration")
@@ -142,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--upstream-host", default="127.0.0.1")
     render.add_argument("--upstream-port", type=int, default=8081)
     render.add_argument("--sidecar-ports", default="50051")
+    render.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        help="an extra upstream cluster a model deployment can route to: NAME=HOST:PORT",
+    )
     render.set_defaults(func=_render_envoy)
 
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")

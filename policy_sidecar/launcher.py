@@ -108,6 +108,8 @@ class Stack:
     sidecar_ports: tuple[int, ...]
     usage_file: Path
     processes: dict[str, Process] = field(default_factory=dict)
+    # Extra upstream clusters (name -> port of a fake provider) models can route to.
+    routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -130,22 +132,14 @@ class Stack:
         self.processes[name] = proc
         return proc
 
-    def start_sidecar(self, config: Path, env: Mapping[str, str] | None = None) -> Process:
+    def start_sidecar(self, config: Path | None, env: Mapping[str, str] | None = None) -> Process:
+        """Standalone with ``config``; production (no config) takes its stores from
+        ``POLICY_SIDECAR_DATABASE_URL`` / ``POLICY_SIDECAR_REDIS_URL`` in ``env``."""
         ports = ",".join(str(p) for p in self.sidecar_ports)
-        proc = self.start_process(
-            "sidecar",
-            [
-                *_cli(),
-                "serve",
-                "--config",
-                str(config),
-                "--ports",
-                ports,
-                "--usage-file",
-                str(self.usage_file),
-            ],
-            env,
-        )
+        argv = [*_cli(), "serve", "--ports", ports, "--usage-file", str(self.usage_file)]
+        if config is not None:
+            argv += ["--config", str(config)]
+        proc = self.start_process("sidecar", argv, env)
         for port in self.sidecar_ports:
             _wait_tcp(proc, port, 30)
         return proc
@@ -159,6 +153,7 @@ class Stack:
                     admin_port=self.admin_port,
                     upstream_port=self.upstream_port,
                     sidecar_ports=self.sidecar_ports,
+                    routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
                 )
             )
         )
@@ -179,12 +174,15 @@ class Stack:
         _wait_envoy_ready(proc, self.admin_port, 30)
         return proc
 
-    def start_fake_provider(self) -> Process:
+    def start_fake_provider(self, name: str = "fake-provider", port: int | None = None) -> Process:
+        """The default upstream, or (with ``port``) one more, reachable as route ``name``."""
+        port = port or self.upstream_port
         proc = self.start_process(
-            "fake-provider",
-            [*_cli(), "fake-provider", "--port", str(self.upstream_port)],
+            name, [*_cli(), "fake-provider", "--port", str(port), "--name", name]
         )
-        _wait_tcp(proc, self.upstream_port, 30)
+        if port != self.upstream_port:
+            self.routes[name] = port
+        _wait_tcp(proc, port, 30)
         return proc
 
     def stop(self) -> None:
@@ -212,16 +210,17 @@ def new_stack(workdir: Path, *, workers: int = 1, listen_port: int | None = None
 
 def start_stack(
     workdir: Path,
-    config: Path,
+    config: Path | None,
     *,
     workers: int = 1,
     listen_port: int | None = None,
     envoy_concurrency: int = 1,
+    sidecar_env: Mapping[str, str] | None = None,
 ) -> Stack:
     stack = new_stack(workdir, workers=workers, listen_port=listen_port)
     try:
         stack.start_fake_provider()
-        stack.start_sidecar(config)
+        stack.start_sidecar(config, sidecar_env)
         stack.start_envoy(envoy_concurrency)
     except BaseException:
         stack.stop()

@@ -11,6 +11,9 @@
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
+| POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
+| POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
+| POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 PREFIX = "POLICY_SIDECAR_"
 
@@ -37,6 +41,9 @@ class Settings:
     max_message_bytes: int = 32 * 1024 * 1024
     tiktoken_dir: str | None = None
     log_level: str = "INFO"
+    redis_url: str | None = None
+    database_url: str | None = None
+    cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +66,9 @@ class Settings:
             ),
             tiktoken_dir=get("TIKTOKEN_DIR"),
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
+            redis_url=get("REDIS_URL"),
+            database_url=get("DATABASE_URL"),
+            cel_engine=_cel_engine(get("CEL_ENGINE")),
         )
 
 
@@ -80,6 +90,14 @@ def parse_ports(text: str | None) -> tuple[int, ...]:
     if not ports or any(not 0 < p < 65536 for p in ports) or len(set(ports)) != len(ports):
         raise SettingsError(f"{PREFIX}PORTS: {text!r} must be distinct ports in 1..65535")
     return tuple(ports)
+
+
+def _cel_engine(value: str | None) -> Literal["cel-expr", "cel-python"]:
+    if value is None or value == "cel-expr":
+        return "cel-expr"
+    if value == "cel-python":
+        return "cel-python"
+    raise SettingsError(f"{PREFIX}CEL_ENGINE: expected cel-expr or cel-python, got {value!r}")
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:

@@ -6,8 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
+from policy_sidecar.counters import InMemoryCounterStore
+from policy_sidecar.counters.penalties import InMemoryPenaltyBox
+from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.store.standalone import (
     StandaloneConfig,
@@ -95,13 +99,28 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def counters() -> InMemoryCounterStore:
+    return InMemoryCounterStore()
+
+
+@pytest.fixture
+def penalties() -> InMemoryPenaltyBox:
+    return InMemoryPenaltyBox()
+
+
+@pytest.fixture
 def make_services(
-    config: StandaloneConfig, recorder: ListRecorder, clock: FakeClock
+    config: StandaloneConfig,
+    recorder: ListRecorder,
+    clock: FakeClock,
+    counters: InMemoryCounterStore,
+    penalties: InMemoryPenaltyBox,
 ) -> Callable[..., Services]:
     def make(**overrides: object) -> Services:
         fields: dict[str, object] = {
             "identities": StandaloneIdentityResolver(config.keys),
-            "policies": PolicyEngine(config.policies),
+            "policies": StaticPolicySource(PolicyEngine(config.policies)),
+            "enforcer": Enforcer(counters, penalties, clock),
             "providers": default_registry(),
             "estimator": load_estimator(),
             "recorder": recorder,

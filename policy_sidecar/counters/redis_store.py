@@ -147,6 +147,10 @@ class RedisCounterStore(SettlingMixin):
         return cls(client)
 
     @property
+    def client(self) -> Redis:
+        return self._client
+
+    @property
     def script_sha(self) -> str:
         sha: str = self._script.sha
         return sha

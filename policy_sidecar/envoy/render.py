@@ -18,11 +18,16 @@ class EnvoyOptions:
     sidecar_host: str = "127.0.0.1"
     message_timeout_ms: int = 2000
     buffer_limit_bytes: int = 10 * 1024 * 1024
+    # Extra upstream clusters a model deployment can be routed to: name -> (host, port).
+    routes: tuple[tuple[str, str, int], ...] = ()
 
 
 def render_envoy_config(options: EnvoyOptions) -> str:
     if not options.sidecar_ports:
         raise ValueError("at least one sidecar port is needed")
+    names = [name for name, _, _ in options.routes]
+    if "upstream" in names or "policy_sidecar" in names or len(set(names)) != len(names):
+        raise ValueError("route cluster names must be distinct and not upstream/policy_sidecar")
     template = Template(resources.files(__package__).joinpath("envoy.yaml").read_text())
     endpoints = "\n".join(
         f"        - endpoint:\n"
@@ -37,6 +42,27 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         buffer_limit_bytes=options.buffer_limit_bytes,
         message_timeout=f"{options.message_timeout_ms / 1000:.3f}s",
         sidecar_endpoints=endpoints,
-        upstream_host=options.upstream_host,
-        upstream_port=options.upstream_port,
+        upstream_clusters="\n".join(
+            _cluster(name, host, port, options.buffer_limit_bytes)
+            for name, host, port in (
+                ("upstream", options.upstream_host, options.upstream_port),
+                *options.routes,
+            )
+        ),
+    )
+
+
+def _cluster(name: str, host: str, port: int, buffer_limit: int) -> str:
+    return (
+        f"  - name: {name}\n"
+        f"    type: STRICT_DNS\n"
+        f"    connect_timeout: 2s\n"
+        f"    per_connection_buffer_limit_bytes: {buffer_limit}\n"
+        f"    load_assignment:\n"
+        f"      cluster_name: {name}\n"
+        f"      endpoints:\n"
+        f"      - lb_endpoints:\n"
+        f"        - endpoint:\n"
+        f"            address:\n"
+        f"              socket_address: {{ address: {host}, port_value: {port} }}"
     )

@@ -7,11 +7,13 @@ Keys are short because this crosses the wire twice per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import struct_pb2
 
+from policy_sidecar.enforcer import Charge
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 
@@ -35,8 +37,13 @@ class Handover:
     served_model: str | None = None
     stream: bool = False
     estimated_tokens: int = 0
+    max_tokens: int | None = None
     request_bytes: int = 0
     shadow: tuple[str, ...] = ()
+    # Token-limit reservations to settle when the response ends.
+    charges: tuple[Charge, ...] = ()
+    # x-ratelimit-* values for the response; Envoy adds them from this metadata.
+    rate_headers: Mapping[str, str] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rid": self.request_id, "t0": self.started_at}
@@ -64,8 +71,15 @@ class Handover:
             out["est"] = self.estimated_tokens
         if self.request_bytes:
             out["rb"] = self.request_bytes
+        if self.max_tokens is not None:
+            out["mt"] = self.max_tokens
         if self.shadow:
             out["shadow"] = list(self.shadow)
+        if self.charges:
+            out["ch"] = [c.to_list() for c in self.charges]
+        for name, value in self.rate_headers.items():
+            # x-ratelimit-limit-requests -> rl_limit_requests, as envoy.yaml reads it.
+            out["rl_" + name.removeprefix("x-ratelimit-").replace("-", "_")] = value
         return out
 
     @classmethod
@@ -85,6 +99,8 @@ class Handover:
             return v.number_value if v is not None else 0.0
 
         shadow = fields.get("shadow")
+        charges = fields.get("ch")
+        max_tokens = fields.get("mt")
         return cls(
             request_id=rid.string_value,
             started_at=n("t0"),
@@ -104,7 +120,19 @@ class Handover:
             estimated_tokens=int(n("est")),
             request_bytes=int(n("rb")),
             shadow=tuple(v.string_value for v in shadow.list_value.values) if shadow else (),
+            max_tokens=int(max_tokens.number_value) if max_tokens is not None else None,
+            charges=tuple(
+                Charge.from_list([_plain(x) for x in item.list_value.values])
+                for item in charges.list_value.values
+            )
+            if charges is not None
+            else (),
         )
+
+
+def _plain(value: struct_pb2.Value) -> object:
+    kind = value.WhichOneof("kind")
+    return value.string_value if kind == "string_value" else value.number_value
 
 
 def handover_from_request(metadata_context: Any) -> Handover | None:

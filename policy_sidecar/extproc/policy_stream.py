@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,7 @@ class _Denial:
     message: str
     policy_id: str | None = None
     details: dict[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
 
 
 class PolicyProcessor:
@@ -88,7 +90,8 @@ class PolicyProcessor:
         )
         declared = headers.get("content-length", "")
         if declared.isdigit():
-            decision = self._s.policies.check_declared_size(identity, int(declared))
+            engine = await self._s.policies.engine_for(identity)
+            decision = engine.check_declared_size(identity, int(declared))
             if decision.denial is not None:
                 return self._deny_by(decision.denial, request_bytes=int(declared))
         if matched is None and self._s.unknown_paths == "deny":
@@ -138,6 +141,7 @@ class PolicyProcessor:
         handover = replace(
             handover,
             estimated_tokens=estimated,
+            max_tokens=parsed.max_output_tokens,
             served_model=deployment.upstream_model if deployment else model,
         )
         self._handover = handover
@@ -151,12 +155,20 @@ class PolicyProcessor:
             provider=provider.name,
             stream=parsed.stream,
             max_tokens=parsed.max_output_tokens,
+            upstream_model=deployment.upstream_model
+            if deployment is not None and deployment.upstream_model != model
+            else "",
         )
-        decision = self._s.policies.pre_check(identity, ctx)
-        if decision.denial is not None:
-            self._handover = replace(handover, shadow=tuple(v.policy_id for v in decision.shadow))
-            return self._deny_by(decision.denial, request_bytes=len(msg.body))
+        engine = await self._s.policies.engine_for(identity)
+        admission = await self._s.enforcer.admit(engine, identity, ctx, deployment)
+        decision = admission.decision
         handover = replace(handover, shadow=tuple(v.policy_id for v in decision.shadow))
+        self._handover = handover
+        if decision.denial is not None:
+            return self._deny_by(
+                decision.denial, request_bytes=len(msg.body), headers=admission.headers
+            )
+        handover = replace(handover, charges=admission.charges, rate_headers=admission.headers)
         self._handover = handover
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         patch = dict(patch or {})
@@ -172,11 +184,22 @@ class PolicyProcessor:
             mutation=header_mutation(set_headers) if set_headers else None,
             body=new_body,
             metadata=handover.to_metadata(),
+            clear_route_cache=ROUTE_HEADER in set_headers,
         )
 
-    def _deny_by(self, violation: Violation, *, request_bytes: int) -> pb.ProcessingResponse:
+    def _deny_by(
+        self,
+        violation: Violation,
+        *,
+        request_bytes: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> pb.ProcessingResponse:
         if self._handover is not None:
             self._handover = replace(self._handover, request_bytes=request_bytes)
+        all_headers = dict(headers or {})
+        retry = violation.details.get("retry_after_seconds")
+        if retry is not None:
+            all_headers["retry-after"] = str(retry)
         return self._deny(
             _Denial(
                 violation.status,
@@ -184,6 +207,7 @@ class PolicyProcessor:
                 violation.message,
                 policy_id=violation.policy_id,
                 details=dict(violation.details),
+                headers=all_headers,
             )
         )
 
@@ -219,5 +243,6 @@ class PolicyProcessor:
             code=denial.code,
             message=denial.message,
             details=denial.details,
+            headers=denial.headers,
             metadata=handover.to_metadata(),
         )

@@ -49,9 +49,13 @@ def continue_request_body(
     mutation: pb.HeaderMutation | None = None,
     body: bytes | None = None,
     metadata: Mapping[str, Any] | None = None,
+    clear_route_cache: bool = False,
 ) -> pb.ProcessingResponse:
-    """Let a buffered request body go upstream, optionally replaced."""
-    response = pb.ProcessingResponse(request_body=pb.BodyResponse(response=_common(mutation, body)))
+    """Let a buffered request body go upstream, optionally replaced; with
+    ``clear_route_cache`` Envoy picks the route again (after a routing header)."""
+    common = _common(mutation, body)
+    common.clear_route_cache = clear_route_cache
+    response = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
     md = _metadata(metadata)
     if md is not None:
         response.dynamic_metadata.CopyFrom(md)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.identity import IdentityResolver
-from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.policy.source import PolicySource
 from policy_sidecar.providers.registry import ProviderRegistry
 from policy_sidecar.tokens import TokenEstimator
 from policy_sidecar.usage.record import UsageRecord
+
+log = logging.getLogger(__name__)
 
 
 class UsageRecorder(Protocol):
@@ -24,7 +29,8 @@ class UsageRecorder(Protocol):
 @dataclass(frozen=True, slots=True)
 class Services:
     identities: IdentityResolver
-    policies: PolicyEngine
+    policies: PolicySource
+    enforcer: Enforcer
     providers: ProviderRegistry
     estimator: TokenEstimator
     recorder: UsageRecorder
@@ -34,3 +40,28 @@ class Services:
     # Ask OpenAI-style streams for their usage chunk so usage is always known.
     inject_stream_usage: bool = True
     clock: Callable[[], float] = time.time
+    tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks())
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.spawn(coro)
+
+
+class BackgroundTasks:
+    """Work that outlives a stream (settling counters, post-checks); awaited on shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -8,12 +8,15 @@ then ``close`` exactly once, whether the response completed or the stream was cu
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
+from policy_sidecar.identity import Identity
+from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
 from policy_sidecar.usage.record import Decision, UsageRecord
 
@@ -87,40 +90,88 @@ class UsageObserver:
         now = self._s.clock()
         usage = self._parser.finish() if self._parser is not None else None
         h = self._handover or Handover(request_id=str(uuid.uuid4()), started_at=now)
-        reported = usage is not None
-        usage = usage or Usage()
         # "error": the policy filter never saw this request (Envoy answered it itself).
         decision: Decision = (
             "error" if self._handover is None else "allow" if complete else "incomplete"
         )
-        self._s.recorder.record(
-            UsageRecord(
-                request_id=h.request_id,
-                started_at=datetime.fromtimestamp(h.started_at, UTC),
-                decision=decision,
-                status_code=self._status,
-                org_id=h.org_id,
-                app_id=h.app_id,
-                environment=h.environment,
-                api_key_id=h.key_id,
-                provider=h.provider,
-                operation=h.operation,
-                requested_model=h.requested_model,
-                served_model=h.served_model,
-                streamed=self._streamed,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                cached_tokens=usage.cached_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                estimated_tokens=h.estimated_tokens,
-                usage_reported=reported,
-                latency_ms=(now - h.started_at) * 1000.0,
-                ttft_ms=(self._first_byte_at - h.started_at) * 1000.0
-                if self._first_byte_at is not None
-                else None,
-                request_bytes=h.request_bytes,
-                response_bytes=self._response_bytes,
-                shadow_violations=h.shadow,
-            )
+        reported = usage or Usage()
+        record = UsageRecord(
+            request_id=h.request_id,
+            started_at=datetime.fromtimestamp(h.started_at, UTC),
+            decision=decision,
+            status_code=self._status,
+            org_id=h.org_id,
+            app_id=h.app_id,
+            environment=h.environment,
+            api_key_id=h.key_id,
+            provider=h.provider,
+            operation=h.operation,
+            requested_model=h.requested_model,
+            served_model=h.served_model,
+            streamed=self._streamed,
+            prompt_tokens=reported.prompt_tokens,
+            completion_tokens=reported.completion_tokens,
+            total_tokens=reported.total_tokens,
+            cached_tokens=reported.cached_tokens,
+            reasoning_tokens=reported.reasoning_tokens,
+            estimated_tokens=h.estimated_tokens,
+            usage_reported=usage is not None,
+            latency_ms=(now - h.started_at) * 1000.0,
+            ttft_ms=(self._first_byte_at - h.started_at) * 1000.0
+            if self._first_byte_at is not None
+            else None,
+            request_bytes=h.request_bytes,
+            response_bytes=self._response_bytes,
+            shadow_violations=h.shadow,
         )
+        if h.app_id is None or h.org_id is None or h.environment is None:
+            self._s.recorder.record(record)
+            return
+        # Settling counters and post-checks need I/O: they finish in the background,
+        # and the record is written once the post-checks are known.
+        identity = Identity(h.app_id, h.org_id, h.environment, h.key_id or "")
+        self._s.spawn(self._complete(identity, h, usage, record))
+
+    async def _complete(
+        self, identity: Identity, h: Handover, usage: Usage | None, record: UsageRecord
+    ) -> None:
+        deployment = self._s.models.get(h.requested_model or "")
+        violations: tuple[str, ...] = ()
+        try:
+            await self._s.enforcer.settle(
+                h.charges, usage, deployment, estimated_prompt=h.estimated_tokens
+            )
+            if h.provider is not None and usage is not None:
+                engine = await self._s.policies.engine_for(identity)
+                found = await self._s.enforcer.post_check(
+                    engine, identity, post_context(h, record, usage)
+                )
+                violations = tuple(v.policy_id for v in found)
+        finally:
+            self._s.recorder.record(replace(record, post_violations=violations))
+
+
+def post_context(h: Handover, record: UsageRecord, usage: Usage) -> PostRequestContext:
+    pre = PreRequestContext(
+        request_size_bytes=h.request_bytes,
+        estimated_tokens=h.estimated_tokens,
+        model=h.requested_model or "",
+        org_id=h.org_id or "",
+        app_id=h.app_id or "",
+        environment=h.environment or "",
+        provider=h.provider or "",
+        stream=h.stream,
+        max_tokens=h.max_tokens,
+    )
+    return PostRequestContext(
+        pre=pre,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        latency_ms=int(record.latency_ms or 0),
+        response_size_bytes=record.response_bytes,
+        status_code=record.status_code,
+        cost_usd=record.cost_usd,
+    )

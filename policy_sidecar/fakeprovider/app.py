@@ -37,7 +37,8 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class FakeProvider:
-    def __init__(self, estimator: TokenEstimator) -> None:
+    def __init__(self, estimator: TokenEstimator, name: str = "fake") -> None:
+        self.name = name
         self._registry = default_registry()
         self._estimator = estimator
 
@@ -83,7 +84,11 @@ class FakeProvider:
             return plain
         delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
         response = web.StreamResponse(
-            headers={"content-type": sample.content_type, "cache-control": "no-cache"}
+            headers={
+                "content-type": sample.content_type,
+                "cache-control": "no-cache",
+                "x-fake-provider": self.name,
+            }
         )
         if gzip:
             response.enable_compression(web.ContentCoding.gzip)
@@ -104,17 +109,25 @@ async def models(_request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-def create_app(estimator: TokenEstimator | None = None) -> web.Application:
-    fake = FakeProvider(estimator or load_estimator())
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+def create_app(estimator: TokenEstimator | None = None, *, name: str = "fake") -> web.Application:
+    fake = FakeProvider(estimator or load_estimator(), name)
+
+    @web.middleware
+    async def identify(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if not response.prepared:
+            response.headers["x-fake-provider"] = name
+        return response
+
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[identify])
     app.router.add_get("/v1/models", models)
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     return app
 
 
-async def run_fake_provider(host: str, port: int) -> web.AppRunner:
+async def run_fake_provider(host: str, port: int, *, name: str = "fake") -> web.AppRunner:
     """Starts the server and returns its runner (``await runner.cleanup()`` stops it)."""
-    runner = web.AppRunner(create_app(), access_log=None)
+    runner = web.AppRunner(create_app(name=name), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -16,6 +16,8 @@ class PreRequestContext:
     provider: str
     stream: bool
     max_tokens: int | None
+    # The deployment's upstream name when ``model`` is an alias; "" when the same.
+    upstream_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

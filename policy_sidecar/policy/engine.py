@@ -3,32 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from policy_sidecar.identity import Identity
-from policy_sidecar.policy.context import PreRequestContext
+from policy_sidecar.policy.cel import DEFAULT_ENGINE, EngineName
+from policy_sidecar.policy.cel_policy import CelPolicy
+from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import ALLOW, Decision, Violation
 from policy_sidecar.policy.definition import PolicyDefinition
-from policy_sidecar.policy.types import LocalPolicy, RequestSizePolicy, build_local_policy
+from policy_sidecar.policy.limits import CounterPolicy
+from policy_sidecar.policy.types import LocalPolicy, RequestSizePolicy, build_policy
+
+
+@dataclass(frozen=True, slots=True)
+class CallerPolicies:
+    """The policies that apply to one (org, app, environment), in evaluation order."""
+
+    local: tuple[LocalPolicy, ...]
+    counters: tuple[CounterPolicy, ...]
+    post: tuple[CelPolicy, ...]
 
 
 class PolicyEngine:
-    """Evaluates an immutable set of policies. Cheap to query; safe to share."""
+    """Evaluates an immutable set of policies. Cheap to query; safe to share.
 
-    def __init__(self, definitions: Iterable[PolicyDefinition]) -> None:
+    Order: enabled policies by (priority, id); local checks (size, allowlist, CEL)
+    before counters, so a request a local check refuses never touches a counter.
+    """
+
+    def __init__(
+        self, definitions: Iterable[PolicyDefinition], *, cel_engine: EngineName = DEFAULT_ENGINE
+    ) -> None:
         enabled = sorted((d for d in definitions if d.enabled), key=lambda d: (d.priority, d.id))
-        self._policies = tuple(build_local_policy(d) for d in enabled)
-        self._by_caller: dict[tuple[str, str, str], tuple[LocalPolicy, ...]] = {}
+        self.definitions = tuple(enabled)
+        self._policies = tuple(build_policy(d, cel_engine=cel_engine) for d in enabled)
+        self._by_caller: dict[tuple[str, str, str], CallerPolicies] = {}
 
-    def for_caller(self, identity: Identity) -> tuple[LocalPolicy, ...]:
+    def for_caller(self, identity: Identity) -> CallerPolicies:
         key = (identity.org_id, identity.app_id, identity.environment)
         found = self._by_caller.get(key)
         if found is None:
-            found = tuple(
+            mine = [
                 p
                 for p in self._policies
                 if p.definition.scope.matches_caller(
                     org_id=identity.org_id, app_id=identity.app_id, environment=identity.environment
                 )
+            ]
+            found = CallerPolicies(
+                local=tuple(p for p in mine if not isinstance(p, CounterPolicy)),
+                counters=tuple(p for p in mine if isinstance(p, CounterPolicy)),
+                post=tuple(p for p in mine if isinstance(p, CelPolicy) and p.has_post_check),
             )
             self._by_caller[key] = found
         return found
@@ -37,15 +62,36 @@ class PolicyEngine:
         """Request-size policies against a declared content-length, before buffering."""
         return _decide(
             p.check_size(size)
-            for p in self.for_caller(identity)
+            for p in self.for_caller(identity).local
             if isinstance(p, RequestSizePolicy)
         )
 
     def pre_check(self, identity: Identity, ctx: PreRequestContext) -> Decision:
-        policies = [
-            p for p in self.for_caller(identity) if p.definition.scope.matches_model(ctx.model)
-        ]
-        return _decide(p.pre_check(ctx) for p in policies)
+        """The local checks: size, allowlist, CEL pre-checks."""
+        return _decide(
+            p.pre_check(ctx)
+            for p in self.for_caller(identity).local
+            if p.definition.scope.matches_model(ctx.model)
+        )
+
+    def counters(self, identity: Identity, model: str) -> tuple[CounterPolicy, ...]:
+        return tuple(
+            p for p in self.for_caller(identity).counters if p.definition.scope.matches_model(model)
+        )
+
+    def post_check(self, identity: Identity, ctx: PostRequestContext) -> tuple[Violation, ...]:
+        """Every post-check that failed, shadow ones included; they never change the
+        response (it has been sent), they are recorded and may set a penalty."""
+        return tuple(
+            v
+            for p in self.for_caller(identity).post
+            if p.definition.scope.matches_model(ctx.pre.model)
+            for v in (p.post_check(ctx),)
+            if v is not None
+        )
+
+    def has_penalties(self, identity: Identity) -> bool:
+        return any(p.config.penalty_seconds for p in self.for_caller(identity).post)
 
 
 def _decide(violations: Iterable[Violation | None]) -> Decision:
@@ -59,3 +105,8 @@ def _decide(violations: Iterable[Violation | None]) -> Decision:
         else:
             return Decision(denial=violation, shadow=tuple(shadow))
     return Decision(shadow=tuple(shadow)) if shadow else ALLOW
+
+
+def merge(first: Decision, second: Decision) -> Decision:
+    """Two phases' decisions as one: the first denial wins, shadows accumulate."""
+    return Decision(denial=first.denial or second.denial, shadow=first.shadow + second.shadow)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from policy_sidecar.policy.cel import DEFAULT_ENGINE, EngineName
+from policy_sidecar.policy.cel_policy import CelPolicy
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import (
+    CustomCelConfig,
     ModelAllowlistConfig,
     PolicyDefinition,
+    RateLimitConfig,
     RequestSizeConfig,
+    TokenLimitConfig,
 )
+from policy_sidecar.policy.limits import CounterPolicy, RateLimitPolicy, TokenLimitPolicy
 
 
 class LocalPolicy(Protocol):
@@ -47,7 +53,8 @@ class ModelAllowlistPolicy:
         return model in self._exact or any(fnmatchcase(model, g) for g in self._globs)
 
     def pre_check(self, ctx: PreRequestContext) -> Violation | None:
-        if self.allows(ctx.model):
+        # An alias is allowed when either its own name or what it maps to is listed.
+        if self.allows(ctx.model) or (ctx.upstream_model and self.allows(ctx.upstream_model)):
             return None
         return _violation(
             self.definition,
@@ -83,11 +90,19 @@ def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
-def build_local_policy(definition: PolicyDefinition) -> LocalPolicy:
+def build_policy(
+    definition: PolicyDefinition, *, cel_engine: EngineName = DEFAULT_ENGINE
+) -> LocalPolicy | CounterPolicy:
     """The factory: one policy object per stored definition."""
     config = definition.config
     if isinstance(config, ModelAllowlistConfig):
         return ModelAllowlistPolicy(definition, config)
     if isinstance(config, RequestSizeConfig):
         return RequestSizePolicy(definition, config)
+    if isinstance(config, CustomCelConfig):
+        return CelPolicy(definition, config, cel_engine)
+    if isinstance(config, RateLimitConfig):
+        return RateLimitPolicy(definition, config)
+    if isinstance(config, TokenLimitConfig):
+        return TokenLimitPolicy(definition, config)
     raise TypeError(f"no policy type for config {type(config).__name__}")

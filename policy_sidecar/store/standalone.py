@@ -66,7 +66,7 @@ class _Scope(_Strict):
 class _Policy(_Strict):
     id: Name
     name: Name
-    type: Literal["model_allowlist", "request_size"]
+    type: Literal["model_allowlist", "request_size", "rate_limit", "token_limit", "custom_cel"]
     config: dict[str, Any]
     scope: _Scope = _Scope()
     mode: Literal["enforce", "shadow"] = "enforce"

@@ -12,6 +12,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -19,7 +20,7 @@ import openai
 import pytest
 
 from policy_sidecar.fakeprovider.app import CACHED_TOKENS_HEADER, FakeProvider
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.launcher import Stack, free_port, new_stack, start_stack
 from policy_sidecar.providers import Usage, default_registry
 from policy_sidecar.tokens import load_estimator
 from tests.e2e.conftest import KEY, usage_records
@@ -272,3 +273,32 @@ def test_gzip_is_prevented_by_asking_for_identity(open_stack: Stack) -> None:
         assert response.headers.get("content-encoding") is None
         json.loads(response.read())
     assert record_for(open_stack, r)["usage_reported"] is True
+
+
+def test_model_deployment_routes_to_its_cluster(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        OPEN_CONFIG
+        + """
+models:
+  - {name: gpt-4o-mini, provider: openai}
+  - {name: fast, provider: openai, upstream_model: gpt-4o-mini, route: secondary}
+"""
+    )
+    stack = new_stack(tmp_path, workers=1)
+    try:
+        stack.start_fake_provider()
+        stack.start_fake_provider("secondary", free_port())
+        stack.start_sidecar(config)
+        stack.start_envoy()
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
+        plain = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )  # type: ignore[arg-type]
+        routed = client.chat.completions.with_raw_response.create(model="fast", messages=MESSAGES)  # type: ignore[arg-type]
+        assert plain.headers["x-fake-provider"] == "fake-provider"
+        assert routed.headers["x-fake-provider"] == "secondary"
+        # The alias was rewritten to the deployment's upstream model name.
+        assert routed.parse().model == "gpt-4o-mini"
+    finally:
+        stack.stop()

@@ -65,6 +65,7 @@ def test_checked_in_config_matches_the_template() -> None:
             upstream_port=8081,
             sidecar_ports=(50051, 50052),
             listen_address="0.0.0.0",
+            routes=(("secondary", "127.0.0.1", 8082),),
         )
     )
     assert shipped.read_text() == expected, "run the command in envoy/README.md"

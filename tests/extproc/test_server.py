@@ -62,7 +62,7 @@ async def test_internal_failure_fails_closed_with_500(
 
 
 async def test_observability_stream_gets_no_replies_and_records_on_close(
-    stub: pb_grpc.ExternalProcessorStub, recorder: ListRecorder
+    stub: pb_grpc.ExternalProcessorStub, recorder: ListRecorder, services: Services
 ) -> None:
     call = stub.Process()
     await call.write(
@@ -71,5 +71,6 @@ async def test_observability_stream_gets_no_replies_and_records_on_close(
     await call.done_writing()
     assert await call.read() == grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
+    await services.tasks.drain()
     [r] = recorder.records
     assert r.decision == "error"  # no handover metadata: the policy filter never saw it

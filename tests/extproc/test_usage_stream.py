@@ -69,7 +69,7 @@ def chunk_msg(data: bytes, *, eos: bool = False) -> pb.ProcessingRequest:
     )
 
 
-def test_streamed_response_records_usage_and_timing(
+async def test_streamed_response_records_usage_and_timing(
     services: Services, recorder: ListRecorder, clock: FakeClock
 ) -> None:
     obs = UsageObserver(services)
@@ -83,6 +83,7 @@ def test_streamed_response_records_usage_and_timing(
     obs.on_message(chunk_msg(b"", eos=True))
     assert obs.done
     obs.close()  # closing after completion records nothing more
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens) == (9, 5, 14, 2)
     assert r.usage_reported and r.streamed
@@ -93,7 +94,7 @@ def test_streamed_response_records_usage_and_timing(
     assert r.estimated_tokens == 11
 
 
-def test_json_response_records_usage(services: Services, recorder: ListRecorder) -> None:
+async def test_json_response_records_usage(services: Services, recorder: ListRecorder) -> None:
     request = {**REQUEST, "stream": False}
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
@@ -101,12 +102,13 @@ def test_json_response_records_usage(services: Services, recorder: ListRecorder)
     data = build_response(ROUTE, request, USAGE).body
     obs.on_message(chunk_msg(data[:10]))
     obs.on_message(chunk_msg(data[10:], eos=True))
+    await services.tasks.drain()
     [r] = recorder.records
     assert r.total_tokens == 14
     assert not r.streamed
 
 
-def test_stream_cut_short_is_recorded_as_incomplete(
+async def test_stream_cut_short_is_recorded_as_incomplete(
     services: Services, recorder: ListRecorder
 ) -> None:
     obs = UsageObserver(services)
@@ -115,51 +117,59 @@ def test_stream_cut_short_is_recorded_as_incomplete(
     chunks = sse_chunks(REQUEST)
     obs.on_message(chunk_msg(chunks[0]))
     obs.close()
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.usage_reported, r.total_tokens) == ("incomplete", False, 0)
     assert r.estimated_tokens == 11
 
 
-def test_client_gone_before_response_is_incomplete(
+async def test_client_gone_before_response_is_incomplete(
     services: Services, recorder: ListRecorder
 ) -> None:
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.close()
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.status_code, r.app_id) == ("incomplete", 0, "app1")
 
 
-def test_error_response_yields_no_usage(services: Services, recorder: ListRecorder) -> None:
+async def test_error_response_yields_no_usage(services: Services, recorder: ListRecorder) -> None:
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.on_message(resp_headers_msg(500, "application/json"))
     obs.on_message(chunk_msg(b'{"error": {"message": "boom"}}', eos=True))
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.status_code, r.usage_reported) == ("allow", 500, False)
 
 
-def test_denied_request_is_not_recorded_twice(services: Services, recorder: ListRecorder) -> None:
+async def test_denied_request_is_not_recorded_twice(
+    services: Services, recorder: ListRecorder
+) -> None:
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover(rec=True)))
     assert obs.done
     obs.on_message(resp_headers_msg(403, "application/json", eos=True))
     obs.close()
+    await services.tasks.drain()
     assert recorder.records == []
 
 
-def test_response_without_policy_metadata_is_an_error_record(
+async def test_response_without_policy_metadata_is_an_error_record(
     services: Services, recorder: ListRecorder
 ) -> None:
     obs = UsageObserver(services)
     obs.on_message(resp_headers_msg(503, "text/plain", eos=True))
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.status_code, r.app_id) == ("error", 503, None)
 
 
-def test_headers_only_response(services: Services, recorder: ListRecorder) -> None:
+async def test_headers_only_response(services: Services, recorder: ListRecorder) -> None:
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover(prov=None, op=None)))
     obs.on_message(resp_headers_msg(204, "", eos=True))
+    await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.status_code, r.response_bytes) == ("allow", 204, 0)

@@ -1,0 +1,188 @@
+"""Rate and token limits: which counter a request touches, by how much, and what the
+counter store's answer means. Pure: the store call happens in the enforcer."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.counters import CounterOp, CounterState, counter_key
+from policy_sidecar.identity import Identity
+from policy_sidecar.policy.context import PreRequestContext
+from policy_sidecar.policy.decision import Violation
+from policy_sidecar.policy.definition import (
+    PolicyDefinition,
+    RateLimitConfig,
+    TokenLimitConfig,
+)
+from policy_sidecar.providers.base import Usage
+
+# Shadow-mode counters are counted with this limit so they never block the request;
+# whether they would have is judged against the real limit afterwards.
+SHADOW_LIMIT = 2**50
+MICRO = 1_000_000
+
+
+def cost_micro_usd(usage: Usage, deployment: ModelDeployment | None) -> int:
+    """Cost in micro-dollars from the deployment's prices per million tokens."""
+    if deployment is None:
+        return 0
+    uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
+    dollars = (
+        uncached * deployment.input_price_per_mtok
+        + usage.cached_tokens * deployment.cached_input_price_per_mtok
+        + usage.completion_tokens * deployment.output_price_per_mtok
+    ) / MICRO
+    return math.ceil(dollars * MICRO)
+
+
+def _scope_parts(
+    config: RateLimitConfig | TokenLimitConfig, identity: Identity, model: str
+) -> tuple[str, ...]:
+    match config.key:
+        case "org":
+            return ("org",)
+        case "app":
+            return ("app", identity.app_id)
+        case "app_env":
+            return ("app", identity.app_id, "env", identity.environment)
+        case "api_key":
+            return ("key", identity.key_id)
+        case "app_model":
+            return ("app", identity.app_id, "model", model or "-")
+
+
+class CounterPolicy:
+    """Shared by rate and token limits: one counter per request."""
+
+    unit = ""  # "requests" or "tokens": the x-ratelimit-*-<unit> header family
+
+    def __init__(
+        self, definition: PolicyDefinition, config: RateLimitConfig | TokenLimitConfig
+    ) -> None:
+        self.definition = definition
+        self.config = config
+        self.window = config.parsed_window
+        self.shadow = definition.mode == "shadow"
+
+    @property
+    def limit(self) -> int:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def key(self, identity: Identity, model: str) -> str:
+        # Every counter is tagged by organisation, so all counters of one request share
+        # one Redis Cluster slot (the script touches them atomically).
+        parts = _scope_parts(self.config, identity, model)
+        return counter_key("org", identity.org_id, *parts, self.definition.id)
+
+    def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def op(
+        self, identity: Identity, ctx: PreRequestContext, deployment: ModelDeployment | None
+    ) -> CounterOp:
+        return CounterOp(
+            key=self.key(identity, ctx.model),
+            limit=SHADOW_LIMIT if self.shadow else self.limit,
+            window=self.window,
+            amount=self.amount(ctx, deployment),
+        )
+
+    def violation(self, state: CounterState, amount: int, now: float) -> Violation:
+        retry = state.retry_at if state.retry_at is not None else state.reset_at
+        retry_after = max(1, math.ceil(retry - now))
+        observed = state.used if state.used > self.limit else state.used + amount
+        shown = self._shown(self.limit)
+        return Violation(
+            policy_id=self.definition.id,
+            policy_name=self.definition.name,
+            policy_type=self.definition.type,
+            shadow=self.shadow,
+            status=429,
+            code="rate_limit_exceeded" if self.unit == "requests" else "token_limit_exceeded",
+            message=(
+                f"{self.definition.type.replace('_', ' ')} exceeded: limit {shown} per "
+                f"{self.config.window}, would reach {self._shown(observed)}; retry in "
+                f"{retry_after}s (policy '{self.definition.name}', id {self.definition.id})"
+            ),
+            details={
+                "policy_id": self.definition.id,
+                "policy_name": self.definition.name,
+                "limit": shown,
+                "observed": self._shown(observed),
+                "window": self.config.window,
+                "unit": self._unit_name(),
+                "resets_at": datetime.fromtimestamp(state.reset_at, UTC).isoformat(),
+                "retry_after_seconds": retry_after,
+            },
+        )
+
+    def _shown(self, value: int) -> int | float:
+        return value
+
+    def _unit_name(self) -> str:
+        return self.unit
+
+
+class RateLimitPolicy(CounterPolicy):
+    unit = "requests"
+    config: RateLimitConfig
+
+    @property
+    def limit(self) -> int:
+        return self.config.requests
+
+    def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
+        return 1
+
+
+class TokenLimitPolicy(CounterPolicy):
+    unit = "tokens"
+    config: TokenLimitConfig
+
+    @property
+    def limit(self) -> int:
+        if self.config.count == "cost_usd":
+            return math.floor((self.config.limit_usd or 0) * MICRO)
+        return self.config.limit or 0
+
+    def reserved_output(self, ctx: PreRequestContext) -> int:
+        asked = ctx.max_tokens if ctx.max_tokens is not None else self.config.default_max_output
+        return min(
+            math.ceil(asked * self.config.output_reserve_ratio), self.config.output_reserve_cap
+        )
+
+    def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
+        output = self.reserved_output(ctx)
+        return self.actual(
+            Usage(
+                prompt_tokens=ctx.estimated_tokens,
+                completion_tokens=output,
+                total_tokens=ctx.estimated_tokens + output,
+            ),
+            deployment,
+        )
+
+    def actual(self, usage: Usage, deployment: ModelDeployment | None) -> int:
+        """What a finished request really costs this counter."""
+        return self.actual_for(self.config.count, usage, deployment)
+
+    @staticmethod
+    def actual_for(count: str, usage: Usage, deployment: ModelDeployment | None) -> int:
+        match count:
+            case "total":
+                return usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+            case "prompt":
+                return usage.prompt_tokens
+            case "completion":
+                return usage.completion_tokens
+            case "cost_usd":
+                return cost_micro_usd(usage, deployment)
+        raise ValueError(f"unknown token count {count!r}")
+
+    def _shown(self, value: int) -> int | float:
+        return value / MICRO if self.config.count == "cost_usd" else value
+
+    def _unit_name(self) -> str:
+        return "usd" if self.config.count == "cost_usd" else f"{self.config.count}_tokens"

@@ -1,0 +1,117 @@
+"""Builds the production-mode components from settings (Postgres + Redis)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from policy_sidecar.production.identities import CachedIdentityResolver
+from policy_sidecar.production.listener import InvalidationListener
+from policy_sidecar.production.models import ModelCatalog
+from policy_sidecar.production.policy_cache import CachedPolicySource
+from policy_sidecar.store.postgres import (
+    ApiKeyRepository,
+    ModelRepository,
+    PolicyRepository,
+    Pool,
+    UsageRepository,
+    open_pool,
+)
+from policy_sidecar.store.types import Model, Policy
+from policy_sidecar.usage.record import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+class RepositoryUsageSink:
+    """Usage into Postgres through the repository's COPY path (idempotent on request
+    id, rollups in the same transaction)."""
+
+    def __init__(self, repository: UsageRepository) -> None:
+        self._repository = repository
+
+    async def write(self, batch: Sequence[UsageRecord]) -> None:
+        await self._repository.insert_batch(batch)
+
+
+@dataclass
+class Production:
+    pool: Pool
+    redis: Redis | None
+    identities: CachedIdentityResolver
+    policies: CachedPolicySource
+    models: ModelCatalog
+    usage_sink: RepositoryUsageSink
+    listener: InvalidationListener | None
+
+    async def on_change(self, kind: str) -> None:
+        if kind in ("policy", "*"):
+            await self.policies.invalidate()
+        if kind in ("api_key", "application", "application_config", "*"):
+            self.identities.invalidate()
+        if kind in ("model", "*"):
+            await self.models.refresh()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
+        await self.identities.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.pool.close()
+
+
+async def _all_pages_policies(repo: PolicyRepository) -> list[Policy]:
+    out: list[Policy] = []
+    token: str | None = None
+    while True:
+        page = await repo.list(enabled=True, page_size=500, page_token=token)
+        out.extend(page.items)
+        token = page.next_page_token
+        if token is None:
+            return out
+
+
+async def _all_pages_models(repo: ModelRepository) -> list[Model]:
+    out: list[Model] = []
+    token: str | None = None
+    while True:
+        page = await repo.list(page_size=500, page_token=token)
+        out.extend(page.items)
+        token = page.next_page_token
+        if token is None:
+            return out
+
+
+async def open_production(
+    database_url: str, redis_url: str | None, *, cel_engine: str = "cel-expr"
+) -> Production:
+    pool = await open_pool(database_url, max_size=4)
+    redis = Redis.from_url(redis_url) if redis_url else None
+    if redis is None:
+        log.warning("no Redis: policy and key changes apply within the cache TTLs, not at once")
+    keys = ApiKeyRepository(pool)
+    policies_repo = PolicyRepository(pool)
+    models_repo = ModelRepository(pool)
+    production = Production(
+        pool=pool,
+        redis=redis,
+        identities=CachedIdentityResolver(keys.resolve, keys.record_last_used),
+        policies=CachedPolicySource(
+            lambda: _all_pages_policies(policies_repo),
+            redis,
+            cel_engine="cel-python" if cel_engine == "cel-python" else "cel-expr",
+        ),
+        models=ModelCatalog(lambda: _all_pages_models(models_repo)),
+        usage_sink=RepositoryUsageSink(UsageRepository(pool)),
+        listener=None,
+    )
+    await production.models.refresh()
+    production.identities.start()
+    if redis is not None:
+        production.listener = InvalidationListener(redis, production.on_change)
+        production.listener.start()
+    return production
