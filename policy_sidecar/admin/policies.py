@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -11,7 +13,9 @@ from policy_sidecar.admin import policy_messages as pm
 from policy_sidecar.admin.convert import mask_paths, page_size, struct, struct_dict
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import policies_pb2 as pb
-from policy_sidecar.store.postgres import PolicyRepository
+from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.production.models import deployment_from
+from policy_sidecar.store.postgres import ModelRepository, NotFoundError, PolicyRepository
 
 __all__ = ["PolicyServicer"]
 
@@ -19,8 +23,22 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class PolicyServicer:
-    def __init__(self, repo: PolicyRepository) -> None:
+    def __init__(
+        self,
+        repo: PolicyRepository,
+        models: ModelRepository,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._repo = repo
+        self._models = models
+        self._clock = clock
+
+    async def _deployment(self, model: str) -> ModelDeployment | None:
+        """Prices for cost limits; an unknown model costs nothing, as in the sidecar."""
+        try:
+            return deployment_from(await self._models.get_by_name(model))
+        except NotFoundError:
+            return None
 
     async def CreatePolicy(
         self, request: pb.CreatePolicyRequest, context: Context
@@ -160,7 +178,17 @@ class PolicyServicer:
         else:
             definition = pm.definition(request.policy, v)
         pre, post = pm.contexts(request)
-        outcome = policy_check.evaluate(definition, pre, post)
+        if request.counter_used < 0:
+            v.add("counter_used", "must not be negative")
+            v.check()
+        outcome = policy_check.evaluate(
+            definition,
+            pre,
+            post,
+            deployment=await self._deployment(pre.model),
+            counter_used=request.counter_used,
+            now=self._clock(),
+        )
         response = pb.TestPolicyResponse(
             verdict=pb.VERDICT_DENY if outcome.denied else pb.VERDICT_ALLOW,
             applies=outcome.applies,

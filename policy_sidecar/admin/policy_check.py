@@ -3,23 +3,30 @@
 Config documents are validated only through `CONFIG_TYPES`, the policy package's
 single source of truth, so a type added there (rate_limit, custom_cel...) is
 accepted, validated and reported here without changes. CEL errors raised inside a
-config model keep their position (`CelCompileError` is a ValueError that pydantic
-carries in the error context).
+config model keep their position: pydantic carries the raised error in the error
+context, and the config models chain the `CelCompileError` as its cause.
+
+Counter policies (rate and token limits) are tested against a given counter value
+instead of live Redis counters.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import ValidationError
 
+from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.counters import CounterState
 from policy_sidecar.policy.cel import CelCompileError, Phase, compile_expression
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition
-from policy_sidecar.policy.types import build_local_policy
+from policy_sidecar.policy.limits import CounterPolicy
+from policy_sidecar.policy.types import build_policy
 
 __all__ = [
     "Issue",
@@ -31,6 +38,9 @@ __all__ = [
     "evaluate",
     "parse_config",
 ]
+
+# A calendar month has no fixed length; the dry run's reset time is approximate there.
+_MONTH_SECONDS = 31 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +77,31 @@ def check_config(policy_type: str, config: Mapping[str, Any]) -> tuple[Issue, ..
     try:
         CONFIG_TYPES[policy_type].model_validate(dict(config))
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            cause = (err.get("ctx") or {}).get("error")
-            field = _loc(("config", *err["loc"]))
-            if isinstance(cause, CelCompileError):
-                issues.append(Issue(field, cause.message, cause.line, cause.column))
-            else:
-                issues.append(Issue(field, err["msg"]))
-        return tuple(issues)
+        fields = CONFIG_TYPES[policy_type].model_fields
+        return tuple(_issue(err, fields) for err in exc.errors())
     return ()
+
+
+def _cel_cause(error: object) -> CelCompileError | None:
+    seen = 0
+    while isinstance(error, BaseException) and seen < 5:
+        if isinstance(error, CelCompileError):
+            return error
+        error, seen = error.__cause__, seen + 1
+    return None
+
+
+def _issue(err: Any, fields: Mapping[str, object]) -> Issue:
+    raised = (err.get("ctx") or {}).get("error")
+    field = _loc(("config", *err["loc"]))
+    cel = _cel_cause(raised)
+    if cel is None:
+        return Issue(field, err["msg"])
+    # A model-level validator names the expression field at the start of its message.
+    name = str(raised).split(":", 1)[0]
+    if not err["loc"] and name in fields:
+        field = f"config.{name}"
+    return Issue(field, cel.message, cel.line, cel.column)
 
 
 def check_expression(source: str, phase: str) -> tuple[Issue, ...]:
@@ -108,9 +133,16 @@ class TestOutcome:
 
 
 def evaluate(
-    definition: PolicyDefinition, pre: PreRequestContext, post: PostRequestContext | None
+    definition: PolicyDefinition,
+    pre: PreRequestContext,
+    post: PostRequestContext | None,
+    *,
+    deployment: ModelDeployment | None = None,
+    counter_used: int = 0,
+    now: float = 0.0,
 ) -> TestOutcome:
-    """What this one policy decides for the sample; counters are never touched."""
+    """What this one policy decides for the sample; live counters are never touched
+    (a counter policy is checked against `counter_used`)."""
     if not definition.enabled:
         return TestOutcome(False, "the policy is disabled: it is not evaluated")
     scope = definition.scope
@@ -119,11 +151,13 @@ def evaluate(
     if not scope.matches_model(pre.model):
         return TestOutcome(False, f"model {pre.model!r} does not match {scope.model_pattern!r}")
     try:
-        policy = build_local_policy(definition)
+        policy = build_policy(definition)
     except TypeError as exc:
         raise UnsupportedPolicyType(
             f"policy type {definition.type!r} cannot be tested offline yet"
         ) from exc
+    if isinstance(policy, CounterPolicy):
+        return _counter(policy, pre, deployment, counter_used, now)
     violation = policy.pre_check(pre)
     if violation is not None:
         return TestOutcome(True, _reason(violation, "pre-request"), violation, "pre")
@@ -133,6 +167,35 @@ def evaluate(
         if violation is not None:
             return TestOutcome(True, _reason(violation, "post-request"), violation, "post")
     return TestOutcome(True, "the sample satisfies the policy")
+
+
+def _counter(
+    policy: CounterPolicy,
+    pre: PreRequestContext,
+    deployment: ModelDeployment | None,
+    used: int,
+    now: float,
+) -> TestOutcome:
+    amount = policy.amount(pre, deployment)
+    window = policy.config.window
+    summary = (
+        f"this request counts {amount} toward a limit of {policy.limit} per {window}"
+        f" with {used} already used"
+    )
+    if used + amount <= policy.limit:
+        return TestOutcome(True, f"{summary}: within the limit")
+    length = _MONTH_SECONDS if policy.window.is_calendar_month else policy.window.seconds
+    state = CounterState(
+        key="test",
+        limit=policy.limit,
+        window=policy.window,
+        bucket_start=math.floor(now),
+        used=used,
+        remaining=max(policy.limit - used, 0),
+        reset_at=now + length,
+    )
+    violation = policy.violation(state, amount, now)
+    return TestOutcome(True, f"{summary}; {_reason(violation, 'pre-request')}", violation, "pre")
 
 
 def _reason(violation: Violation, phase: str) -> str:

@@ -88,7 +88,9 @@ async def start_admin_server(
         ApplicationConfigServicer(ApplicationConfigRepository(pool, pub), apps),
         ApiKeyServicer(ApiKeyRepository(pool, pub), apps),
         ModelServicer(ModelRepository(pool, pub)),
-        PolicyServicer(PolicyRepository(pool, pub, validator=config_validator)),
+        PolicyServicer(
+            PolicyRepository(pool, pub, validator=config_validator), ModelRepository(pool, pub)
+        ),
         UsageServicer(UsageQueries(pool), RecentRequests(pool)),
     )
     server = grpc.aio.server(interceptors=[AuthInterceptor(tokens, metrics)])

@@ -232,16 +232,18 @@ class SampleResponse(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., latency_ms: _Optional[int] = ..., response_size_bytes: _Optional[int] = ..., status_code: _Optional[int] = ...) -> None: ...
 
 class TestPolicyRequest(_message.Message):
-    __slots__ = ("policy_id", "policy", "request", "response")
+    __slots__ = ("policy_id", "policy", "request", "response", "counter_used")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    COUNTER_USED_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
     policy: Policy
     request: SampleRequest
     response: SampleResponse
-    def __init__(self, policy_id: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., request: _Optional[_Union[SampleRequest, _Mapping]] = ..., response: _Optional[_Union[SampleResponse, _Mapping]] = ...) -> None: ...
+    counter_used: int
+    def __init__(self, policy_id: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., request: _Optional[_Union[SampleRequest, _Mapping]] = ..., response: _Optional[_Union[SampleResponse, _Mapping]] = ..., counter_used: _Optional[int] = ...) -> None: ...
 
 class PolicyViolation(_message.Message):
     __slots__ = ("code", "message", "http_status", "details", "phase")

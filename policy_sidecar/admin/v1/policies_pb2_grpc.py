@@ -116,7 +116,7 @@ class PolicyServiceServicer:
 
     def TestPolicy(self, request, context):
         """Evaluates a policy (stored or inline) against a sample request and says
-        whether it allows or denies it, and why. Counters are not touched.
+        whether it allows or denies it, and why. Live counters are not touched.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
