@@ -129,7 +129,9 @@ class TestOutcome:
 
     @property
     def denied(self) -> bool:
-        return self.violation is not None and not self.violation.shadow
+        # A post-request violation is found after the response was sent: it is recorded
+        # (and may start a penalty), but cannot deny the request it is found on.
+        return self.violation is not None and not self.violation.shadow and self.phase == "pre"
 
 
 def evaluate(
@@ -165,7 +167,11 @@ def evaluate(
     if post is not None and post_check is not None:
         violation = post_check(post)
         if violation is not None:
-            return TestOutcome(True, _reason(violation, "post-request"), violation, "post")
+            penalty = getattr(definition.config, "penalty_seconds", None)
+            reason = f"post-request: {violation.message}; recorded, the response was already sent"
+            if penalty and not violation.shadow:
+                reason += f"; the application's next requests are denied for {penalty}s"
+            return TestOutcome(True, reason, violation, "post")
     return TestOutcome(True, "the sample satisfies the policy")
 
 

@@ -283,3 +283,123 @@ async def test_test_policy_violations(
 ) -> None:
     exc = await fails(client.policies.TestPolicy(request_, metadata=AUTH))
     assert set(field_violations(exc)) == violations
+
+
+@pytest.mark.parametrize(
+    ("type_", "config", "errors"),
+    [
+        ("custom_cel", {"pre_check_expression": "estimated_tokens < 4000"}, []),
+        (
+            "custom_cel",
+            {"pre_check_expression": "estimated_tokens < 10 &&\n  model > 3"},
+            [("config.config.pre_check_expression", 2, 9)],
+        ),
+        (
+            "custom_cel",
+            {"post_check_expression": "total_tokens > "},
+            [("config.config.post_check_expression", 1, 16)],
+        ),
+        ("custom_cel", {}, [("config.config", 0, 0)]),
+        ("rate_limit", {"requests": 10, "window": "1m"}, []),
+        ("rate_limit", {"requests": 10, "window": "fortnight"}, [("config.config.window", 0, 0)]),
+        (
+            "token_limit",
+            {"limit": 1000, "window": "1h", "count": "cost_usd"},
+            [("config.config", 0, 0)],
+        ),
+    ],
+)
+async def test_validate_every_registered_type(
+    client: Client, type_: str, config: dict, errors: list
+) -> None:
+    response = await client.policies.ValidatePolicy(_config(type_, **config), metadata=AUTH)
+    assert [(e.field, e.line, e.column) for e in response.errors] == errors
+
+
+async def test_cel_error_position_on_create(client: Client) -> None:
+    policy = pb.Policy(name="c", type="custom_cel", config=doc(pre_check_expression="model > 3"))
+    exc = await fails(
+        client.policies.CreatePolicy(pb.CreatePolicyRequest(policy=policy), metadata=AUTH)
+    )
+    ((field, description),) = field_violations(exc).items()
+    assert field == "policy.config.pre_check_expression" and "(line 1, column 7)" in description
+
+
+RATE = pb.Policy(name="rpm", type="rate_limit", config=doc(requests=10, window="1m"))
+TOKENS = pb.Policy(
+    name="tph", type="token_limit", config=doc(limit=1000, window="1h", default_max_output=0)
+)
+CEL = pb.Policy(
+    name="cel",
+    type="custom_cel",
+    config=doc(
+        pre_check_expression="estimated_tokens < 4000",
+        post_check_expression="completion_tokens < 100",
+    ),
+)
+DONE = pb.SampleResponse(prompt_tokens=10, completion_tokens=500)
+
+
+@pytest.mark.parametrize(
+    ("policy", "sample", "used", "response", "verdict", "code"),
+    [
+        (RATE, SAMPLE, 0, None, pb.VERDICT_ALLOW, ""),
+        (RATE, SAMPLE, 9, None, pb.VERDICT_ALLOW, ""),
+        (RATE, SAMPLE, 10, None, pb.VERDICT_DENY, "rate_limit_exceeded"),
+        (TOKENS, _sample(estimated_tokens=900), 100, None, pb.VERDICT_ALLOW, ""),
+        (TOKENS, _sample(estimated_tokens=900), 101, None, pb.VERDICT_DENY, "token_limit_exceeded"),
+        (CEL, _sample(estimated_tokens=10), 0, None, pb.VERDICT_ALLOW, ""),
+        (CEL, _sample(estimated_tokens=5000), 0, None, pb.VERDICT_DENY, "policy_violation"),
+        # Post-request: recorded, not a denial of the request already served.
+        (CEL, _sample(estimated_tokens=10), 0, DONE, pb.VERDICT_ALLOW, "policy_violation"),
+    ],
+)
+async def test_test_policy_limits_and_cel(
+    client: Client,
+    policy: pb.Policy,
+    sample: pb.SampleRequest,
+    used: int,
+    response: pb.SampleResponse | None,
+    verdict: int,
+    code: str,
+) -> None:
+    result = await client.policies.TestPolicy(
+        pb.TestPolicyRequest(policy=policy, request=sample, counter_used=used, response=response),
+        metadata=AUTH,
+    )
+    assert (result.verdict, result.violation.code) == (verdict, code), result.reason
+    if response is not None:
+        assert result.violation.phase == pb.PHASE_POST_REQUEST and "recorded" in result.reason
+    if code and policy.type != "custom_cel":
+        assert (
+            result.violation.http_status == 429
+            and "retry_after_seconds" in result.violation.details
+        )
+
+
+async def test_cost_limit_uses_the_model_prices(client: Client) -> None:
+    from policy_sidecar.admin.v1 import models_pb2
+
+    policy = pb.Policy(
+        name="budget",
+        type="token_limit",
+        config=doc(count="cost_usd", limit_usd=0.001, window="1d", default_max_output=0),
+    )
+    request = pb.TestPolicyRequest(policy=policy, request=_sample(estimated_tokens=10_000))
+    unpriced = await client.policies.TestPolicy(request, metadata=AUTH)
+    assert unpriced.verdict == pb.VERDICT_ALLOW  # an unknown model costs nothing
+    await client.models.CreateModel(
+        models_pb2.CreateModelRequest(
+            model=models_pb2.Model(
+                name="gpt-4o-mini",
+                provider="openai",
+                upstream_model="gpt-4o-mini",
+                upstream_cluster="openai",
+                input_price_per_mtok="0.15",
+            )
+        ),
+        metadata=AUTH,
+    )
+    priced = await client.policies.TestPolicy(request, metadata=AUTH)
+    assert priced.verdict == pb.VERDICT_DENY  # 10k tokens at $0.15/M = $0.0015 > $0.001
+    assert priced.violation.details["unit"] == "usd"
