@@ -113,6 +113,25 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace) -> int:
+    from policy_sidecar.admin import AdminSettings, serve_admin
+
+    try:
+        settings = AdminSettings.from_env()
+        if args.port is not None:
+            settings = dataclasses.replace(settings, port=args.port)
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve_admin(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")
     mig.add_argument("--database-url", help="Postgres URL (POLICY_SIDECAR_DATABASE_URL)")
     mig.set_defaults(func=_migrate)
+
+    admin = sub.add_parser("admin", help="run the admin gRPC service (settings: docs/admin.md)")
+    admin.add_argument("--port", type=int, help="gRPC port (POLICY_SIDECAR_ADMIN_PORT)")
+    admin.set_defaults(func=_admin)
 
     demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
     demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")
