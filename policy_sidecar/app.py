@@ -17,12 +17,14 @@ from collections.abc import Callable
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
 from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
+from policy_sidecar.metrics import MeteredRecorder
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.production.wiring import Production, open_production
@@ -116,6 +118,7 @@ async def serve_worker(
     else:
         sink = JsonlFileSink(settings.usage_file)
     recorder = BatchingRecorder(sink)
+    metered = MeteredRecorder(recorder)
     if production is not None:
         services = Services(
             identities=production.identities,
@@ -123,13 +126,13 @@ async def serve_worker(
             enforcer=Enforcer(counters, penalties),
             providers=default_registry(),
             estimator=estimator,
-            recorder=recorder,
+            recorder=metered,
             models=production.models,
             inject_stream_usage=settings.inject_stream_usage,
         )
     else:
         services = build_services(
-            settings, load_config(settings), recorder, estimator, counters, penalties
+            settings, load_config(settings), metered, estimator, counters, penalties
         )
     server = grpc.aio.server(
         options=[
@@ -201,6 +204,14 @@ def run_sidecar(settings: Settings) -> int:
     except (StartupError, SettingsError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
+    try:
+        _serve_metrics(settings.metrics_port)
+    except OSError as exc:
+        print(
+            f"policy-sidecar: cannot serve metrics on port {settings.metrics_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     if len(settings.ports) == 1:
         _worker_entry(settings, settings.ports[0])
         return 0
@@ -228,11 +239,25 @@ def run_sidecar(settings: Settings) -> int:
         for sentinel in multiprocessing.connection.wait(list(pending)):
             worker = pending.pop(sentinel)  # type: ignore[arg-type]
             worker.join()
+            if worker.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
             if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
                 log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
                 exit_code = 1
                 forward(signal.SIGTERM, None)
     return exit_code
+
+
+def _serve_metrics(port: int) -> None:
+    """``/metrics`` for all workers, merged from the multi-process files."""
+    if port == 0:
+        return
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, registry=registry)
+    else:
+        start_http_server(port)
 
 
 def _interrupt(pid: int) -> None:

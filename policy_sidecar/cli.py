@@ -32,9 +32,24 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
+    _prepare_multiprocess_metrics()
     from policy_sidecar.app import run_sidecar
 
     return run_sidecar(settings)
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Worker processes share metrics through files; set up before any metric exists."""
+    import shutil
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        # Files of a previous run would add stale values to every counter.
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="policy-sidecar-metrics-")
 
 
 def _fake_provider(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from policy_sidecar.counters import (
 )
 from policy_sidecar.counters.penalties import PenaltyBox, penalty_key
 from policy_sidecar.identity import Identity
+from policy_sidecar.metrics import COUNTER_STORE_ERRORS
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Decision, Violation
 from policy_sidecar.policy.engine import PolicyEngine, merge
@@ -173,6 +174,7 @@ class Enforcer:
         self, local: Decision, policies: Sequence[CounterPolicy], exc: CounterStoreUnavailable
     ) -> Admission:
         self.unavailable_events += 1
+        COUNTER_STORE_ERRORS.labels("check").inc()
         closed = [p for p in policies if not p.shadow and p.config.fail_mode == "closed"]
         if closed:
             d = closed[0].definition
@@ -232,6 +234,7 @@ class Enforcer:
             try:
                 await self._counters.adjust(adjustments, self._clock())
             except CounterStoreUnavailable as exc:
+                COUNTER_STORE_ERRORS.labels("settle").inc()
                 log.warning("could not settle %d token reservations: %s", len(adjustments), exc)
 
     async def post_check(
@@ -244,5 +247,6 @@ class Enforcer:
             try:
                 await self._penalties.impose(key, max(penalties), self._clock())
             except CounterStoreUnavailable as exc:
+                COUNTER_STORE_ERRORS.labels("penalty").inc()
                 log.warning("could not set a post-check penalty: %s", exc)
         return violations

@@ -110,6 +110,7 @@ class Stack:
     processes: dict[str, Process] = field(default_factory=dict)
     # Extra upstream clusters (name -> port of a fake provider) models can route to.
     routes: dict[str, int] = field(default_factory=dict)
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
@@ -137,6 +138,7 @@ class Stack:
         ``POLICY_SIDECAR_DATABASE_URL`` / ``POLICY_SIDECAR_REDIS_URL`` in ``env``."""
         ports = ",".join(str(p) for p in self.sidecar_ports)
         argv = [*_cli(), "serve", "--ports", ports, "--usage-file", str(self.usage_file)]
+        env = {"POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port), **(env or {})}
         if config is not None:
             argv += ["--config", str(config)]
         proc = self.start_process("sidecar", argv, env)

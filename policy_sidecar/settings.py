@@ -13,6 +13,8 @@
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
 | POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
+| POLICY_SIDECAR_METRICS_PORT | 9090 | Prometheus `/metrics` (all workers merged); 0 turns it off |
+| POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 """
 
@@ -43,6 +45,7 @@ class Settings:
     log_level: str = "INFO"
     redis_url: str | None = None
     database_url: str | None = None
+    metrics_port: int = 9090
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
 
     @classmethod
@@ -68,6 +71,7 @@ class Settings:
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
             redis_url=get("REDIS_URL"),
             database_url=get("DATABASE_URL"),
+            metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
             cel_engine=_cel_engine(get("CEL_ENGINE")),
         )
 

@@ -25,6 +25,7 @@ from policy_sidecar.extproc.responses import (
 )
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity import Identity
+from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.providers.base import Provider, RequestError, Route
@@ -154,6 +155,8 @@ class PolicyProcessor:
         admission = await self._s.enforcer.admit(engine, identity, ctx, deployment)
         decision = admission.decision
         handover.shadow = tuple(v.policy_id for v in decision.shadow)
+        for v in decision.shadow:
+            observe_violation(v.policy_type, v.policy_id, "shadow_deny")
         if decision.denial is not None:
             return self._deny_by(
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
@@ -184,6 +187,7 @@ class PolicyProcessor:
         request_bytes: int,
         headers: Mapping[str, str] | None = None,
     ) -> pb.ProcessingResponse:
+        observe_violation(violation.policy_type, violation.policy_id, "deny")
         if self._handover is not None:
             self._handover.request_bytes = request_bytes
         all_headers = dict(headers or {})

@@ -7,6 +7,7 @@ mode and says so on every message.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
+from policy_sidecar.metrics import PHASE_DURATION
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF
@@ -39,6 +41,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         processor = PolicyProcessor(self._services)
         while True:
             kind = msg.WhichOneof("request")
+            started = time.perf_counter()
             try:
                 if kind == "request_headers":
                     response = await processor.on_request_headers(msg.request_headers)
@@ -59,6 +62,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     )
                 )
                 return
+            PHASE_DURATION.labels(kind or "unknown").observe(time.perf_counter() - started)
             await context.write(response)
             if processor.done:
                 return

@@ -16,6 +16,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity import Identity
+from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
 from policy_sidecar.usage.record import Decision, UsageRecord
@@ -147,6 +148,8 @@ class UsageObserver:
                     engine, identity, post_context(h, record, usage)
                 )
                 violations = tuple(v.policy_id for v in found)
+                for v in found:
+                    observe_violation(v.policy_type, v.policy_id, "post_violation")
         finally:
             self._s.recorder.record(replace(record, post_violations=violations))
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from policy_sidecar.identity import Identity, hash_api_key
+from policy_sidecar.metrics import CACHE_REQUESTS, STORE_ERRORS
 from policy_sidecar.store.types import KeyIdentity
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,14 @@ class CachedIdentityResolver:
         if hit is not None and hit[0] > now:
             self._cache.move_to_end(digest)
             identity = hit[1]
+            CACHE_REQUESTS.labels("identities", "hit").inc()
         else:
-            found = await self._resolve(digest)
+            CACHE_REQUESTS.labels("identities", "miss").inc()
+            try:
+                found = await self._resolve(digest)
+            except Exception:
+                STORE_ERRORS.labels("identities").inc()
+                raise
             identity = (
                 Identity(found.app_id, found.org_id, found.environment, found.key_id)
                 if found is not None

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from policy_sidecar.identity import Identity
+from policy_sidecar.metrics import CACHE_REQUESTS, STORE_ERRORS
 from policy_sidecar.policy.cel import EngineName
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyDefinition, Scope
 from policy_sidecar.policy.engine import PolicyEngine
@@ -103,6 +104,7 @@ class CachedPolicySource:
     async def engine_for(self, identity: Identity) -> PolicyEngine:
         engine = self._engine
         if engine is not None and self._clock() < self._expires:
+            CACHE_REQUESTS.labels("policies", "hit").inc()
             return engine
         async with self._lock:
             if self._engine is None or self._clock() >= self._expires:
@@ -124,9 +126,21 @@ class CachedPolicySource:
         rows = await self._from_redis()
         if rows is None:
             loaded_at = self._clock()
-            rows = _rows(await self._load())
+            try:
+                rows = _rows(await self._load())
+            except Exception:
+                STORE_ERRORS.labels("policies").inc()
+                if self._engine is None:
+                    raise
+                # Keep enforcing the last good policies; try again shortly.
+                log.exception("could not load policies; keeping the cached ones")
+                self._expires = self._clock() + min(self._local_ttl, 1.0)
+                return
             self.loads_from_store += 1
+            CACHE_REQUESTS.labels("policies", "store").inc()
             await self._to_redis(rows, loaded_at)
+        else:
+            CACHE_REQUESTS.labels("policies", "redis").inc()
         fingerprint = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
         if fingerprint != self._fingerprint or self._engine is None:
             definitions = [d for d in map(definition_from, rows) if d is not None]

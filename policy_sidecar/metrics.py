@@ -1,0 +1,129 @@
+"""Prometheus metrics of the sidecar: every name and label in one place.
+
+Workers are separate processes, so prometheus_client runs in multi-process mode when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``policy-sidecar serve`` sets it); the supervisor
+serves the merged ``/metrics``. The core returns facts; only the edges record them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Histogram
+
+from policy_sidecar.usage.record import UsageRecord
+
+NAMESPACE = "policy_sidecar"
+# High-cardinality labels (application, model) can be folded into "all".
+DETAILED = os.environ.get("POLICY_SIDECAR_METRICS_DETAILED_LABELS", "true").lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
+ALL = "all"
+
+REQUESTS = Counter(
+    "requests",
+    "Requests seen by the sidecar, by provider, model, decision and status class.",
+    ["provider", "model", "decision", "status_class"],
+    namespace=NAMESPACE,
+)
+POLICY_DECISIONS = Counter(
+    "policy_decisions",
+    "Policy outcomes that were not a plain allow: deny, shadow_deny, post_violation.",
+    ["policy_type", "policy_id", "outcome"],
+    namespace=NAMESPACE,
+)
+TOKENS = Counter(
+    "tokens",
+    "Tokens the providers reported, by application, model and kind.",
+    ["app", "model", "kind"],
+    namespace=NAMESPACE,
+)
+REQUEST_DURATION = Histogram(
+    "request_duration_seconds",
+    "From the request reaching the sidecar to the end of the response.",
+    ["provider"],
+    namespace=NAMESPACE,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "time_to_first_token_seconds",
+    "From the request reaching the sidecar to the first response body byte.",
+    ["provider"],
+    namespace=NAMESPACE,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PHASE_DURATION = Histogram(
+    "phase_duration_seconds",
+    "Sidecar time spent answering one ext_proc phase of the policy filter.",
+    ["phase"],
+    namespace=NAMESPACE,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5),
+)
+COUNTER_STORE_ERRORS = Counter(
+    "counter_store_errors",
+    "Calls to the counter store (Redis) that failed; fail_mode decided the request.",
+    ["operation"],
+    namespace=NAMESPACE,
+)
+CACHE_REQUESTS = Counter(
+    "cache_requests",
+    "Lookups in the production caches by cache and result (hit, redis, store, miss).",
+    ["cache", "result"],
+    namespace=NAMESPACE,
+)
+STORE_ERRORS = Counter(
+    "store_errors",
+    "Failed reads of the production store (Postgres) by what was being read.",
+    ["what"],
+    namespace=NAMESPACE,
+)
+
+
+def _label(value: str | None) -> str:
+    if not DETAILED:
+        return ALL
+    return value or "unknown"
+
+
+def observe_record(record: UsageRecord) -> None:
+    """Request, token and latency metrics from a finished request's usage record."""
+    provider = record.provider or "unknown"
+    model = _label(record.served_model or record.requested_model)
+    status_class = f"{record.status_code // 100}xx" if record.status_code else "none"
+    REQUESTS.labels(provider, model, record.decision, status_class).inc()
+    if record.usage_reported:
+        app = _label(record.app_id)
+        for kind, value in (
+            ("prompt", record.prompt_tokens),
+            ("completion", record.completion_tokens),
+            ("cached", record.cached_tokens),
+            ("reasoning", record.reasoning_tokens),
+        ):
+            if value:
+                TOKENS.labels(app, model, kind).inc(value)
+    if record.decision in ("allow", "incomplete") and record.latency_ms is not None:
+        REQUEST_DURATION.labels(provider).observe(record.latency_ms / 1000)
+    if record.ttft_ms is not None:
+        TIME_TO_FIRST_TOKEN.labels(provider).observe(record.ttft_ms / 1000)
+
+
+def observe_violation(policy_type: str, policy_id: str, outcome: str) -> None:
+    POLICY_DECISIONS.labels(policy_type, policy_id, outcome).inc()
+
+
+class MeteredRecorder:
+    """Observes each record's metrics, then hands it on. Never raises."""
+
+    def __init__(self, inner: object) -> None:
+        from policy_sidecar.extproc.services import UsageRecorder
+
+        self._inner: UsageRecorder = inner  # type: ignore[assignment]
+
+    def record(self, record: UsageRecord) -> None:
+        try:
+            observe_record(record)
+        finally:
+            self._inner.record(record)
