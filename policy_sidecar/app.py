@@ -24,6 +24,7 @@ from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, Re
 from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
+from policy_sidecar.logs import configure as configure_logs
 from policy_sidecar.metrics import MeteredRecorder
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
@@ -182,10 +183,7 @@ def _install_uvloop() -> None:
 
 
 def _worker_entry(settings: Settings, port: int) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s worker:{port} %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logs(settings.log_level, worker_port=port)
     _install_uvloop()
     try:
         asyncio.run(serve_worker(settings, port))

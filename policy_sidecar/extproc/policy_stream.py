@@ -7,6 +7,7 @@ request may go upstream and hands what it learned to the usage filter as metadat
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.providers.base import Provider, RequestError, Route
 from policy_sidecar.usage.record import UsageRecord
+
+log = logging.getLogger(__name__)
 
 APP_HEADER = "x-policy-sidecar-app"
 ORG_HEADER = "x-policy-sidecar-org"
@@ -210,6 +213,18 @@ class PolicyProcessor:
         handover = self._handover
         assert handover is not None
         handover.recorded = True
+        log.info(
+            "request denied",
+            extra={
+                "event": "denied",
+                "request_id": handover.request_id,
+                "app_id": handover.app_id,
+                "status": denial.status,
+                "code": denial.code,
+                "policy_id": denial.policy_id,
+                "model": handover.requested_model,
+            },
+        )
         self._s.recorder.record(
             UsageRecord(
                 request_id=handover.request_id,
