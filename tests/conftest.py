@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,24 @@ def make_services(
 @pytest.fixture
 def services(make_services: Callable[..., Services]) -> Services:
     return make_services()
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every openai / anthropic client a test creates is closed when the test ends, so
+    their pooled sockets do not surface later as ResourceWarnings (errors here)."""
+    import anthropic
+    import openai
+
+    created: list[Any] = []
+    for cls in (openai.OpenAI, openai.AzureOpenAI, anthropic.Anthropic):
+        original = cls.__init__
+
+        def init(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            _original(self, *args, **kwargs)
+            created.append(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    yield
+    for client in created:
+        client.close()
