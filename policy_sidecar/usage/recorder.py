@@ -2,8 +2,8 @@
 
 States of the writer task (see docs/usage-recording.md):
 
-* up: take a batch from the queue (by size or after `max_delay`) and write it;
-  while the spool holds records, replay one spool batch between queue batches.
+* up: while the spool holds records, replay it, oldest first; otherwise take a
+  batch from the queue (by size, or after `max_delay`) and write it.
 * down (a batch failed `retries` + 1 times): the batch and, every `max_delay`,
   the queue go to the spool; the sink is probed with the oldest spool batch after
   each backoff delay. The first successful probe means up again.
@@ -36,10 +36,10 @@ class BatchingRecorder:
     """``record`` never blocks and never raises; a background task writes batches of up
     to ``max_batch`` records at least every ``max_delay`` seconds.
 
-    Memory is bounded: at most ``max_queue`` records wait in the queue and as many
-    again wait for the spool when the queue is full. Without a spool, a full queue
-    drops records and a failing sink is retried in memory until ``close``'s grace
-    ends. One per process; asyncio only; the spool is owned by this recorder and
+    Memory is bounded: at most ``max_queue`` records wait in the queue and
+    ``max_overflow`` (default: as many) more wait for the spool when the queue is
+    full. Without a spool, a full queue drops records and a failing sink is retried
+    in memory until ``close``'s grace ends. One per process; asyncio only; the spool is owned by this recorder and
     closed by ``close``.
     """
 
@@ -52,6 +52,7 @@ class BatchingRecorder:
         max_batch: int = 500,
         max_delay: float = 0.2,
         max_queue: int = 100_000,
+        max_overflow: int | None = None,
         retries: int = 3,
         backoff: Backoff | None = None,
         metrics: RecorderMetrics | None = None,
@@ -63,6 +64,7 @@ class BatchingRecorder:
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._max_queue = max_queue
+        self._max_overflow = max_queue if max_overflow is None else max_overflow
         self._retries = retries
         self._backoff = backoff or Backoff()
         self._grace = grace_seconds
@@ -92,6 +94,8 @@ class BatchingRecorder:
         self.retried = 0
         self.spooled = 0
         self.replayed = 0
+        self._last_drop_log = -1e9
+        self._unlogged_drops = 0
 
     # -- request path ------------------------------------------------------------------
 
@@ -120,7 +124,7 @@ class BatchingRecorder:
         if self._spool is None:
             self._drop([record], "queue full and no spool")
             return
-        if len(self._overflow) >= self._max_queue:
+        if len(self._overflow) >= self._max_overflow:
             self._drop([record], "queue full and the spool cannot keep up")
             return
         self._overflow.append(record)
@@ -172,16 +176,18 @@ class BatchingRecorder:
                 await self._down_step()
                 continue
             if self._spool_pending():
+                # The spool is older than the queue: it goes first. Meanwhile the queue
+                # fills and overflows into the spool, so memory stays bounded.
                 await self._replay_one()
-                if self._down:
-                    continue
-            batch = await self._next_batch(wait=not self._spool_pending())
+                continue
+            batch = await self._next_batch(wait=True)
             if batch:
                 await self._deliver(batch)
-            elif self._stopping and not self._spool_pending():
-                if self._spill_task is None or self._spill_task.done():
+            elif self._stopping:
+                if self._spill_task is not None and not self._spill_task.done():
+                    await asyncio.wait({self._spill_task})  # then replay what it spooled
+                elif not self._spool_pending():
                     break
-                await asyncio.wait({self._spill_task})
         await self._spill_leftovers()
 
     async def _next_batch(self, *, wait: bool) -> list[UsageRecord]:
@@ -329,9 +335,19 @@ class BatchingRecorder:
 
     def _drop(self, batch: Sequence[UsageRecord], why: str) -> None:
         self._drop_counted(len(batch))
-        log.error(
-            "USAGE RECORDS LOST: %d (%s); first request id %s", len(batch), why, batch[0].request_id
-        )
+        # Loud, but one line a second at most: a failing disk under load must not
+        # turn into a log storm that fills the same disk.
+        self._unlogged_drops += len(batch)
+        now = time.monotonic()
+        if now - self._last_drop_log >= 1.0:
+            log.error(
+                "USAGE RECORDS LOST: %d (%s); last request id %s",
+                self._unlogged_drops,
+                why,
+                batch[-1].request_id,
+            )
+            self._last_drop_log = now
+            self._unlogged_drops = 0
 
     def _drop_counted(self, n: int) -> None:
         self.dropped += n
