@@ -39,8 +39,8 @@ class BatchingRecorder:
     Memory is bounded: at most ``max_queue`` records wait in the queue and
     ``max_overflow`` (default: as many) more wait for the spool when the queue is
     full. Without a spool, a full queue drops records and a failing sink is retried
-    in memory until ``close``'s grace ends. One per process; asyncio only; the spool is owned by this recorder and
-    closed by ``close``.
+    in memory until ``close``'s grace ends. One per process; asyncio only; the
+    spool is owned by this recorder and closed by ``close``.
     """
 
     def __init__(
