@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,7 +46,8 @@ class UsageRecord:
     post_violations: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.
+        out = {name: getattr(self, name) for name in _NAMES}
         out["started_at"] = self.started_at.isoformat()
         out["shadow_violations"] = list(self.shadow_violations)
         out["post_violations"] = list(self.post_violations)
@@ -66,3 +67,4 @@ class UsageRecord:
 
 
 _FIELDS = fields(UsageRecord)
+_NAMES = tuple(f.name for f in _FIELDS)

@@ -289,9 +289,12 @@ class BatchingRecorder:
     # -- spool -----------------------------------------------------------------------------
 
     async def _spill_overflow(self) -> None:
+        # Everything waiting goes in one append (one fsync): the longer a write takes,
+        # the bigger the next one, so the spool keeps up with bursts.
         while self._overflow:
-            n = min(self._max_batch, len(self._overflow))
-            await self._spill([self._overflow.popleft() for _ in range(n)])
+            batch = list(self._overflow)
+            self._overflow.clear()
+            await self._spill(batch)
 
     async def _spill_leftovers(self) -> None:
         left = self._inflight + list(self._queue) + list(self._overflow)
