@@ -12,12 +12,14 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.policy.engine import PolicyEngine
@@ -30,8 +32,14 @@ from policy_sidecar.store.standalone import (
     load_standalone_config,
 )
 from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
-from policy_sidecar.usage.recorder import BatchingRecorder
-from policy_sidecar.usage.sinks import JsonlFileSink
+from policy_sidecar.usage import (
+    BatchingRecorder,
+    JsonlFileSink,
+    Pricing,
+    Spool,
+    SpoolLockedError,
+    UsageSink,
+)
 
 log = logging.getLogger("policy_sidecar")
 
@@ -54,6 +62,26 @@ def build_estimator(settings: Settings) -> TokenEstimator:
         return load_estimator(settings.tiktoken_dir)
     except EncodingLoadError as exc:
         raise StartupError(f"tokenizer data: {exc}") from exc
+
+
+def build_recorder(
+    settings: Settings, sink: UsageSink, *, port: int, models: Mapping[str, ModelDeployment]
+) -> BatchingRecorder:
+    """The usage recorder for one worker. Its spool is `spool_dir/<port>`: a spool has
+    exactly one owner, and a restarted worker on the same port replays its own."""
+    try:
+        spool = Spool(Path(settings.spool_dir) / str(port))
+    except (SpoolLockedError, OSError) as exc:
+        raise StartupError(f"usage spool: {exc}") from exc
+    return BatchingRecorder(
+        sink,
+        spool=spool,
+        pricing=Pricing(models),
+        max_batch=settings.usage_batch_size,
+        max_delay=settings.usage_batch_delay,
+        max_queue=settings.usage_queue_size,
+        grace_seconds=settings.grace_seconds,
+    )
 
 
 def build_services(
@@ -79,8 +107,10 @@ async def serve_worker(
 ) -> None:
     """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
     config = load_config(settings)
-    recorder = BatchingRecorder(JsonlFileSink(settings.usage_file))
     estimator = build_estimator(settings)
+    recorder = build_recorder(
+        settings, JsonlFileSink(settings.usage_file), port=port, models=config.models
+    )
     services = build_services(settings, config, recorder, estimator)
     server = grpc.aio.server(
         options=[
@@ -109,9 +139,12 @@ async def serve_worker(
     log.info(
         "worker on port %d stopping: draining streams for %.0fs", bound, settings.grace_seconds
     )
+    # One grace period for both: streams finish, then the usage queue and spool are
+    # flushed in what is left of it; the rest stays in the spool for the next start.
+    deadline = loop.time() + settings.grace_seconds
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
-    await recorder.close()
+    await recorder.close(max(deadline - loop.time(), 0.0))
     estimator.close()
     log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
 

@@ -144,7 +144,7 @@ class Stack:
                 "--usage-file",
                 str(self.usage_file),
             ],
-            env,
+            {"POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"), **(env or {})},
         )
         for port in self.sidecar_ports:
             _wait_tcp(proc, port, 30)
