@@ -101,8 +101,6 @@ class BatchingRecorder:
 
     def record(self, record: UsageRecord) -> None:
         try:
-            if self._pricing is not None:
-                record = self._pricing.apply(record)
             if self._closed:
                 self._drop([record], "recorder closed")
             elif len(self._queue) < self._max_queue:
@@ -268,6 +266,7 @@ class BatchingRecorder:
         """One sink write. False when it failed or was cancelled by `close`."""
         if self._expired:
             return False
+        batch = self._priced(batch)
         started = time.perf_counter()
         call = self._call = asyncio.ensure_future(self._sink.write(batch))
         try:
@@ -311,12 +310,19 @@ class BatchingRecorder:
             self._drop(batch, "no spool")
             return
         try:
-            await asyncio.to_thread(self._spool.append, batch)
+            await asyncio.to_thread(self._spool.append, self._priced(batch))
         except OSError as exc:
             self._drop(batch, f"spool write failed: {exc!r}")
             return
         self.spooled += len(batch)
         self._m.spooled.inc(len(batch))
+
+    def _priced(self, batch: Sequence[UsageRecord]) -> Sequence[UsageRecord]:
+        # Here, on the way out, not in `record`: copying a frozen 28-field record costs
+        # as much as building it, and the request path should pay for neither twice.
+        if self._pricing is None:
+            return batch
+        return [self._pricing.apply(r) for r in batch]
 
     def _spool_pending(self) -> bool:
         return self._spool is not None and self._spool.pending > 0

@@ -142,7 +142,7 @@ async def test_spool_disk_failure_drops_loudly(
     assert any("USAGE RECORDS LOST" in r.getMessage() for r in caplog.records)
 
 
-async def test_cost_is_filled_in_at_enqueue(tmp_path: Path) -> None:
+async def test_cost_is_filled_in_before_the_sink(tmp_path: Path) -> None:
     sink = SwitchSink()
     captured: list[float | None] = []
     original = sink.write
