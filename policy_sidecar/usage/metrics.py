@@ -23,6 +23,7 @@ RETRIED = PREFIX + "records_retried"
 SPOOLED = PREFIX + "records_spooled"
 REPLAYED = PREFIX + "records_replayed"
 DROPPED = PREFIX + "records_dropped"
+REJECTED = PREFIX + "records_rejected"
 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -64,6 +65,12 @@ class RecorderMetrics:
         self.dropped = Counter(
             DROPPED,
             "Usage records lost: the spool disk failed or a spool line was unreadable.",
+            registry=registry,
+        )
+
+        self.rejected = Counter(
+            REJECTED,
+            "Usage records the sink refused for good, kept in the spool's rejected.jsonl.",
             registry=registry,
         )
 

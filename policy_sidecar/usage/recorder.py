@@ -19,17 +19,21 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Literal
 
 from policy_sidecar.usage.backoff import Backoff
 from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.record import UsageRecord
-from policy_sidecar.usage.sinks import UsageSink
+from policy_sidecar.usage.sinks import RejectedBatchError, UsageSink
+from policy_sidecar.usage.spiller import Spiller
 from policy_sidecar.usage.spool import Spool
 
 __all__ = ["BatchingRecorder"]
 
 log = logging.getLogger(__name__)
+
+_Outcome = Literal["stored", "failed", "rejected"]
 
 
 class BatchingRecorder:
@@ -39,8 +43,9 @@ class BatchingRecorder:
     Memory is bounded: at most ``max_queue`` records wait in the queue and
     ``max_overflow`` (default: as many) more wait for the spool when the queue is
     full. Without a spool, a full queue drops records and a failing sink is retried
-    in memory until ``close``'s grace ends. One per process; asyncio only; the
-    spool is owned by this recorder and closed by ``close``.
+    in memory until ``close``'s grace ends. Records are priced (``cost_usd``) on the
+    way to the sink or spool. One per process; asyncio only; the spool is owned by
+    this recorder and closed by ``close``.
     """
 
     def __init__(
@@ -64,25 +69,27 @@ class BatchingRecorder:
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._max_queue = max_queue
-        self._max_overflow = max_queue if max_overflow is None else max_overflow
         self._retries = retries
         self._backoff = backoff or Backoff()
         self._grace = grace_seconds
         self._m = metrics or default_metrics()
-        self._m.track(
-            queue_depth=lambda: len(self._queue) + len(self._overflow),
-            spool_pending=lambda: spool.pending if spool is not None else 0,
+        self._spiller = Spiller(
+            spool,
+            self._m,
+            max_overflow=max_queue if max_overflow is None else max_overflow,
+            price=self._priced,
         )
         self._queue: deque[UsageRecord] = deque()
-        # Records that found the queue full, on their way to the spool.
-        self._overflow: deque[UsageRecord] = deque()
+        self._m.track(
+            queue_depth=lambda: self.queued,
+            spool_pending=lambda: spool.pending if spool is not None else 0,
+        )
         # A batch taken from the queue and not yet stored or spooled.
         self._inflight: list[UsageRecord] = []
         self._arrived = asyncio.Event()
         self._batch_ready = asyncio.Event()
         self._expired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._spill_task: asyncio.Task[None] | None = None
         self._call: asyncio.Future[None] | None = None
         self._down = False
         self._probe_at = 0.0
@@ -90,19 +97,15 @@ class BatchingRecorder:
         self._expired = False
         self._closed = False
         self.written = 0
-        self.dropped = 0
         self.retried = 0
-        self.spooled = 0
         self.replayed = 0
-        self._last_drop_log = -1e9
-        self._unlogged_drops = 0
 
     # -- request path ------------------------------------------------------------------
 
     def record(self, record: UsageRecord) -> None:
         try:
             if self._closed:
-                self._drop([record], "recorder closed")
+                self._spiller.drop([record], "recorder closed")
             elif len(self._queue) < self._max_queue:
                 self._queue.append(record)
                 if len(self._queue) == 1:
@@ -110,26 +113,25 @@ class BatchingRecorder:
                 if len(self._queue) >= self._max_batch:
                     self._batch_ready.set()
             else:
-                self._overflow_record(record)
+                self._spiller.overflow(record)
         except Exception:
             log.exception("usage record %s could not be queued", record.request_id)
 
     @property
     def queued(self) -> int:
-        return len(self._queue) + len(self._overflow)
+        return len(self._queue) + len(self._spiller.waiting)
 
-    def _overflow_record(self, record: UsageRecord) -> None:
-        if self._spool is None:
-            self._drop([record], "queue full and no spool")
-            return
-        if len(self._overflow) >= self._max_overflow:
-            self._drop([record], "queue full and the spool cannot keep up")
-            return
-        self._overflow.append(record)
-        if self._spill_task is None or self._spill_task.done():
-            self._spill_task = asyncio.get_running_loop().create_task(
-                self._spill_overflow(), name="usage-spill"
-            )
+    @property
+    def dropped(self) -> int:
+        return self._spiller.dropped
+
+    @property
+    def spooled(self) -> int:
+        return self._spiller.spooled
+
+    @property
+    def rejected(self) -> int:
+        return self._spiller.rejected
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -140,7 +142,8 @@ class BatchingRecorder:
     async def close(self, grace_seconds: float | None = None) -> None:
         """Write the queue and the spool to the sink within `grace_seconds` (default: the
         constructor's); then cancel the write in flight and move what is left in memory
-        to the spool, for the next start. Records arriving meanwhile are included."""
+        to the spool, for the next start. Records arriving meanwhile are included;
+        records arriving after `close` returns are dropped (counted and logged)."""
         if self._closed:
             return
         grace = self._grace if grace_seconds is None else grace_seconds
@@ -157,35 +160,37 @@ class BatchingRecorder:
                 self._call.cancel()
             await self._task
         self._task = None
-        if self._spill_task is not None:
-            await self._spill_task
+        await self._spiller.idle()
         self._closed = True
+        await self._spill_leftovers()  # anything that arrived while the task ended
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
-        left = self._spool.pending if self._spool is not None else 0
-        if left:
-            log.warning("usage recorder closed with %d records left in the spool", left)
+            if self._spool.pending:
+                log.warning(
+                    "usage recorder closed with %d records in the spool %s for the next start",
+                    self._spool.pending,
+                    self._spool.directory,
+                )
 
     # -- the writer task -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._expired:
-            if self._down:
-                await self._down_step()
-                continue
-            if self._spool_pending():
-                # The spool is older than the queue: it goes first. Meanwhile the queue
-                # fills and overflows into the spool, so memory stays bounded.
-                await self._replay_one()
-                continue
-            batch = await self._next_batch(wait=True)
-            if batch:
-                await self._deliver(batch)
-            elif self._stopping:
-                if self._spill_task is not None and not self._spill_task.done():
-                    await asyncio.wait({self._spill_task})  # then replay what it spooled
-                elif not self._spool_pending():
-                    break
+        try:
+            while not self._expired:
+                if self._down:
+                    await self._down_step()
+                elif self._spool_pending():
+                    # The spool is older than the queue: it goes first. Meanwhile the
+                    # queue fills and overflows into the spool, so memory stays bounded.
+                    await self._replay_one()
+                elif batch := await self._next_batch(wait=True):
+                    await self._deliver(batch)
+                elif self._stopping:
+                    if not self._spiller.busy:
+                        break
+                    await self._spiller.idle()  # then replay what it spooled
+        except Exception:
+            log.exception("usage recorder failed; what is in memory goes to the spool")
         await self._spill_leftovers()
 
     async def _next_batch(self, *, wait: bool) -> list[UsageRecord]:
@@ -202,17 +207,17 @@ class BatchingRecorder:
     async def _deliver(self, batch: list[UsageRecord]) -> None:
         self._inflight = batch
         attempt = 0
-        while not await self._write(batch):
+        while not await self._store(batch):
             if self._expired:
                 return  # `_spill_leftovers` spools the in-flight batch
             attempt += 1
             if self._spool is not None and attempt > self._retries:
                 self._go_down()
-                await self._spill(batch)
+                await self._spiller.spill(batch)
                 self._inflight = []
                 return
             self._count_retried(len(batch))
-            await self._sleep(self._backoff.next())
+            await _wait(self._expired_event, self._backoff.next())
         self._backoff.reset()
         self._inflight = []
 
@@ -227,14 +232,14 @@ class BatchingRecorder:
                 return
         if self._stopping:
             if self._queue:
-                await self._spill(await self._next_batch(wait=False))
+                await self._spiller.spill(await self._next_batch(wait=False))
             else:
-                await self._sleep(self._probe_at - loop.time())
+                await _wait(self._expired_event, max(self._probe_at - loop.time(), 0.0))
             return
         # Keep memory bounded while the sink is down: the queue moves to disk.
         batch = await self._next_batch(wait=True)
         if batch:
-            await self._spill(batch)
+            await self._spiller.spill(batch)
 
     async def _replay_one(self) -> None:
         assert self._spool is not None
@@ -247,8 +252,8 @@ class BatchingRecorder:
         if batch is None:
             return
         if batch.unreadable:
-            self._drop_counted(batch.unreadable)
-        if batch.records and not await self._write(list(batch.records)):
+            self._spiller.count_dropped(batch.unreadable)
+        if not await self._store(batch.records):
             self._count_retried(len(batch.records))
             self._go_down()
             return
@@ -262,10 +267,26 @@ class BatchingRecorder:
         self._down = False
         self._backoff.reset()
 
-    async def _write(self, batch: Sequence[UsageRecord]) -> bool:
-        """One sink write. False when it failed or was cancelled by `close`."""
+    async def _store(self, batch: Sequence[UsageRecord]) -> bool:
+        """Store `batch`; True when every record is stored or, refused by the sink for
+        good, set aside. A rejected batch is halved until the records at fault are
+        found (the halves already stored are harmless to resend: idempotent sinks)."""
+        outcome, error = await self._write(batch)
+        if outcome != "rejected":
+            return outcome == "stored"
+        if len(batch) == 1:
+            assert error is not None
+            await self._spiller.reject(batch[0], error)
+            return True
+        mid = len(batch) // 2
+        return await self._store(batch[:mid]) and await self._store(batch[mid:])
+
+    async def _write(self, batch: Sequence[UsageRecord]) -> tuple[_Outcome, BaseException | None]:
+        """One sink write; "failed" also when cancelled by `close`."""
+        if not batch:
+            return "stored", None
         if self._expired:
-            return False
+            return "failed", None
         batch = self._priced(batch)
         started = time.perf_counter()
         call = self._call = asyncio.ensure_future(self._sink.write(batch))
@@ -274,52 +295,31 @@ class BatchingRecorder:
         finally:
             self._call = None
         if call.cancelled():
-            return False
+            return "failed", None
         exc = call.exception()
+        if isinstance(exc, RejectedBatchError):
+            return "rejected", exc
         if exc is not None:
             log.warning("usage sink write of %d records failed: %r", len(batch), exc)
-            return False
+            return "failed", exc
         self._m.flush_seconds.observe(time.perf_counter() - started)
         self._m.batch_size.observe(len(batch))
         self.written += len(batch)
         self._m.written.inc(len(batch))
-        return True
+        return "stored", None
 
-    # -- spool -----------------------------------------------------------------------------
-
-    async def _spill_overflow(self) -> None:
-        # Everything waiting goes in one append (one fsync): the longer a write takes,
-        # the bigger the next one, so the spool keeps up with bursts.
-        while self._overflow:
-            batch = list(self._overflow)
-            self._overflow.clear()
-            await self._spill(batch)
+    # -- helpers ---------------------------------------------------------------------------
 
     async def _spill_leftovers(self) -> None:
-        left = self._inflight + list(self._queue) + list(self._overflow)
+        left = self._inflight + list(self._queue) + list(self._spiller.waiting)
         self._inflight = []
         self._queue.clear()
-        self._overflow.clear()
-        if left:
-            await self._spill(left)
-
-    async def _spill(self, batch: list[UsageRecord]) -> None:
-        if not batch:
-            return
-        if self._spool is None:
-            self._drop(batch, "no spool")
-            return
-        try:
-            await asyncio.to_thread(self._spool.append, self._priced(batch))
-        except OSError as exc:
-            self._drop(batch, f"spool write failed: {exc!r}")
-            return
-        self.spooled += len(batch)
-        self._m.spooled.inc(len(batch))
+        self._spiller.waiting.clear()
+        await self._spiller.spill(left)
 
     def _priced(self, batch: Sequence[UsageRecord]) -> Sequence[UsageRecord]:
         # Here, on the way out, not in `record`: copying a frozen 28-field record costs
-        # as much as building it, and the request path should pay for neither twice.
+        # as much as building it, and the request path should not pay for it.
         if self._pricing is None:
             return batch
         return [self._pricing.apply(r) for r in batch]
@@ -327,40 +327,15 @@ class BatchingRecorder:
     def _spool_pending(self) -> bool:
         return self._spool is not None and self._spool.pending > 0
 
-    # -- helpers ---------------------------------------------------------------------------
-
     def _go_down(self) -> None:
         if not self._down:
             log.error("usage sink failing: records go to the spool until it recovers")
         self._down = True
         self._probe_at = asyncio.get_running_loop().time() + self._backoff.next()
 
-    async def _sleep(self, seconds: float) -> None:
-        await _wait(self._expired_event, max(seconds, 0.0))
-
     def _count_retried(self, n: int) -> None:
         self.retried += n
         self._m.retried.inc(n)
-
-    def _drop(self, batch: Sequence[UsageRecord], why: str) -> None:
-        self._drop_counted(len(batch))
-        # Loud, but one line a second at most: a failing disk under load must not
-        # turn into a log storm that fills the same disk.
-        self._unlogged_drops += len(batch)
-        now = time.monotonic()
-        if now - self._last_drop_log >= 1.0:
-            log.error(
-                "USAGE RECORDS LOST: %d (%s); last request id %s",
-                self._unlogged_drops,
-                why,
-                batch[-1].request_id,
-            )
-            self._last_drop_log = now
-            self._unlogged_drops = 0
-
-    def _drop_counted(self, n: int) -> None:
-        self.dropped += n
-        self._m.dropped.inc(n)
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -5,6 +5,7 @@ Layout of the spool directory (one per recorder):
     LOCK                  exclusive flock while a recorder owns the directory
     cursor                {"segment": N, "offset": B}: everything before it is replayed
     000000000001.jsonl    segments of JSON lines (`UsageRecord.to_json_dict`), append-only
+    rejected.jsonl        records the sink refused for good (bad data); never replayed
 
 Appends go to the newest segment, one write and one fsync per batch; a segment is
 closed at `segment_bytes` and a new one started (the directory is fsynced when a
@@ -33,6 +34,7 @@ __all__ = ["Spool", "SpoolBatch", "SpoolLockedError", "SpoolPosition"]
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".jsonl"
+REJECTED = "rejected.jsonl"  # not a number: never taken for a segment
 
 
 class SpoolLockedError(RuntimeError):
@@ -154,6 +156,18 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):
                     self._path(seq).unlink()
                 del self._sizes[seq]
+
+    def reject(self, record: UsageRecord) -> None:
+        """Keep a record the sink refuses for good in `rejected.jsonl` (never replayed;
+        for an operator to inspect, fix and feed back)."""
+        with self._lock:
+            self._check_open()
+            fd = os.open(self.directory / REJECTED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, encode([record]))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         with self._lock:

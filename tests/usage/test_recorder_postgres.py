@@ -94,7 +94,8 @@ async def test_ten_thousand_records_exactly_once(dsn: str, tmp_path: Path, disru
     assert recorder.dropped == 0
     assert sink.inserted == 10_000
     if disruption == "none":
-        assert (recorder.written, recorder.retried, recorder.spooled) == (10_000, 0, 0)
+        # Written once each; some may have gone through the spool when the queue was full.
+        assert (recorder.written, recorder.retried) == (10_000, 0)
 
 
 async def test_postgres_stopped_and_restarted_mid_run(
