@@ -73,11 +73,13 @@ class BatchingRecorder:
         self._backoff = backoff or Backoff()
         self._grace = grace_seconds
         self._m = metrics or default_metrics()
+        self._arrived = asyncio.Event()
         self._spiller = Spiller(
             spool,
             self._m,
             max_overflow=max_queue if max_overflow is None else max_overflow,
             price=self._priced,
+            on_spooled=self._arrived.set,
         )
         self._queue: deque[UsageRecord] = deque()
         self._m.track(
@@ -86,7 +88,6 @@ class BatchingRecorder:
         )
         # A batch taken from the queue and not yet stored or spooled.
         self._inflight: list[UsageRecord] = []
-        self._arrived = asyncio.Event()
         self._batch_ready = asyncio.Event()
         self._expired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -183,7 +184,7 @@ class BatchingRecorder:
                     # The spool is older than the queue: it goes first. Meanwhile the
                     # queue fills and overflows into the spool, so memory stays bounded.
                     await self._replay_one()
-                elif batch := await self._next_batch(wait=True):
+                elif batch := await self._next_batch(first_wait=None):
                     await self._deliver(batch)
                 elif self._stopping:
                     if not self._spiller.busy:
@@ -193,11 +194,13 @@ class BatchingRecorder:
             log.exception("usage recorder failed; what is in memory goes to the spool")
         await self._spill_leftovers()
 
-    async def _next_batch(self, *, wait: bool) -> list[UsageRecord]:
-        if wait and not self._stopping:
+    async def _next_batch(self, *, first_wait: float | None) -> list[UsageRecord]:
+        """Up to `max_batch` records: waits up to `first_wait` (None: for ever) for a first
+        record, then up to `max_delay` for a full batch; never waits once closing."""
+        if not self._stopping:
             if not self._queue:
                 self._arrived.clear()
-                await _wait(self._arrived, self._max_delay)
+                await _wait(self._arrived, first_wait)
             if 0 < len(self._queue) < self._max_batch and not self._stopping:
                 self._batch_ready.clear()
                 await _wait(self._batch_ready, self._max_delay)
@@ -230,16 +233,15 @@ class BatchingRecorder:
             await self._replay_one()
             if not self._down:
                 return
+        until_probe = max(self._probe_at - loop.time(), 0.0)
         if self._stopping:
             if self._queue:
-                await self._spiller.spill(await self._next_batch(wait=False))
+                await self._spiller.spill(await self._next_batch(first_wait=0.0))
             else:
-                await _wait(self._expired_event, max(self._probe_at - loop.time(), 0.0))
+                await _wait(self._expired_event, until_probe)
             return
         # Keep memory bounded while the sink is down: the queue moves to disk.
-        batch = await self._next_batch(wait=True)
-        if batch:
-            await self._spiller.spill(batch)
+        await self._spiller.spill(await self._next_batch(first_wait=until_probe))
 
     async def _replay_one(self) -> None:
         assert self._spool is not None
@@ -338,7 +340,7 @@ class BatchingRecorder:
         self._m.retried.inc(n)
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
+async def _wait(event: asyncio.Event, seconds: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()

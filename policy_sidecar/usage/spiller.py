@@ -34,11 +34,14 @@ class Spiller:
         *,
         max_overflow: int,
         price: Pricer,
+        on_spooled: Callable[[], object] = lambda: None,
     ) -> None:
         self.spool = spool
         self._m = metrics
         self._max_overflow = max_overflow
         self._price = price
+        # Wakes the writer, which may be idle while the spool now has records to replay.
+        self._on_spooled = on_spooled
         self.waiting: deque[UsageRecord] = deque()
         self._task: asyncio.Task[None] | None = None
         self.spooled = 0
@@ -89,6 +92,7 @@ class Spiller:
             return
         self.spooled += len(batch)
         self._m.spooled.inc(len(batch))
+        self._on_spooled()
 
     async def reject(self, record: UsageRecord, reason: BaseException) -> None:
         """The sink refuses `record` for good: keep it aside (never replayed) and say so."""

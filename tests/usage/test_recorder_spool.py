@@ -161,3 +161,14 @@ async def test_cost_is_filled_in_before_the_sink(tmp_path: Path) -> None:
     recorder.record(rec(0))  # 100 prompt, 20 completion tokens
     await recorder.close()
     assert captured == [pytest.approx((100 * 1.0 + 20 * 2.0) / 1e6)]
+
+
+async def test_idle_writer_replays_what_the_overflow_spooled(tmp_path: Path) -> None:
+    sink = SwitchSink()
+    recorder = make(sink, tmp_path, max_batch=5, max_queue=5, max_overflow=100, max_delay=60.0)
+    recorder.start()
+    for i in range(15):  # a full batch queued, 10 overflow; then no traffic at all
+        recorder.record(rec(i))
+    await eventually(lambda: len(sink.ids) == 15)
+    assert recorder.spooled == 10
+    await recorder.close()
