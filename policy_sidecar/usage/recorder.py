@@ -16,24 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Literal
 
 from policy_sidecar.usage.backoff import Backoff
 from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.record import UsageRecord
-from policy_sidecar.usage.sinks import RejectedBatchError, UsageSink
+from policy_sidecar.usage.sinks import UsageSink
 from policy_sidecar.usage.spiller import Spiller
 from policy_sidecar.usage.spool import Spool
+from policy_sidecar.usage.writer import SinkWriter
 
 __all__ = ["BatchingRecorder"]
 
 log = logging.getLogger(__name__)
-
-_Outcome = Literal["stored", "failed", "rejected"]
 
 
 class BatchingRecorder:
@@ -63,7 +60,6 @@ class BatchingRecorder:
         metrics: RecorderMetrics | None = None,
         grace_seconds: float = 10.0,
     ) -> None:
-        self._sink = sink
         self._spool = spool
         self._pricing = pricing
         self._max_batch = max_batch
@@ -81,6 +77,7 @@ class BatchingRecorder:
             price=self._priced,
             on_spooled=self._arrived.set,
         )
+        self._writer = SinkWriter(sink, self._m, self._spiller, self._priced)
         self._queue: deque[UsageRecord] = deque()
         self._m.track(
             queue_depth=lambda: self.queued,
@@ -91,13 +88,11 @@ class BatchingRecorder:
         self._batch_ready = asyncio.Event()
         self._expired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._call: asyncio.Future[None] | None = None
         self._down = False
         self._probe_at = 0.0
         self._stopping = False
         self._expired = False
         self._closed = False
-        self.written = 0
         self.retried = 0
         self.replayed = 0
 
@@ -121,6 +116,10 @@ class BatchingRecorder:
     @property
     def queued(self) -> int:
         return len(self._queue) + len(self._spiller.waiting)
+
+    @property
+    def written(self) -> int:
+        return self._writer.written
 
     @property
     def dropped(self) -> int:
@@ -157,8 +156,7 @@ class BatchingRecorder:
         if not done:
             self._expired = True
             self._expired_event.set()
-            if self._call is not None:
-                self._call.cancel()
+            self._writer.abandon()
             await self._task
         self._task = None
         await self._spiller.idle()
@@ -210,7 +208,7 @@ class BatchingRecorder:
     async def _deliver(self, batch: list[UsageRecord]) -> None:
         self._inflight = batch
         attempt = 0
-        while not await self._store(batch):
+        while not await self._writer.store(batch):
             if self._expired:
                 return  # `_spill_leftovers` spools the in-flight batch
             attempt += 1
@@ -255,7 +253,7 @@ class BatchingRecorder:
             return
         if batch.unreadable:
             self._spiller.count_dropped(batch.unreadable)
-        if not await self._store(batch.records):
+        if not await self._writer.store(batch.records):
             self._count_retried(len(batch.records))
             self._go_down()
             return
@@ -268,47 +266,6 @@ class BatchingRecorder:
         self._m.replayed.inc(len(batch.records))
         self._down = False
         self._backoff.reset()
-
-    async def _store(self, batch: Sequence[UsageRecord]) -> bool:
-        """Store `batch`; True when every record is stored or, refused by the sink for
-        good, set aside. A rejected batch is halved until the records at fault are
-        found (the halves already stored are harmless to resend: idempotent sinks)."""
-        outcome, error = await self._write(batch)
-        if outcome != "rejected":
-            return outcome == "stored"
-        if len(batch) == 1:
-            assert error is not None
-            await self._spiller.reject(batch[0], error)
-            return True
-        mid = len(batch) // 2
-        return await self._store(batch[:mid]) and await self._store(batch[mid:])
-
-    async def _write(self, batch: Sequence[UsageRecord]) -> tuple[_Outcome, BaseException | None]:
-        """One sink write; "failed" also when cancelled by `close`."""
-        if not batch:
-            return "stored", None
-        if self._expired:
-            return "failed", None
-        batch = self._priced(batch)
-        started = time.perf_counter()
-        call = self._call = asyncio.ensure_future(self._sink.write(batch))
-        try:
-            await asyncio.wait({call})
-        finally:
-            self._call = None
-        if call.cancelled():
-            return "failed", None
-        exc = call.exception()
-        if isinstance(exc, RejectedBatchError):
-            return "rejected", exc
-        if exc is not None:
-            log.warning("usage sink write of %d records failed: %r", len(batch), exc)
-            return "failed", exc
-        self._m.flush_seconds.observe(time.perf_counter() - started)
-        self._m.batch_size.observe(len(batch))
-        self.written += len(batch)
-        self._m.written.inc(len(batch))
-        return "stored", None
 
     # -- helpers ---------------------------------------------------------------------------
 

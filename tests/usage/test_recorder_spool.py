@@ -107,7 +107,7 @@ async def test_grace_expiry_leaves_the_rest_in_spool_for_next_start(
     recorder.start()
     for i in range(25):
         recorder.record(rec(i))
-    await eventually(lambda: sink.failures > 0 or recorder._call is not None)
+    await eventually(lambda: sink.failures > 0 or recorder._writer.in_flight)
     await recorder.close(grace_seconds=0.05)
     assert sink.ids == []
     assert recorder.spooled == 25
