@@ -135,6 +135,7 @@ class Spool:
                 offset = self._cursor.offset if seq == self._cursor.segment else 0
                 if offset < size:
                     return self._read_segment(seq, offset, size, max_records)
+            self._pending = 0  # nothing left to read, whatever the count said
             return None
 
     def commit(self, end: SpoolPosition, lines: int) -> None:
