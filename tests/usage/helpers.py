@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from policy_sidecar.usage import Backoff, RecorderMetrics, UsageRecord
+from policy_sidecar.usage import Backoff, RecorderMetrics, Spool, UsageRecord
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -66,3 +67,12 @@ async def eventually(predicate: object, *, seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
         while not predicate():  # noqa: ASYNC110 - polling state owned by the code under test
             await asyncio.sleep(0.005)
+
+
+def spool_pending(directory: Path) -> int:
+    """Records left in the spool at `directory` (opened and closed again)."""
+    spool = Spool(directory)
+    try:
+        return spool.pending
+    finally:
+        spool.close()

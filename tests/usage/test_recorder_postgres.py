@@ -18,7 +18,7 @@ from tests.store.conftest import BASE_DSN
 from tests.store.helpers import make_records
 
 from .conftest import PrivatePostgres
-from .helpers import eventually, metrics
+from .helpers import eventually, metrics, spool_pending
 
 pytestmark = pytest.mark.postgres
 
@@ -127,4 +127,4 @@ async def test_postgres_stopped_and_restarted_mid_run(
     assert await counts(dsn) == (6000, 6000, 6000)
     assert recorder.dropped == 0
     assert recorder.replayed > 0
-    assert Spool(tmp_path).pending == 0
+    assert spool_pending(tmp_path) == 0
