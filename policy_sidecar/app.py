@@ -12,13 +12,15 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
 from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.enforcer import Enforcer
@@ -38,8 +40,14 @@ from policy_sidecar.store.standalone import (
     load_standalone_config,
 )
 from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
-from policy_sidecar.usage.recorder import BatchingRecorder
-from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
+from policy_sidecar.usage import (
+    BatchingRecorder,
+    JsonlFileSink,
+    Pricing,
+    Spool,
+    SpoolLockedError,
+    UsageSink,
+)
 
 log = logging.getLogger("policy_sidecar")
 
@@ -79,6 +87,26 @@ def build_counters(settings: Settings) -> tuple[CounterStore, PenaltyBox]:
     return InMemoryCounterStore(), InMemoryPenaltyBox()
 
 
+def build_recorder(
+    settings: Settings, sink: UsageSink, *, port: int, models: Mapping[str, ModelDeployment]
+) -> BatchingRecorder:
+    """The usage recorder for one worker. Its spool is `spool_dir/<port>`: a spool has
+    exactly one owner, and a restarted worker on the same port replays its own."""
+    try:
+        spool = Spool(Path(settings.spool_dir) / str(port))
+    except (SpoolLockedError, OSError) as exc:
+        raise StartupError(f"usage spool: {exc}") from exc
+    return BatchingRecorder(
+        sink,
+        spool=spool,
+        pricing=Pricing(models),
+        max_batch=settings.usage_batch_size,
+        max_delay=settings.usage_batch_delay,
+        max_queue=settings.usage_queue_size,
+        grace_seconds=settings.grace_seconds,
+    )
+
+
 def build_services(
     settings: Settings,
     config: StandaloneConfig,
@@ -107,6 +135,7 @@ async def serve_worker(
     estimator = build_estimator(settings)
     counters, penalties = build_counters(settings)
     production: Production | None = None
+    config: StandaloneConfig | None = None
     sink: UsageSink
     if settings.database_url:
         try:
@@ -116,9 +145,12 @@ async def serve_worker(
         except Exception as exc:
             raise StartupError(f"cannot open the production stores: {exc}") from exc
         sink = production.usage_sink
+        models: Mapping[str, ModelDeployment] = production.models
     else:
+        config = load_config(settings)
         sink = JsonlFileSink(settings.usage_file)
-    recorder = BatchingRecorder(sink)
+        models = config.models
+    recorder = build_recorder(settings, sink, port=port, models=models)
     metered = MeteredRecorder(recorder)
     if production is not None:
         services = Services(
@@ -132,9 +164,8 @@ async def serve_worker(
             inject_stream_usage=settings.inject_stream_usage,
         )
     else:
-        services = build_services(
-            settings, load_config(settings), metered, estimator, counters, penalties
-        )
+        assert config is not None
+        services = build_services(settings, config, metered, estimator, counters, penalties)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -163,10 +194,13 @@ async def serve_worker(
     log.info(
         "worker on port %d stopping: draining streams for %.0fs", bound, settings.grace_seconds
     )
+    # One grace period for both: streams finish, then the usage queue and spool are
+    # flushed in what is left of it; the rest stays in the spool for the next start.
+    deadline = loop.time() + settings.grace_seconds
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     await services.tasks.drain()
-    await recorder.close()
+    await recorder.close(max(deadline - loop.time(), 0.0))
     await counters.aclose()
     estimator.close()
     if production is not None:

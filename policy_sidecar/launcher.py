@@ -138,7 +138,11 @@ class Stack:
         ``POLICY_SIDECAR_DATABASE_URL`` / ``POLICY_SIDECAR_REDIS_URL`` in ``env``."""
         ports = ",".join(str(p) for p in self.sidecar_ports)
         argv = [*_cli(), "serve", "--ports", ports, "--usage-file", str(self.usage_file)]
-        env = {"POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port), **(env or {})}
+        env = {
+            "POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port),
+            "POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"),
+            **(env or {}),
+        }
         if config is not None:
             argv += ["--config", str(config)]
         proc = self.start_process("sidecar", argv, env)

@@ -6,6 +6,10 @@
 | POLICY_SIDECAR_HOST | 127.0.0.1 | address the ext_proc workers bind |
 | POLICY_SIDECAR_PORTS | 50051 | one port per worker process: `50051,50052` or `50051-50054` |
 | POLICY_SIDECAR_USAGE_FILE | usage.jsonl | standalone usage sink (JSON lines) |
+| POLICY_SIDECAR_SPOOL_DIR | ./spool | usage spool (one subdirectory per worker port) |
+| POLICY_SIDECAR_USAGE_BATCH_SIZE | 500 | most usage records per sink write |
+| POLICY_SIDECAR_USAGE_BATCH_DELAY | 0.2 | seconds a usage record waits for its batch to fill |
+| POLICY_SIDECAR_USAGE_QUEUE_SIZE | 100000 | usage records held in memory before the spool |
 | POLICY_SIDECAR_INJECT_STREAM_USAGE | true | ask OpenAI-style streams for usage |
 | POLICY_SIDECAR_GRACE_SECONDS | 10 | SIGTERM: time to finish streams and flush usage |
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
@@ -38,6 +42,10 @@ class Settings:
     host: str = "127.0.0.1"
     ports: tuple[int, ...] = (50051,)
     usage_file: str = "usage.jsonl"
+    spool_dir: str = "./spool"
+    usage_batch_size: int = 500
+    usage_batch_delay: float = 0.2
+    usage_queue_size: int = 100_000
     inject_stream_usage: bool = True
     grace_seconds: float = 10.0
     max_message_bytes: int = 32 * 1024 * 1024
@@ -62,6 +70,16 @@ class Settings:
             host=get("HOST") or defaults.host,
             ports=parse_ports(get("PORTS")) if get("PORTS") else defaults.ports,
             usage_file=get("USAGE_FILE") or defaults.usage_file,
+            spool_dir=get("SPOOL_DIR") or defaults.spool_dir,
+            usage_batch_size=_positive_int(
+                "USAGE_BATCH_SIZE", get("USAGE_BATCH_SIZE"), defaults.usage_batch_size
+            ),
+            usage_batch_delay=_float(
+                "USAGE_BATCH_DELAY", get("USAGE_BATCH_DELAY"), defaults.usage_batch_delay
+            ),
+            usage_queue_size=_positive_int(
+                "USAGE_QUEUE_SIZE", get("USAGE_QUEUE_SIZE"), defaults.usage_queue_size
+            ),
             inject_stream_usage=_bool("INJECT_STREAM_USAGE", get("INJECT_STREAM_USAGE"), True),
             grace_seconds=_float("GRACE_SECONDS", get("GRACE_SECONDS"), defaults.grace_seconds),
             max_message_bytes=int(
@@ -124,4 +142,16 @@ def _float(name: str, value: str | None, default: float) -> float:
         raise SettingsError(f"{PREFIX}{name}: expected a number, got {value!r}") from exc
     if result < 0:
         raise SettingsError(f"{PREFIX}{name}: must not be negative")
+    return result
+
+
+def _positive_int(name: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        result = int(value)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}{name}: expected a whole number, got {value!r}") from exc
+    if result < 1:
+        raise SettingsError(f"{PREFIX}{name}: must be at least 1")
     return result

@@ -43,3 +43,37 @@ def test_bad_ports(text: str) -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"POLICY_SIDECAR_{name}"):
         Settings.from_env({f"POLICY_SIDECAR_{name}": value})
+
+
+def test_usage_recorder_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (
+        defaults.spool_dir,
+        defaults.usage_batch_size,
+        defaults.usage_batch_delay,
+        defaults.usage_queue_size,
+    ) == ("./spool", 500, 0.2, 100_000)
+    s = Settings.from_env(
+        {
+            "POLICY_SIDECAR_SPOOL_DIR": "/var/spool/ps",
+            "POLICY_SIDECAR_USAGE_BATCH_SIZE": "2000",
+            "POLICY_SIDECAR_USAGE_BATCH_DELAY": "0.5",
+            "POLICY_SIDECAR_USAGE_QUEUE_SIZE": "10",
+        }
+    )
+    assert (s.spool_dir, s.usage_batch_size, s.usage_batch_delay, s.usage_queue_size) == (
+        "/var/spool/ps",
+        2000,
+        0.5,
+        10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("USAGE_BATCH_SIZE", "0"), ("USAGE_BATCH_SIZE", "1.5"), ("USAGE_QUEUE_SIZE", "many"),
+     ("USAGE_BATCH_DELAY", "-1")],
+)  # fmt: skip
+def test_bad_usage_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"POLICY_SIDECAR_{name}"):
+        Settings.from_env({f"POLICY_SIDECAR_{name}": value})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -22,20 +21,9 @@ from policy_sidecar.store.postgres import (
     open_pool,
 )
 from policy_sidecar.store.types import Model, Policy
-from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage import PostgresUsageSink
 
 log = logging.getLogger(__name__)
-
-
-class RepositoryUsageSink:
-    """Usage into Postgres through the repository's COPY path (idempotent on request
-    id, rollups in the same transaction)."""
-
-    def __init__(self, repository: UsageRepository) -> None:
-        self._repository = repository
-
-    async def write(self, batch: Sequence[UsageRecord]) -> None:
-        await self._repository.insert_batch(batch)
 
 
 @dataclass
@@ -45,7 +33,7 @@ class Production:
     identities: CachedIdentityResolver
     policies: CachedPolicySource
     models: ModelCatalog
-    usage_sink: RepositoryUsageSink
+    usage_sink: PostgresUsageSink
     listener: InvalidationListener | None
 
     async def on_change(self, kind: str) -> None:
@@ -109,7 +97,7 @@ async def open_production(
             namespace=hashlib.sha256(database_url.encode()).hexdigest()[:16],
         ),
         models=ModelCatalog(lambda: _all_pages_models(models_repo)),
-        usage_sink=RepositoryUsageSink(UsageRepository(pool)),
+        usage_sink=PostgresUsageSink(UsageRepository(pool)),
         listener=None,
     )
     await production.models.refresh()

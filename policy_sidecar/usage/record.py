@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -45,8 +46,25 @@ class UsageRecord:
     post_violations: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.
+        out = {name: getattr(self, name) for name in _NAMES}
         out["started_at"] = self.started_at.isoformat()
         out["shadow_violations"] = list(self.shadow_violations)
         out["post_violations"] = list(self.post_violations)
         return out
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> UsageRecord:
+        """The inverse of `to_json_dict`. Unknown keys are ignored (a newer writer may
+        have added fields); a missing required field raises KeyError, a bad time
+        ValueError."""
+        kwargs = {f.name: data[f.name] for f in _FIELDS if f.name in data}
+        kwargs["started_at"] = datetime.fromisoformat(data["started_at"])
+        kwargs["request_id"] = str(data["request_id"])
+        for name in ("shadow_violations", "post_violations"):
+            kwargs[name] = tuple(data.get(name) or ())
+        return cls(**kwargs)
+
+
+_FIELDS = fields(UsageRecord)
+_NAMES = tuple(f.name for f in _FIELDS)

@@ -1,104 +1,303 @@
-"""The asynchronous usage recorder: the request path enqueues, a task writes batches."""
+"""The asynchronous usage recorder: the request path enqueues, a task writes batches.
+
+States of the writer task (see docs/usage-recording.md):
+
+* up: while the spool holds records, replay it, oldest first; otherwise take a
+  batch from the queue (by size, or after `max_delay`) and write it.
+* down (a batch failed `retries` + 1 times): the batch and, every `max_delay`,
+  the queue go to the spool; the sink is probed with the oldest spool batch after
+  each backoff delay. The first successful probe means up again.
+* closing: as above until everything is stored or the grace period ends; then
+  the write in flight is cancelled and whatever is in memory goes to the spool.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
+from collections.abc import Sequence
 
+from policy_sidecar.usage.backoff import Backoff
+from policy_sidecar.usage.cost import Pricing
+from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.record import UsageRecord
 from policy_sidecar.usage.sinks import UsageSink
+from policy_sidecar.usage.spiller import Spiller
+from policy_sidecar.usage.spool import Spool
+from policy_sidecar.usage.writer import SinkWriter
+
+__all__ = ["BatchingRecorder"]
 
 log = logging.getLogger(__name__)
 
 
 class BatchingRecorder:
-    """``record`` never blocks; a background task writes batches of up to ``max_batch``
-    records at least every ``max_delay`` seconds. One per process; asyncio only."""
+    """``record`` never blocks and never raises; a background task writes batches of up
+    to ``max_batch`` records at least every ``max_delay`` seconds.
+
+    Memory is bounded: at most ``max_queue`` records wait in the queue and
+    ``max_overflow`` (default: as many) more wait for the spool when the queue is
+    full. Without a spool, a full queue drops records and a failing sink is retried
+    in memory until ``close``'s grace ends. Records are priced (``cost_usd``) on the
+    way to the sink or spool. One per process; asyncio only; the spool is owned by
+    this recorder and closed by ``close``.
+    """
 
     def __init__(
         self,
         sink: UsageSink,
         *,
+        spool: Spool | None = None,
+        pricing: Pricing | None = None,
         max_batch: int = 500,
         max_delay: float = 0.2,
         max_queue: int = 100_000,
+        max_overflow: int | None = None,
+        retries: int = 3,
+        backoff: Backoff | None = None,
+        metrics: RecorderMetrics | None = None,
+        grace_seconds: float = 10.0,
     ) -> None:
-        self._sink = sink
+        self._spool = spool
+        self._pricing = pricing
         self._max_batch = max_batch
         self._max_delay = max_delay
-        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        self._retries = retries
+        self._backoff = backoff or Backoff()
+        self._grace = grace_seconds
+        self._m = metrics or default_metrics()
+        self._arrived = asyncio.Event()
+        self._spiller = Spiller(
+            spool,
+            self._m,
+            max_overflow=max_queue if max_overflow is None else max_overflow,
+            price=self._priced,
+            on_spooled=self._arrived.set,
+        )
+        self._writer = SinkWriter(sink, self._m, self._spiller, self._priced)
+        self._queue: deque[UsageRecord] = deque()
+        self._m.track(
+            queue_depth=lambda: self.queued,
+            spool_pending=lambda: spool.pending if spool is not None else 0,
+        )
+        # A batch taken from the queue and not yet stored or spooled.
+        self._inflight: list[UsageRecord] = []
+        self._batch_ready = asyncio.Event()
+        self._expired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self.written = 0
-        self.dropped = 0
+        self._down = False
+        self._probe_at = 0.0
+        self._stopping = False
+        self._expired = False
+        self._closed = False
+        self.retried = 0
+        self.replayed = 0
+
+    # -- request path ------------------------------------------------------------------
 
     def record(self, record: UsageRecord) -> None:
         try:
-            self._queue.put_nowait(record)
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.error("usage queue full: record %s dropped", record.request_id)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="usage-recorder")
-
-    async def close(self) -> None:
-        """Write everything queued, then stop. Records arriving meanwhile are written too."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        while not self._queue.empty():
-            await self._write(self._drain(self._max_batch))
+            if self._closed:
+                self._spiller.drop([record], "recorder closed")
+            elif len(self._queue) < self._max_queue:
+                self._queue.append(record)
+                if len(self._queue) == 1:
+                    self._arrived.set()
+                if len(self._queue) >= self._max_batch:
+                    self._batch_ready.set()
+            else:
+                self._spiller.overflow(record)
+        except Exception:
+            log.exception("usage record %s could not be queued", record.request_id)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue) + len(self._spiller.waiting)
+
+    @property
+    def written(self) -> int:
+        return self._writer.written
+
+    @property
+    def dropped(self) -> int:
+        return self._spiller.dropped
+
+    @property
+    def spooled(self) -> int:
+        return self._spiller.spooled
+
+    @property
+    def rejected(self) -> int:
+        return self._spiller.rejected
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Write the queue and the spool to the sink within `grace_seconds` (default: the
+        constructor's); then cancel the write in flight and move what is left in memory
+        to the spool, for the next start. Records arriving meanwhile are included;
+        records arriving after `close` returns are dropped (counted and logged)."""
+        if self._closed:
+            return
+        grace = self._grace if grace_seconds is None else grace_seconds
+        self.start()
+        assert self._task is not None
+        self._stopping = True
+        self._arrived.set()
+        self._batch_ready.set()
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
+            self._expired = True
+            self._expired_event.set()
+            self._writer.abandon()
+            await self._task
+        self._task = None
+        await self._spiller.idle()
+        self._closed = True
+        await self._spill_leftovers()  # anything that arrived while the task ended
+        if self._spool is not None:
+            await asyncio.to_thread(self._spool.close)
+            if self._spool.pending:
+                log.warning(
+                    "usage recorder closed with %d records in the spool %s for the next start",
+                    self._spool.pending,
+                    self._spool.directory,
+                )
+
+    # -- the writer task -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        # Never cancelled: a cancelled write could leave a batch half-written.
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = await self._next_batch()
-            if batch:
-                await self._write(batch)
-
-    async def _next_batch(self) -> list[UsageRecord]:
-        loop = asyncio.get_running_loop()
         try:
-            first = await asyncio.wait_for(self._queue.get(), self._max_delay)
-        except TimeoutError:
-            return []
-        batch = [first]
-        deadline = loop.time() + self._max_delay
-        while len(batch) < self._max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            timeout = deadline - loop.time()
-            if timeout <= 0 or self._stop.is_set():
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-            except TimeoutError:
-                break
-        return batch
+            while not self._expired:
+                if self._down:
+                    await self._down_step()
+                elif self._spool_pending():
+                    # The spool is older than the queue: it goes first. Meanwhile the
+                    # queue fills and overflows into the spool, so memory stays bounded.
+                    await self._replay_one()
+                elif batch := await self._next_batch(first_wait=None):
+                    await self._deliver(batch)
+                elif self._stopping:
+                    if not self._spiller.busy:
+                        break
+                    await self._spiller.idle()  # then replay what it spooled
+        except Exception:
+            log.exception("usage recorder failed; what is in memory goes to the spool")
+        await self._spill_leftovers()
 
-    def _drain(self, limit: int) -> list[UsageRecord]:
-        batch: list[UsageRecord] = []
-        while len(batch) < limit and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+    async def _next_batch(self, *, first_wait: float | None) -> list[UsageRecord]:
+        """Up to `max_batch` records: waits up to `first_wait` (None: for ever) for a first
+        record, then up to `max_delay` for a full batch; never waits once closing."""
+        if not self._stopping:
+            if not self._queue:
+                self._arrived.clear()
+                await _wait(self._arrived, first_wait)
+            if 0 < len(self._queue) < self._max_batch and not self._stopping:
+                self._batch_ready.clear()
+                await _wait(self._batch_ready, self._max_delay)
+        n = min(self._max_batch, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
 
-    async def _write(self, batch: list[UsageRecord]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self._sink.write(batch)
-            except Exception:
-                log.exception("usage sink failed; retrying batch of %d in %.1fs", len(batch), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.written += len(batch)
+    async def _deliver(self, batch: list[UsageRecord]) -> None:
+        self._inflight = batch
+        attempt = 0
+        while not await self._writer.store(batch):
+            if self._expired:
+                return  # `_spill_leftovers` spools the in-flight batch
+            attempt += 1
+            if self._spool is not None and attempt > self._retries:
+                self._go_down()
+                await self._spiller.spill(batch)
+                self._inflight = []
+                return
+            self._count_retried(len(batch))
+            await _wait(self._expired_event, self._backoff.next())
+        self._backoff.reset()
+        self._inflight = []
+
+    async def _down_step(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._probe_at:
+            if not self._spool_pending():
+                self._down = False  # nothing to probe with: try the queue directly
+                return
+            await self._replay_one()
+            if not self._down:
+                return
+        until_probe = max(self._probe_at - loop.time(), 0.0)
+        if self._stopping:
+            if self._queue:
+                await self._spiller.spill(await self._next_batch(first_wait=0.0))
+            else:
+                await _wait(self._expired_event, until_probe)
             return
+        # Keep memory bounded while the sink is down: the queue moves to disk.
+        await self._spiller.spill(await self._next_batch(first_wait=until_probe))
+
+    async def _replay_one(self) -> None:
+        assert self._spool is not None
+        try:
+            batch = await asyncio.to_thread(self._spool.read, self._max_batch)
+        except OSError:
+            log.exception("usage spool %s: read failed; will retry", self._spool.directory)
+            self._go_down()
+            return
+        if batch is None:
+            return
+        if batch.unreadable:
+            self._spiller.count_dropped(batch.unreadable)
+        if not await self._writer.store(batch.records):
+            self._count_retried(len(batch.records))
+            self._go_down()
+            return
+        try:
+            await asyncio.to_thread(self._spool.commit, batch.end, batch.lines)
+        except OSError:
+            # The batch is stored but may be replayed again: the sink is idempotent.
+            log.exception("usage spool %s: cursor not saved", self._spool.directory)
+        self.replayed += len(batch.records)
+        self._m.replayed.inc(len(batch.records))
+        self._down = False
+        self._backoff.reset()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _spill_leftovers(self) -> None:
+        left = self._inflight + list(self._queue) + list(self._spiller.waiting)
+        self._inflight = []
+        self._queue.clear()
+        self._spiller.waiting.clear()
+        await self._spiller.spill(left)
+
+    def _priced(self, batch: Sequence[UsageRecord]) -> Sequence[UsageRecord]:
+        # Here, on the way out, not in `record`: copying a frozen 28-field record costs
+        # as much as building it, and the request path should not pay for it.
+        if self._pricing is None:
+            return batch
+        return [self._pricing.apply(r) for r in batch]
+
+    def _spool_pending(self) -> bool:
+        return self._spool is not None and self._spool.pending > 0
+
+    def _go_down(self) -> None:
+        if not self._down:
+            log.error("usage sink failing: records go to the spool until it recovers")
+        self._down = True
+        self._probe_at = asyncio.get_running_loop().time() + self._backoff.next()
+
+    def _count_retried(self, n: int) -> None:
+        self.retried += n
+        self._m.retried.inc(n)
+
+
+async def _wait(event: asyncio.Event, seconds: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -13,7 +13,9 @@ from policy_sidecar.usage.record import UsageRecord
 
 
 class UsageSink(Protocol):
-    """Stores a batch of records; raises on failure so the caller can retry the batch."""
+    """Stores a batch of records; raises on failure so the caller can retry the batch,
+    `RejectedBatchError` when retrying cannot help. Must be idempotent on request id:
+    a batch may be retried, or replayed from the spool, after it was stored."""
 
     async def write(self, batch: Sequence[UsageRecord]) -> None: ...
 
@@ -43,3 +45,10 @@ class JsonlFileSink:
                 view = view[written:]
         finally:
             os.close(fd)
+
+
+class RejectedBatchError(Exception):
+    """The sink will never store this batch as it is (bad data, not a bad connection).
+
+    The recorder splits the batch to find the records at fault, stores the rest and
+    keeps those aside instead of retrying them forever."""

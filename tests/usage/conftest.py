@@ -1,0 +1,85 @@
+"""Fixtures for the recorder's Postgres tests: a schema per test on the shared server
+(from tests/store) and a private, stoppable Postgres instance."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.store.conftest import dsn, pool, schema_dsn
+
+__all__ = ["dsn", "pool", "private_postgres", "schema_dsn"]
+
+PG_BIN = Path(os.environ.get("POLICY_SIDECAR_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _as_postgres_user() -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway Postgres server this test session may stop and start at will."""
+
+    datadir: Path
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir.parent}"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._ctl("-w", "-t", "30", "-o", opts, "-l", str(self.datadir.parent / "log"), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-w", "-t", "30", "-m", mode, "stop")
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"no Postgres binaries in {PG_BIN} (set POLICY_SIDECAR_TEST_PG_BIN)")
+    root = Path(tempfile.mkdtemp(prefix="ps-private-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    server = PrivatePostgres(root / "data", _free_port())
+    subprocess.run(
+        [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(server.datadir), "-A", "trust",
+         "-U", "postgres", "--no-sync", "-E", "UTF8"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # a test left it stopped
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
