@@ -61,8 +61,10 @@ def usage_records(
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         if stack.usage_file.exists():
-            lines = stack.usage_file.read_text().splitlines()
-            found = [json.loads(line) for line in lines if line]
+            text = stack.usage_file.read_text()
+            # A line still being appended has no newline yet: read it next time.
+            complete = text[: text.rfind("\n") + 1]
+            found = [json.loads(line) for line in complete.splitlines() if line]
             if request_ids is not None:
                 found = [r for r in found if r["request_id"] in request_ids]
             if len(found) >= count:

@@ -84,7 +84,9 @@ def test_rate_limit_is_exact_across_workers_then_429_with_retry_after(limits_sta
         chat(limits_stack, KEYS["rl"])
     response = info.value.response
     assert response.status_code == 429
-    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # Sliding window: the earliest retry can be up to two window lengths away when the
+    # requests straddled a bucket boundary.
+    assert 1 <= int(response.headers["retry-after"]) <= 120
     assert response.headers["x-ratelimit-remaining-requests"] == "0"
     body = info.value.body
     assert isinstance(body, dict)
