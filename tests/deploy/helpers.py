@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import re
 import subprocess
@@ -21,7 +22,9 @@ from . import contract
 ENV_NAME = re.compile(r"POLICY_SIDECAR_[A-Z0-9_]+")
 
 
+@functools.cache
 def compose() -> dict[str, Any]:
+    """Parsed once per session; callers must not modify it."""
     data: dict[str, Any] = yaml.safe_load(contract.COMPOSE_FILE.read_text())
     return data
 
@@ -31,8 +34,10 @@ def compose_services() -> dict[str, dict[str, Any]]:
     return services
 
 
+@functools.cache
 def k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
-    """Every Kubernetes object in deploy/k8s (not the kustomization itself)."""
+    """Every Kubernetes object in deploy/k8s (not the kustomization itself); parsed once
+    per session, callers must not modify it."""
     docs = []
     for path in sorted(contract.K8S_DIR.glob("*.yaml")):
         if path.name == "kustomization.yaml":
