@@ -173,3 +173,32 @@ def test_compose_file_names_only_files_that_exist() -> None:
     for word in text.split():
         if word.startswith("./deploy/"):
             assert Path(contract.ROOT / word.split(":")[0]).exists(), word
+
+
+def _compose_schema_errors(document: dict[str, Any]) -> list[str]:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    return [
+        f"{'/'.join(str(p) for p in e.path)}: {e.message}" for e in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_matches_the_compose_spec_schema() -> None:
+    document = dict(compose())
+    # The vendored schema predates the top-level `name` (see schemas/README.md).
+    assert document.pop("name") == "policy-sidecar"
+    assert _compose_schema_errors(document) == []
+
+
+def test_the_compose_schema_rejects_a_bad_file() -> None:
+    document = dict(compose())
+    document.pop("name")
+    services = dict(document["services"])
+    services["sidecar"] = {**services["sidecar"], "depends_on": {"redis": {"condition": "up"}}}
+    services["envoy"] = {**services["envoy"], "helthcheck": {}}
+    errors = _compose_schema_errors({**document, "services": services})
+    assert len(errors) == 2, errors
