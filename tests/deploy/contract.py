@@ -35,7 +35,9 @@ PENDING_ENV_VARS = frozenset(
 )
 
 SIDECAR_PORTS = (50051, 50052)
-SIDECAR_METRICS_PORT = 9090  # POLICY_SIDECAR_METRICS_PORT default
+# POLICY_SIDECAR_METRICS_PORT default; assumed to listen on all addresses (not on
+# POLICY_SIDECAR_HOST), since compose binds the sidecar to 127.0.0.1.
+SIDECAR_METRICS_PORT = 9090
 ADMIN_GRPC_PORT = 50061  # `policy-sidecar admin` default
 ADMIN_METRICS_PORT = 9464  # admin service /metrics
 ENVOY_LISTEN_PORT = 10000
