@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -86,11 +87,11 @@ def release_adjustments(reservation: Reservation) -> list[Adjustment]:
     ]
 
 
-class SettlingMixin:
+class SettlingMixin(ABC):
     """``settle`` and ``release`` in terms of ``adjust``."""
 
-    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None: ...
 
     async def settle(self, reservation: Reservation, actual: Mapping[str, int], now: float) -> None:
         await self.adjust(settle_adjustments(reservation, actual), now)

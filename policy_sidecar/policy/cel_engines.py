@@ -15,6 +15,7 @@ declared variables. Division by zero on a dummy is not an error (it is a runtime
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -49,11 +50,11 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ERROR_AT = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
 
 
-class CelEngine:
+class CelEngine(ABC):
     """Compiles sources against one phase's declared variables."""
 
-    def compile(self, source: str) -> CompiledExpression:
-        raise NotImplementedError
+    @abstractmethod
+    def compile(self, source: str) -> CompiledExpression: ...
 
 
 # --- cel-expr-python ------------------------------------------------------------------

@@ -4,6 +4,7 @@ counter store's answer means. Pure: the store call happens in the enforcer."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 
 from policy_sidecar.catalog import ModelDeployment
@@ -53,7 +54,7 @@ def _scope_parts(
             return ("app", identity.app_id, "model", model or "-")
 
 
-class CounterPolicy:
+class CounterPolicy(ABC):
     """Shared by rate and token limits: one counter per request."""
 
     unit = ""  # "requests" or "tokens": the x-ratelimit-*-<unit> header family
@@ -69,8 +70,8 @@ class CounterPolicy:
         self._keys: dict[tuple[str, str, str, str, str], str] = {}
 
     @property
-    def limit(self) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def limit(self) -> int: ...
 
     def key(self, identity: Identity, model: str) -> str:
         cache_key = (identity.org_id, identity.app_id, identity.environment, identity.key_id, model)
@@ -85,8 +86,8 @@ class CounterPolicy:
             self._keys[cache_key] = found
         return found
 
-    def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int: ...
 
     def op(
         self, identity: Identity, ctx: PreRequestContext, deployment: ModelDeployment | None

@@ -87,7 +87,7 @@ class OwnRedis:
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server binary not installed")
+        pytest.fail("redis-server is needed (.ci/run installs it when absent)")
     server = OwnRedis()
     server.start()
     yield server
