@@ -129,13 +129,15 @@ def plain_envoy_config(with_sidecar: str, listen_port: int, admin_port: int) -> 
     return yaml.safe_dump(config)
 
 
-def wrk(url: str, *, connections: int, duration: int, workdir: Path) -> dict[str, float]:
+def wrk(
+    url: str, *, connections: int, duration: int, workdir: Path, key: str = KEY
+) -> dict[str, float]:
     script = workdir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
