@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
@@ -20,10 +22,11 @@ from policy_sidecar.store.postgres import (
     UsageRepository,
     open_pool,
 )
-from policy_sidecar.store.types import Model, Policy
+from policy_sidecar.store.types import Page
 from policy_sidecar.usage import PostgresUsageSink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,22 +56,14 @@ class Production:
         await self.pool.close()
 
 
-async def _all_pages_policies(repo: PolicyRepository) -> list[Policy]:
-    out: list[Policy] = []
+async def _all_pages(
+    list_page: Callable[[str | None], Awaitable[Page[T]]],
+) -> list[T]:
+    """Every item of a keyset-paginated listing."""
+    out: list[T] = []
     token: str | None = None
     while True:
-        page = await repo.list(enabled=True, page_size=500, page_token=token)
-        out.extend(page.items)
-        token = page.next_page_token
-        if token is None:
-            return out
-
-
-async def _all_pages_models(repo: ModelRepository) -> list[Model]:
-    out: list[Model] = []
-    token: str | None = None
-    while True:
-        page = await repo.list(page_size=500, page_token=token)
+        page = await list_page(token)
         out.extend(page.items)
         token = page.next_page_token
         if token is None:
@@ -90,13 +85,17 @@ async def open_production(
         redis=redis,
         identities=CachedIdentityResolver(keys.resolve, keys.record_last_used),
         policies=CachedPolicySource(
-            lambda: _all_pages_policies(policies_repo),
+            lambda: _all_pages(
+                lambda token: policies_repo.list(enabled=True, page_size=500, page_token=token)
+            ),
             redis,
             cel_engine="cel-python" if cel_engine == "cel-python" else "cel-expr",
             # One policy copy per database: two deployments may share a Redis.
             namespace=hashlib.sha256(database_url.encode()).hexdigest()[:16],
         ),
-        models=ModelCatalog(lambda: _all_pages_models(models_repo)),
+        models=ModelCatalog(
+            lambda: _all_pages(lambda token: models_repo.list(page_size=500, page_token=token))
+        ),
         usage_sink=PostgresUsageSink(UsageRepository(pool)),
         listener=None,
     )
