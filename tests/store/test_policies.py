@@ -108,9 +108,10 @@ async def test_list_and_applicable(policies: PolicyRepository, pool: Pool) -> No
     await policies.create(name="other", type="rate_limit", config=RL, org_id="other")
     await policies.create(name="off", type="rate_limit", config=RL, enabled=False)
     got = await policies.applicable(org_id="acme", app_id=app.id, environment="prod")
-    assert [p.id for p in got] == [env.id, glob.id, org.id]
+    # The engine's order: lower priority numbers first (org has the default 0).
+    assert [p.id for p in got] == [org.id, glob.id, env.id]
     got = await policies.applicable(org_id="acme", app_id=app.id, environment="dev")
-    assert [p.id for p in got] == [glob.id, org.id]
+    assert [p.id for p in got] == [org.id, glob.id]
     assert [p.id for p in (await policies.list(org_id="acme")).items] == [org.id]
     assert len((await policies.list(enabled=False)).items) == 1
     page = await policies.list(page_size=4)

@@ -125,8 +125,8 @@ class PolicyRepository:
     async def applicable(
         self, *, org_id: str | None, app_id: str | None, environment: str | None
     ) -> tuple[Policy, ...]:
-        """Enabled policies whose scope covers the caller, by priority then id: what
-        the policy cache loads. Model patterns are matched by the engine."""
+        """Enabled policies whose scope covers the caller, lowest priority number first,
+        then id (the engine's order). Model patterns are matched by the engine."""
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Policy))
             await cur.execute(
@@ -134,7 +134,7 @@ class PolicyRepository:
                 " AND (org_id IS NULL OR org_id = %s)"
                 " AND (app_id IS NULL OR app_id = %s)"
                 " AND (environment IS NULL OR environment = %s)"
-                " ORDER BY priority DESC, id",
+                " ORDER BY priority, id",
                 (org_id, app_id, environment),
             )
             return tuple(await cur.fetchall())
