@@ -11,10 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from policy_sidecar.providers import _openai_request as req
-from policy_sidecar.providers._decode import with_encoding
-from policy_sidecar.providers.base import ParsedRequest, Route, UsageParser
-from policy_sidecar.providers.openai import PARSERS, openai_error_body, openai_usage_parser
+from policy_sidecar.providers.base import ParsedRequest, Route
+from policy_sidecar.providers.openai import PARSERS, OpenAIWireFormat
 
 _DEPLOYMENT = re.compile(
     r"^/openai/deployments/(?P<deployment>[^/?]+)/(?P<op>chat/completions|completions|embeddings)/?$"
@@ -29,7 +27,7 @@ _V1 = {
 _OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 
 
-class AzureOpenAIProvider:
+class AzureOpenAIProvider(OpenAIWireFormat):
     """``*.openai.azure.com``; the deployment in the path stands in for a missing ``model``."""
 
     name = "azure"
@@ -53,25 +51,3 @@ class AzureOpenAIProvider:
 
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
         return PARSERS[route.operation](body, model_default=route.model_from_path)
-
-    def usage_parser(
-        self, route: Route, *, streaming: bool, content_encoding: str | None = None
-    ) -> UsageParser:
-        parser = openai_usage_parser(route.operation, streaming=streaming)
-        return with_encoding(parser, content_encoding)
-
-    def error_body(
-        self,
-        *,
-        message: str,
-        error_type: str,
-        code: str,
-        status: int,
-        details: Mapping[str, Any],
-    ) -> bytes:
-        return openai_error_body(message=message, error_type=error_type, code=code, details=details)
-
-    def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        if route.operation in ("chat", "completions"):
-            return req.include_usage_patch(body)
-        return None

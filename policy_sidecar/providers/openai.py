@@ -98,19 +98,9 @@ def openai_error_body(
     return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
-class OpenAIProvider:
-    """api.openai.com: matched on the exact path (query ignored), POST only."""
-
-    name = "openai"
-
-    def match(self, method: str, path: str) -> Route | None:
-        if method != "POST":
-            return None
-        operation = _OPERATIONS.get(path.partition("?")[0].rstrip("/"))
-        return Route(self.name, operation) if operation else None
-
-    def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
-        return PARSERS[route.operation](body)
+class OpenAIWireFormat:
+    """What OpenAI and Azure OpenAI share: usage extraction, the error shape, and the
+    ``stream_options.include_usage`` patch."""
 
     def usage_parser(
         self, route: Route, *, streaming: bool, content_encoding: str | None = None
@@ -134,3 +124,18 @@ class OpenAIProvider:
         if route.operation in ("chat", "completions"):
             return req.include_usage_patch(body)
         return None
+
+
+class OpenAIProvider(OpenAIWireFormat):
+    """api.openai.com: matched on the exact path (query ignored), POST only."""
+
+    name = "openai"
+
+    def match(self, method: str, path: str) -> Route | None:
+        if method != "POST":
+            return None
+        operation = _OPERATIONS.get(path.partition("?")[0].rstrip("/"))
+        return Route(self.name, operation) if operation else None
+
+    def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+        return PARSERS[route.operation](body)
