@@ -161,6 +161,7 @@ async def serve_worker(
             estimator=estimator,
             recorder=metered,
             models=production.models,
+            unknown_paths=settings.unknown_paths,
             inject_stream_usage=settings.inject_stream_usage,
         )
     else:

@@ -20,6 +20,7 @@
 | POLICY_SIDECAR_METRICS_PORT | 9090 | Prometheus `/metrics` (all workers merged); 0 turns it off |
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
+| POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Settings:
     database_url: str | None = None
     metrics_port: int = 9090
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
+    unknown_paths: Literal["deny", "passthrough"] = "deny"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +93,7 @@ class Settings:
             database_url=get("DATABASE_URL"),
             metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
             cel_engine=_cel_engine(get("CEL_ENGINE")),
+            unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
         )
 
 
@@ -120,6 +123,14 @@ def _cel_engine(value: str | None) -> Literal["cel-expr", "cel-python"]:
     if value == "cel-python":
         return "cel-python"
     raise SettingsError(f"{PREFIX}CEL_ENGINE: expected cel-expr or cel-python, got {value!r}")
+
+
+def _unknown_paths(value: str | None) -> Literal["deny", "passthrough"]:
+    if value is None or value == "deny":
+        return "deny"
+    if value == "passthrough":
+        return "passthrough"
+    raise SettingsError(f"{PREFIX}UNKNOWN_PATHS: expected deny or passthrough, got {value!r}")
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:

@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
+from policy_sidecar.providers.paths import QUERY_KEY, split_path
+
 # Headers that may carry the caller's key; all are removed before the request goes
 # upstream so the caller's key never reaches the provider.
 KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+# Providers whose API takes the key as ``?key=`` (Gemini's REST examples do). On any
+# other endpoint a ``?key=`` is refused: it would travel upstream in the URL.
+QUERY_KEY_PROVIDERS = frozenset({"gemini"})
 
 
-def api_key_from(headers: Mapping[str, str], path: str) -> str | None:
+def api_key_from(headers: Mapping[str, str], path: str, *, query_allowed: bool) -> str | None:
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
@@ -20,10 +25,9 @@ def api_key_from(headers: Mapping[str, str], path: str) -> str | None:
         value = headers.get(name)
         if value:
             return value.strip()
-    # Gemini's REST examples pass the key as ?key=...
-    _, _, query = path.partition("?")
-    if query:
-        values = parse_qs(query).get("key")
+    if query_allowed:
+        _, query = split_path(path)
+        values = parse_qs(query).get(QUERY_KEY)
         if values:
             return values[0]
     return None

@@ -18,7 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.handover import Handover
-from policy_sidecar.extproc.keys import KEY_HEADERS, api_key_from
+from policy_sidecar.extproc.keys import KEY_HEADERS, QUERY_KEY_PROVIDERS, api_key_from
 from policy_sidecar.extproc.responses import (
     continue_request_body,
     continue_request_headers,
@@ -30,13 +30,15 @@ from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.providers.base import Provider, RequestError, Route
+from policy_sidecar.providers.paths import free_route, has_query_key, without_query_key
 from policy_sidecar.usage.record import UsageRecord
 
 log = logging.getLogger(__name__)
 
-APP_HEADER = "x-policy-sidecar-app"
-ORG_HEADER = "x-policy-sidecar-org"
-ENV_HEADER = "x-policy-sidecar-env"
+# Headers only the sidecar may set. Any the client sent are removed before a route is
+# chosen, and Envoy removes them before the provider (envoy.yaml): the route header
+# picks the upstream cluster, so a client must never be able to send it.
+INTERNAL_HEADER_PREFIX = "x-policy-sidecar-"
 ROUTE_HEADER = "x-policy-sidecar-route"
 # Stripped so the upstream answers uncompressed and the usage parser reads plain bytes.
 _REMOVED_HEADERS = (*KEY_HEADERS, "accept-encoding")
@@ -66,8 +68,9 @@ class PolicyProcessor:
 
     async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         headers = {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
-        path = headers.get(":path", "")
-        matched = self._s.providers.match(headers.get(":method", ""), path)
+        path, method = headers.get(":path", ""), headers.get(":method", "")
+        matched = self._s.providers.match(method, path)
+        free = free_route(method, path) if matched is None else None
         if matched is not None:
             self._provider, self._route = matched
         self._handover = Handover(
@@ -79,7 +82,13 @@ class PolicyProcessor:
             stream_from_path=self._route.stream_from_path if self._route else False,
             api_version=self._route.api_version if self._route else None,
         )
-        key = api_key_from(headers, path)
+        query_key = has_query_key(path)
+        owner = self._route.provider if self._route else (free.provider if free else None)
+        query_allowed = owner in QUERY_KEY_PROVIDERS
+        if query_key and not query_allowed:
+            message = "an API key in the query string (?key=) is accepted on Gemini endpoints only"
+            return self._deny(_Denial(401, "invalid_api_key", message))
+        key = api_key_from(headers, path, query_allowed=query_allowed)
         identity = await self._s.identities.resolve(key) if key else None
         if identity is None:
             message = "invalid API key" if key else "missing API key"
@@ -94,15 +103,13 @@ class PolicyProcessor:
             decision = engine.check_declared_size(identity, int(declared))
             if decision.denial is not None:
                 return self._deny_by(decision.denial, request_bytes=int(declared))
-        if matched is None and self._s.unknown_paths == "deny":
-            return self._deny(_Denial(404, "unknown_endpoint", f"no LLM API is known at {path}"))
+        if matched is None and free is None and self._s.unknown_paths == "deny":
+            message = f"no LLM API is known at {method} {path}"
+            return self._deny(_Denial(404, "unknown_endpoint", message))
+        internal = [name for name in headers if name.startswith(INTERNAL_HEADER_PREFIX)]
         mutation = header_mutation(
-            {
-                APP_HEADER: identity.app_id,
-                ORG_HEADER: identity.org_id,
-                ENV_HEADER: identity.environment,
-            },
-            _REMOVED_HEADERS,
+            {":path": without_query_key(path)} if query_key else None,
+            (*_REMOVED_HEADERS, *internal),
         )
         if msg.end_of_stream:
             self.done = True
@@ -110,7 +117,10 @@ class PolicyProcessor:
                 return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
         # The metadata goes with the body response; only a bodiless request needs it here.
         metadata = self._handover.to_metadata() if msg.end_of_stream else None
-        return continue_request_headers(mutation=mutation, metadata=metadata)
+        # A removed client header may have picked the cached route: pick it again.
+        return continue_request_headers(
+            mutation=mutation, metadata=metadata, clear_route_cache=bool(internal)
+        )
 
     async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         self.done = True

@@ -82,10 +82,11 @@ def continue_request_headers(
     *,
     mutation: pb.HeaderMutation | None = None,
     metadata: Mapping[str, Any] | None = None,
+    clear_route_cache: bool = False,
 ) -> pb.ProcessingResponse:
-    response = pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=_common(mutation, None))
-    )
+    common = _common(mutation, None)
+    common.clear_route_cache = clear_route_cache
+    response = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
     md = _metadata(metadata)
     if md is not None:
         response.dynamic_metadata.CopyFrom(md)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.enforcer import Enforcer
@@ -18,6 +18,8 @@ from policy_sidecar.tokens import TokenEstimator
 from policy_sidecar.usage.record import UsageRecord
 
 log = logging.getLogger(__name__)
+
+UnknownPaths: TypeAlias = Literal["deny", "passthrough"]
 
 
 class UsageRecorder(Protocol):
@@ -35,8 +37,9 @@ class Services:
     estimator: TokenEstimator
     recorder: UsageRecorder
     models: Mapping[str, ModelDeployment] = field(default_factory=dict)
-    # What to do with a path no provider recognises: let it through unmetered, or 404.
-    unknown_paths: Literal["passthrough", "deny"] = "passthrough"
+    # A path that is neither a provider's metered endpoint nor a free route (listing
+    # models): 404 (the default), or let it through unmetered.
+    unknown_paths: UnknownPaths = "deny"
     # Ask OpenAI-style streams for their usage chunk so usage is always known.
     inject_stream_usage: bool = True
     clock: Callable[[], float] = time.time

@@ -23,12 +23,25 @@ from policy_sidecar.tokens import TokenEstimator, load_estimator
 CHUNK_DELAY_HEADER = "x-fake-chunk-delay"
 # Cached prompt tokens to report (prompt caching), e.g. to exercise cache accounting.
 CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
+# On every response: the path (with query) and the header names the fake received, so
+# tests can check what Envoy forwarded upstream.
+RECEIVED_PATH_HEADER = "x-fake-received-path"
+RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
 DEFAULT_COMPLETION_TOKENS = 12
 _WORDS = ("The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog.")
 
 
 def reply_text(tokens: int) -> str:
     return " ".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
+
+
+def received(request: web.Request) -> dict[str, str]:
+    """What reached the fake: the raw path with query, and the request's header names."""
+    names = sorted({name.lower() for name in request.headers})
+    return {
+        RECEIVED_PATH_HEADER: request.raw_path,
+        RECEIVED_HEADERS_HEADER: ",".join(names),
+    }
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -88,6 +101,7 @@ class FakeProvider:
                 "content-type": sample.content_type,
                 "cache-control": "no-cache",
                 "x-fake-provider": self.name,
+                **received(request),
             }
         )
         if gzip:
@@ -117,6 +131,7 @@ def create_app(estimator: TokenEstimator | None = None, *, name: str = "fake") -
         response: web.StreamResponse = await handler(request)
         if not response.prepared:
             response.headers["x-fake-provider"] = name
+            response.headers.update(received(request))
         return response
 
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[identify])

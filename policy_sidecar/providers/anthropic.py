@@ -114,7 +114,7 @@ class AnthropicProvider:
     name = "anthropic"
 
     def match(self, method: str, path: str) -> Route | None:
-        if method == "POST" and path.partition("?")[0].rstrip("/") == "/v1/messages":
+        if method == "POST" and path.partition("?")[0].rstrip("/").lower() == "/v1/messages":
             return Route(self.name, "messages")
         return None
 

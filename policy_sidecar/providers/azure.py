@@ -15,7 +15,8 @@ from policy_sidecar.providers.base import ParsedRequest, Route
 from policy_sidecar.providers.openai import PARSERS, OpenAIWireFormat
 
 _DEPLOYMENT = re.compile(
-    r"^/openai/deployments/(?P<deployment>[^/?]+)/(?P<op>chat/completions|completions|embeddings)/?$"
+    r"^/openai/deployments/(?P<deployment>[^/?]+)/(?P<op>chat/completions|completions|embeddings)/?$",
+    re.IGNORECASE,
 )
 _V1 = {
     "/openai/v1/chat/completions": "chat",
@@ -42,11 +43,11 @@ class AzureOpenAIProvider(OpenAIWireFormat):
         if found:
             return Route(
                 self.name,
-                _OPS[found["op"]],
+                _OPS[found["op"].lower()],
                 model_from_path=found["deployment"],
                 api_version=version,
             )
-        operation = _V1.get(bare.rstrip("/"))
+        operation = _V1.get(bare.rstrip("/").lower())
         return Route(self.name, operation, api_version=version) if operation else None
 
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:

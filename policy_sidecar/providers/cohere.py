@@ -155,7 +155,7 @@ class CohereProvider:
     name = "cohere"
 
     def match(self, method: str, path: str) -> Route | None:
-        found = _ROUTES.get(path.partition("?")[0].rstrip("/"))
+        found = _ROUTES.get(path.partition("?")[0].rstrip("/").lower())
         if method != "POST" or found is None:
             return None
         return Route(self.name, found[0], api_version=found[1])

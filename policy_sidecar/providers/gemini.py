@@ -20,12 +20,13 @@ from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, U
 
 _PATH = re.compile(
     r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent|embedContent)$"
+    r":(?P<method>generateContent|streamGenerateContent|embedContent)/?$",
+    re.IGNORECASE,
 )
 _OPERATIONS = {
-    "generateContent": "generate",
-    "streamGenerateContent": "generate",
-    "embedContent": "embed",
+    "generatecontent": "generate",
+    "streamgeneratecontent": "generate",
+    "embedcontent": "embed",
 }
 _FIELDS = {
     "promptTokenCount": "prompt",
@@ -148,10 +149,10 @@ class GeminiProvider:
             return None
         return Route(
             self.name,
-            _OPERATIONS[found["method"]],
+            _OPERATIONS[found["method"].lower()],
             model_from_path=found["model"],
-            stream_from_path=found["method"] == "streamGenerateContent",
-            api_version=found["version"],
+            stream_from_path=found["method"].lower() == "streamgeneratecontent",
+            api_version=found["version"].lower(),
         )
 
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:

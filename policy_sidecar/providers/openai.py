@@ -134,7 +134,7 @@ class OpenAIProvider(OpenAIWireFormat):
     def match(self, method: str, path: str) -> Route | None:
         if method != "POST":
             return None
-        operation = _OPERATIONS.get(path.partition("?")[0].rstrip("/"))
+        operation = _OPERATIONS.get(path.partition("?")[0].rstrip("/").lower())
         return Route(self.name, operation) if operation else None
 
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:

@@ -14,6 +14,7 @@ from policy_sidecar.providers.base import Provider, Route
 from policy_sidecar.providers.cohere import CohereProvider
 from policy_sidecar.providers.gemini import GeminiProvider
 from policy_sidecar.providers.openai import OpenAIProvider
+from policy_sidecar.providers.paths import canonical_target
 
 # The one list of providers. Paths do not overlap, so order only matters for speed.
 PROVIDERS: tuple[type[Provider], ...] = (
@@ -37,8 +38,11 @@ class ProviderRegistry:
         self._by_name = {p.name: p for p in self._providers}
 
     def match(self, method: str, path: str) -> tuple[Provider, Route] | None:
+        """Matches the canonical spelling of ``path`` (see ``paths``), so percent-escapes,
+        ``;`` parameters, trailing slashes and case never decide whether it is metered."""
+        target = canonical_target(path)
         for provider in self._providers:
-            route = provider.match(method, path)
+            route = provider.match(method, target)
             if route is not None:
                 return provider, route
         return None

@@ -76,7 +76,7 @@ class _Policy(_Strict):
 
 class _File(_Strict):
     version: Literal[1] = 1
-    unknown_paths: Literal["passthrough", "deny"] = "passthrough"
+    unknown_paths: Literal["deny", "passthrough"] = "deny"
     applications: list[_App] = []
     models: list[_Model] = []
     policies: list[_Policy] = []
@@ -89,7 +89,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class StandaloneConfig:
     source: str
-    unknown_paths: Literal["passthrough", "deny"]
+    unknown_paths: Literal["deny", "passthrough"]
     keys: Mapping[str, Identity]  # by key hash
     models: Mapping[str, ModelDeployment]
     policies: tuple[PolicyDefinition, ...]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from policy_sidecar.extproc.handover import Handover
-from policy_sidecar.extproc.policy_stream import APP_HEADER, ROUTE_HEADER, PolicyProcessor
+from policy_sidecar.extproc.policy_stream import ROUTE_HEADER, PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 from policy_sidecar.extproc.services import Services
 from tests.conftest import KEY, OTHER_KEY, ListRecorder
@@ -35,7 +35,8 @@ async def test_allowed_request_continues_with_identity_and_handover(
     r1 = await p.on_request_headers(request_headers(KEY, body=data))
     assert r1.WhichOneof("response") == "request_headers"
     mutation = r1.request_headers.response.header_mutation
-    assert header_dict(mutation)[APP_HEADER] == "app1"
+    # Identity travels as metadata, never as headers the provider would see.
+    assert header_dict(mutation) == {}
     assert "authorization" in mutation.remove_headers
     assert "accept-encoding" in mutation.remove_headers
     assert not p.done
@@ -202,7 +203,7 @@ async def test_unknown_path_rule(
 ) -> None:
     p = PolicyProcessor(make_services(unknown_paths=rule))
     response = await p.on_request_headers(
-        request_headers(KEY, path="/v1/models", method="GET", body=None)
+        request_headers(KEY, path="/v1/batches", method="GET", body=None)
     )
     if expect_status is None:
         assert response.WhichOneof("response") == "request_headers"
