@@ -44,6 +44,8 @@ from policy_sidecar.store.postgres import (
 from policy_sidecar.store.postgres.usage_queries import UsageFilter
 from policy_sidecar.tokens import load_estimator
 
+from . import edge_checks
+
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
 BASE_DSN = os.environ.get(
@@ -388,3 +390,8 @@ def test_unknown_model_is_refused_with_a_clear_error(env: Env) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-99", messages=MESSAGES)  # type: ignore[arg-type]
     assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_the_edge_holds_in_production_mode(env: Env) -> None:
+    # No POLICY_SIDECAR_UNKNOWN_PATHS in this stack's environment: deny is the default.
+    edge_checks.check_all(env.stack.url, env.key)

@@ -1,0 +1,104 @@
+"""The request-headers phase at the edge: free routes, internal headers, ?key=."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from policy_sidecar.extproc.policy_stream import PolicyProcessor
+from policy_sidecar.extproc.services import Services
+from tests.conftest import KEY, ListRecorder
+from tests.extproc.messages import header_dict, request_headers
+
+GEMINI = "/v1beta/models/gemini-2.0-flash:generateContent"
+
+
+def status_of(response: object) -> int | None:
+    if response.WhichOneof("response") != "immediate_response":  # type: ignore[attr-defined]
+        return None
+    return int(response.immediate_response.status.code)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/models/gpt-4o-mini", None),
+        ("GET", "/v1beta/models", None),
+        ("POST", "/v1/images/generations", 404),
+        ("POST", "/v1/batches", 404),
+        ("POST", "/v1/audio/speech", 404),
+        ("POST", "/v1/files", 404),
+        ("GET", "/v1/files", 404),
+        ("GET", "/v1/models/", 404),
+        ("DELETE", "/v1/models/ft-x", 404),
+    ],
+)
+async def test_unknown_endpoints_are_denied_by_default_free_routes_are_not(
+    services: Services, recorder: ListRecorder, method: str, path: str, status: int | None
+) -> None:
+    assert services.unknown_paths == "deny"
+    p = PolicyProcessor(services)
+    body = b"{}" if method == "POST" else None
+    response = await p.on_request_headers(request_headers(KEY, path=path, method=method, body=body))
+    assert status_of(response) == status
+    if status == 404:
+        error = json.loads(response.immediate_response.body)["error"]
+        assert error["code"] == "unknown_endpoint"
+        [record] = recorder.records
+        assert (record.decision, record.status_code) == ("deny", 404)
+
+
+async def test_client_sent_internal_headers_are_removed_and_the_route_picked_again(
+    services: Services,
+) -> None:
+    p = PolicyProcessor(services)
+    extra = {"x-policy-sidecar-route": "echo", "x-policy-sidecar-app": "someone-else"}
+    response = await p.on_request_headers(request_headers(KEY, extra=extra))
+    common = response.request_headers.response
+    assert set(extra) <= set(common.header_mutation.remove_headers)
+    assert not any(k.startswith("x-policy-sidecar-") for k in header_dict(common.header_mutation))
+    assert common.clear_route_cache
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        (f"/v1/chat/completions?key={KEY}", {}),
+        (f"/v1/messages?key={KEY}", {}),
+        (f"/v1/models?key={KEY}", {}),
+        # Even beside a valid header key: the query would carry it upstream.
+        (f"/v1/chat/completions?key={KEY}", {"authorization": f"Bearer {KEY}"}),
+    ],
+)
+async def test_query_key_is_refused_outside_gemini(
+    services: Services, path: str, extra: dict[str, str]
+) -> None:
+    p = PolicyProcessor(services)
+    response = await p.on_request_headers(request_headers(None, path=path, extra=extra))
+    assert status_of(response) == 401
+    error = json.loads(response.immediate_response.body)["error"]
+    assert "query string" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "forwarded"),
+    [
+        (f"{GEMINI}?key={KEY}", GEMINI),
+        (f"{GEMINI}?alt=sse&key={KEY}", f"{GEMINI}?alt=sse"),
+        (f"/v1beta/models?key={KEY}", "/v1beta/models"),
+    ],
+)
+async def test_query_key_works_on_gemini_and_is_not_forwarded(
+    make_services: Callable[..., Services], path: str, forwarded: str
+) -> None:
+    p = PolicyProcessor(make_services(models={}))
+    method, body = ("GET", None) if path.startswith("/v1beta/models?") else ("POST", b"{}")
+    response = await p.on_request_headers(
+        request_headers(None, path=path, method=method, body=body)
+    )
+    assert status_of(response) is None
+    mutation = response.request_headers.response.header_mutation
+    assert header_dict(mutation)[":path"] == forwarded
