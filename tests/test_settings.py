@@ -38,11 +38,24 @@ def test_bad_ports(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("INJECT_STREAM_USAGE", "maybe"), ("GRACE_SECONDS", "soon"), ("GRACE_SECONDS", "-1")],
+    [
+        ("INJECT_STREAM_USAGE", "maybe"),
+        ("GRACE_SECONDS", "soon"),
+        ("GRACE_SECONDS", "-1"),
+        ("UNKNOWN_PATHS", "allow"),
+    ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"POLICY_SIDECAR_{name}"):
         Settings.from_env({f"POLICY_SIDECAR_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"), [(None, "deny"), ("deny", "deny"), ("passthrough", "passthrough")]
+)
+def test_unknown_paths_are_denied_unless_set(value: str | None, rule: str) -> None:
+    env = {} if value is None else {"POLICY_SIDECAR_UNKNOWN_PATHS": value}
+    assert Settings.from_env(env).unknown_paths == rule
 
 
 def test_usage_recorder_settings() -> None:
