@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from importlib import resources
 from string import Template
 
+from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
+
 
 @dataclass(frozen=True, slots=True)
 class EnvoyOptions:
@@ -42,6 +44,8 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         buffer_limit_bytes=options.buffer_limit_bytes,
         message_timeout=f"{options.message_timeout_ms / 1000:.3f}s",
         sidecar_endpoints=endpoints,
+        max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
+        local_reply_config=local_reply_config(indent=12),
         upstream_clusters="\n".join(
             _cluster(name, host, port, options.buffer_limit_bytes)
             for name, host, port in (

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from policy_sidecar.envoy.local_reply import ERROR_HEADER
+from policy_sidecar.extproc.attributes import facts_from_attributes
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity import Identity
@@ -31,6 +33,10 @@ class UsageObserver:
         self._response_bytes = 0
         self._first_byte_at: float | None = None
         self._streamed = False
+        # The cause of an error Envoy answered itself (its local_reply_config names it).
+        self._envoy_error: str | None = None
+        # Envoy's request id, for a request the policy filter never handed over.
+        self._request_id: str | None = None
         # True once the record is written (or was written by the policy filter).
         self.done = False
 
@@ -44,6 +50,9 @@ class UsageObserver:
                 return
         kind = msg.WhichOneof("request")
         if kind == "response_headers":
+            if self._handover is None:
+                facts = facts_from_attributes(msg.attributes)
+                self._request_id = (facts.request_id[:128] or None) if facts else None
             self._on_response_headers(msg.response_headers)
         elif kind == "response_body":
             body = msg.response_body
@@ -65,6 +74,8 @@ class UsageObserver:
         headers = {h.key: h.raw_value for h in msg.headers.headers}
         status = headers.get(":status", b"0")
         self._status = int(status) if status.isdigit() else 0
+        if ERROR_HEADER in headers:
+            self._envoy_error = headers[ERROR_HEADER].decode("latin-1")[:64]
         content_type = headers.get("content-type", b"").decode("latin-1")
         encoding = headers.get("content-encoding", b"").decode("latin-1") or None
         h = self._handover
@@ -90,10 +101,17 @@ class UsageObserver:
         self.done = True
         now = self._s.clock()
         usage = self._parser.finish() if self._parser is not None else None
-        h = self._handover or Handover(request_id=str(uuid.uuid4()), started_at=now)
-        # "error": the policy filter never saw this request (Envoy answered it itself).
+        h = self._handover or Handover(
+            request_id=self._request_id or str(uuid.uuid4()), started_at=now
+        )
+        # "error": Envoy answered the request itself (no cluster, connect failure, …),
+        # or the policy filter never saw it.
         decision: Decision = (
-            "error" if self._handover is None else "allow" if complete else "incomplete"
+            "error"
+            if self._handover is None or self._envoy_error is not None
+            else "allow"
+            if complete
+            else "incomplete"
         )
         reported = usage or Usage()
         record = UsageRecord(
@@ -124,6 +142,8 @@ class UsageObserver:
             request_bytes=h.request_bytes,
             response_bytes=self._response_bytes,
             shadow_violations=h.shadow,
+            # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
+            denied_by=self._envoy_error,
         )
         if h.app_id is None or h.org_id is None or h.environment is None:
             self._s.recorder.record(record)

@@ -41,6 +41,8 @@ class UsageRecord:
     request_bytes: int = 0
     response_bytes: int = 0
     cost_usd: float | None = None
+    # A denial: the policy's id. An error Envoy answered itself: its cause
+    # (``upstream_not_configured``, ``upstream_connect_failed``, …; docs/envoy.md).
     denied_by: str | None = None
     shadow_violations: tuple[str, ...] = ()
     post_violations: tuple[str, ...] = ()

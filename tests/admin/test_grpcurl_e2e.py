@@ -128,7 +128,7 @@ async def test_operator_walkthrough(admin_address: tuple[str, int], pool: Pool) 
                     "name": "gpt-4o-mini",
                     "provider": "openai",
                     "upstream_model": "gpt-4o-mini",
-                    "upstream_cluster": "openai",
+                    "upstream_cluster": "upstream",
                     "input_price_per_mtok": "0.15",
                     "output_price_per_mtok": "0.60",
                     "enabled": True,

@@ -12,6 +12,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +40,28 @@ REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6
 TOKEN = "operator-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Say hi."}]
+DOCS = ROOT / "docs" / "admin.md"
+
+
+def walkthrough_model() -> dict[str, Any]:
+    """The CreateModel request of docs/admin.md's walkthrough, as written there."""
+    found = re.search(
+        r"g -d '(\{\"model\": .*?\})' \\\n\s+"
+        r"\$ADMIN policy_sidecar\.admin\.v1\.ModelService/CreateModel",
+        DOCS.read_text(),
+        re.DOTALL,
+    )
+    assert found, "docs/admin.md: no CreateModel step"
+    model: dict[str, Any] = json.loads(found.group(1))
+    return model
+
+
+def walkthrough_request() -> dict[str, Any]:
+    """The request the walkthrough sends through Envoy after creating the model."""
+    found = re.search(r"^curl .*?-d '(\{.*?\})'$", DOCS.read_text(), re.DOTALL | re.MULTILINE)
+    assert found, "docs/admin.md: no traffic step"
+    request: dict[str, Any] = json.loads(found.group(1))
+    return request
 
 
 @dataclass(frozen=True)
@@ -116,6 +140,37 @@ def chat(env: Env, key: str, model: str) -> int:
     return 200
 
 
+def post(env: Env, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"{env.stack.url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def create_model(env: Env, name: str, *, cluster: str) -> None:
+    grpcurl(
+        env,
+        "ModelService/CreateModel",
+        {
+            "model": {
+                "name": name,
+                "provider": "openai",
+                "upstream_model": name,
+                "upstream_cluster": cluster,
+                "input_price_per_mtok": "1",
+                "output_price_per_mtok": "2",
+                "enabled": True,
+            }
+        },
+    )
+
+
 def eventually(check: Callable[[], bool], what: str, timeout: float = 1.0) -> None:
     """Polls `check`: the change must reach the running sidecar within `timeout`."""
     deadline = time.monotonic() + timeout
@@ -142,22 +197,12 @@ def test_operator_story(env: Env) -> None:
         {"app_id": app["id"], "environment": "production", "name": "prod"},
     )
     key = created["secret"]
-    for name in ("gpt-4o-mini", "gpt-4o"):
-        grpcurl(
-            env,
-            "ModelService/CreateModel",
-            {
-                "model": {
-                    "name": name,
-                    "provider": "openai",
-                    "upstream_model": name,
-                    "upstream_cluster": "upstream",
-                    "input_price_per_mtok": "1",
-                    "output_price_per_mtok": "2",
-                    "enabled": True,
-                }
-            },
-        )
+    # The walkthrough's model, exactly as docs/admin.md creates it, serves its request.
+    model = grpcurl(env, "ModelService/CreateModel", walkthrough_model())["model"]
+    status, _ = post(env, key, walkthrough_request())
+    sent.append(status)
+    assert status == 200 and walkthrough_request()["model"] == model["name"]
+    create_model(env, "gpt-4o", cluster="upstream")
     assert send(key, "gpt-4o") == 200
 
     # A policy created through the admin API applies to the running sidecar.
@@ -216,3 +261,35 @@ def test_operator_story(env: Env) -> None:
         {"id": created["apiKey"]["id"], "version": created["apiKey"]["version"]},
     )
     eventually(lambda: chat(env, key, "gpt-4o-mini") == 401, "revoked key")
+
+
+def test_a_model_on_a_cluster_envoy_lacks_is_a_recorded_error(env: Env) -> None:
+    # "openai" is no cluster of the rendered configuration (the walkthrough once used it).
+    app = grpcurl(
+        env,
+        "ApplicationService/CreateApplication",
+        {"application": {"org_id": "acme", "name": "misrouted"}},
+    )["application"]
+    key = grpcurl(
+        env,
+        "ApiKeyService/CreateApiKey",
+        {"app_id": app["id"], "environment": "production", "name": "prod"},
+    )["secret"]
+    create_model(env, "misrouted-model", cluster="openai")
+    body = {"model": "misrouted-model", "messages": MESSAGES}
+    replies: list[tuple[int, dict[str, Any]]] = []
+    # The new model reaches the running sidecar through Redis; until then it is unrouted.
+    eventually(lambda: replies.append(post(env, key, body)) or replies[-1][0] != 200, "model")
+    status, error = replies[-1]
+    assert status == 503, error
+    assert error["error"]["code"] == "upstream_not_configured"
+
+    def errors() -> list[dict[str, Any]]:
+        rows = grpcurl(env, "UsageService/ListRecentRequests", {"page_size": 50})
+        mine = [r for r in rows.get("requests", []) if r.get("appId") == app["id"]]
+        assert all(r["statusCode"] == 200 for r in mine if r["decision"] == "allow"), mine
+        return [r for r in mine if r["statusCode"] == 503]
+
+    eventually(lambda: len(errors()) == 1, "usage record", timeout=10)
+    [row] = errors()
+    assert (row["decision"], row["deniedBy"]) == ("error", "upstream_not_configured")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from policy_sidecar.envoy.local_reply import ERROR_HEADER
+from policy_sidecar.extproc.attributes import ATTRIBUTES_KEY
 from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
@@ -54,10 +56,13 @@ def req_headers_msg(md: dict[str, object] | None = None) -> pb.ProcessingRequest
     return with_metadata(msg, md) if md is not None else msg
 
 
-def resp_headers_msg(status: int, content_type: str, *, eos: bool = False) -> pb.ProcessingRequest:
+def resp_headers_msg(
+    status: int, content_type: str, *, eos: bool = False, extra: dict[str, str] | None = None
+) -> pb.ProcessingRequest:
     return pb.ProcessingRequest(
         response_headers=headers(
-            {":status": str(status), "content-type": content_type}, end_of_stream=eos
+            {":status": str(status), "content-type": content_type, **(extra or {})},
+            end_of_stream=eos,
         ),
         observability_mode=True,
     )
@@ -173,3 +178,36 @@ async def test_headers_only_response(services: Services, recorder: ListRecorder)
     await services.tasks.drain()
     [r] = recorder.records
     assert (r.decision, r.status_code, r.response_bytes) == ("allow", 204, 0)
+
+
+async def test_an_error_envoy_answered_is_recorded_with_its_cause(
+    services: Services, recorder: ListRecorder
+) -> None:
+    # The policy filter allowed it, then Envoy had no such cluster: not "allow".
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    error = {ERROR_HEADER: "upstream_not_configured"}
+    obs.on_message(resp_headers_msg(503, "application/json", extra=error))
+    obs.on_message(chunk_msg(b'{"error": {"code": "upstream_not_configured"}}', eos=True))
+    await services.tasks.drain()
+    [r] = recorder.records
+    assert (r.decision, r.status_code, r.denied_by) == ("error", 503, "upstream_not_configured")
+    assert (r.request_id, r.app_id, r.requested_model) == ("rid-9", "app1", "gpt-4o-mini")
+
+
+async def test_an_error_before_the_handover_keeps_envoys_request_id(
+    services: Services, recorder: ListRecorder
+) -> None:
+    obs = UsageObserver(services)
+    msg = resp_headers_msg(
+        431, "application/json", eos=True, extra={ERROR_HEADER: "request_header_fields_too_large"}
+    )
+    msg.attributes[ATTRIBUTES_KEY].update({"request.id": "envoy-rid-1"})
+    obs.on_message(msg)
+    await services.tasks.drain()
+    [r] = recorder.records
+    assert (r.decision, r.request_id, r.denied_by) == (
+        "error",
+        "envoy-rid-1",
+        "request_header_fields_too_large",
+    )
