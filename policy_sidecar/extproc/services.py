@@ -13,6 +13,7 @@ from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.identity import IdentityResolver
 from policy_sidecar.policy.source import PolicySource
+from policy_sidecar.pricing import PriceBook
 from policy_sidecar.providers.registry import ProviderRegistry
 from policy_sidecar.tokens import TokenEstimator
 from policy_sidecar.usage.record import UsageRecord
@@ -35,6 +36,8 @@ class Services:
     estimator: TokenEstimator
     recorder: UsageRecorder
     models: Mapping[str, ModelDeployment] = field(default_factory=dict)
+    # Prices for usage records and post-checks; None: `CatalogPriceBook(models)`.
+    prices: PriceBook | None = None
     # What to do with a path no provider recognises: let it through unmetered, or 404.
     unknown_paths: Literal["passthrough", "deny"] = "passthrough"
     # Ask OpenAI-style streams for their usage chunk so usage is always known.
