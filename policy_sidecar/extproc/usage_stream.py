@@ -176,7 +176,6 @@ class UsageObserver:
         prices = self._s.prices or CatalogPriceBook(self._s.models)
         # Priced once, here, at the catalogue's current prices, before the post-checks.
         cost = prices.cost(charged or Usage(), h.requested_model, h.served_model)
-        record = replace(record, cost_usd=cost)
         violations: tuple[str, ...] = ()
         try:
             await self._s.enforcer.settle(
@@ -188,16 +187,18 @@ class UsageObserver:
             if h.provider is not None and usage is not None:
                 engine = await self._s.policies.engine_for(identity)
                 found = await self._s.enforcer.post_check(
-                    engine, identity, post_context(h, record, charged or usage)
+                    engine, identity, post_context(h, record, charged or usage, cost)
                 )
                 violations = tuple(v.policy_id for v in found)
                 for v in found:
                     observe_violation(v.policy_type, v.policy_id, "post_violation")
         finally:
-            self._s.recorder.record(replace(record, post_violations=violations))
+            self._s.recorder.record(replace(record, cost_usd=cost, post_violations=violations))
 
 
-def post_context(h: Handover, record: UsageRecord, usage: Usage) -> PostRequestContext:
+def post_context(
+    h: Handover, record: UsageRecord, usage: Usage, cost: float | None
+) -> PostRequestContext:
     pre = PreRequestContext(
         request_size_bytes=h.request_bytes,
         estimated_tokens=h.estimated_tokens,
@@ -219,5 +220,5 @@ def post_context(h: Handover, record: UsageRecord, usage: Usage) -> PostRequestC
         latency_ms=int(record.latency_ms or 0),
         response_size_bytes=record.response_bytes,
         status_code=record.status_code,
-        cost_usd=record.cost_usd,
+        cost_usd=cost,
     )

@@ -43,13 +43,7 @@ _CONTENT = re.compile(
 )
 # Events that repeat text already streamed: the Responses API's ``*.done`` and final
 # ``response.*`` events, Cohere v1's ``stream-end``.
-_REPEATS = (
-    b'.done"',
-    b'"response.completed"',
-    b'"response.incomplete"',
-    b'"response.failed"',
-    b'"stream-end"',
-)
+_RESPONSE_END = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
 
 class DeliveredText:
@@ -89,7 +83,9 @@ class DeliveredText:
         return None
 
     def _line(self, line: bytes) -> None:
-        if b'"' not in line or any(r in line for r in _REPEATS):
+        if b'.done"' in line or b'"stream-end"' in line:
+            return
+        if b'"response.' in line and any(end in line for end in _RESPONSE_END):
             return
         for match in _CONTENT.finditer(line):
             self._matched = True
