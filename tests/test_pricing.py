@@ -60,7 +60,13 @@ def test_cost_budgets_use_the_same_formula(deployment: ModelDeployment, u: Usage
     micro = cost_micro_usd(u, deployment)
     assert micro == TokenLimitPolicy.actual_for("cost_usd", u, deployment)
     assert micro / 1e6 == pytest.approx(cost_usd(u, deployment), abs=1e-6)
-    assert micro / 1e6 >= cost_usd(u, deployment)  # rounded up, never down
+    assert micro >= cost_usd(u, deployment) * 1e6 - 1e-6  # rounded up, never down
+
+
+def test_float_noise_does_not_round_a_micro_dollar_up() -> None:
+    cheap = ModelDeployment("c", "openai", "c", input_price_per_mtok=0.15)
+    assert cost_micro_usd(usage(prompt=10_000), cheap) == 1500  # not 1501
+    assert cost_micro_usd(usage(prompt=1), cheap) == 1  # 0.15 micro-dollars: rounded up
 
 
 MODELS = {

@@ -31,7 +31,9 @@ def cost_micro_usd(usage: Usage, deployment: ModelDeployment | None) -> int:
     0 without a deployment (an unpriced model does not consume a cost budget)."""
     if deployment is None:
         return 0
-    return math.ceil(cost_usd(usage, deployment) * MICRO)
+    # Rounded to a millionth of a micro-dollar first: float noise (1500.0000000000002)
+    # must not round a whole micro-dollar up.
+    return math.ceil(round(cost_usd(usage, deployment) * MICRO, 6))
 
 
 def _scope_parts(
