@@ -30,6 +30,7 @@ from policy_sidecar.logs import configure as configure_logs
 from policy_sidecar.metrics import MeteredRecorder
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
+from policy_sidecar.pricing import CatalogPriceBook
 from policy_sidecar.production.wiring import Production, open_production
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.settings import Settings, SettingsError
@@ -99,7 +100,7 @@ def build_recorder(
     return BatchingRecorder(
         sink,
         spool=spool,
-        pricing=Pricing(models),
+        pricing=Pricing(CatalogPriceBook(models)),  # reads the live catalogue
         max_batch=settings.usage_batch_size,
         max_delay=settings.usage_batch_delay,
         max_queue=settings.usage_queue_size,
@@ -123,6 +124,7 @@ def build_services(
         estimator=estimator,
         recorder=recorder,
         models=config.models,
+        prices=CatalogPriceBook(config.models),
         unknown_paths=config.unknown_paths,
         inject_stream_usage=settings.inject_stream_usage,
     )
@@ -162,6 +164,7 @@ async def serve_worker(
             recorder=metered,
             models=production.models,
             unknown_paths=settings.unknown_paths,
+            prices=CatalogPriceBook(production.models),
             inject_stream_usage=settings.inject_stream_usage,
         )
     else:

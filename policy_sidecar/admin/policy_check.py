@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -27,6 +27,8 @@ from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition
 from policy_sidecar.policy.limits import CounterPolicy
 from policy_sidecar.policy.types import build_policy
+from policy_sidecar.pricing import cost_usd
+from policy_sidecar.providers.base import Usage
 
 __all__ = [
     "Issue",
@@ -165,6 +167,7 @@ def evaluate(
         return TestOutcome(True, _reason(violation, "pre-request"), violation, "pre")
     post_check = getattr(policy, "post_check", None)
     if post is not None and post_check is not None:
+        post = priced(post, deployment)
         violation = post_check(post)
         if violation is not None:
             penalty = getattr(definition.config, "penalty_seconds", None)
@@ -173,6 +176,21 @@ def evaluate(
                 reason += f"; the application's next requests are denied for {penalty}s"
             return TestOutcome(True, reason, violation, "post")
     return TestOutcome(True, "the sample satisfies the policy")
+
+
+def priced(post: PostRequestContext, deployment: ModelDeployment | None) -> PostRequestContext:
+    """The sample with ``cost_usd`` from the deployment's current prices, by the same
+    formula live traffic uses (unless the sample already states a cost)."""
+    if post.cost_usd is not None or deployment is None:
+        return post
+    usage = Usage(
+        prompt_tokens=post.prompt_tokens,
+        completion_tokens=post.completion_tokens,
+        total_tokens=post.total_tokens,
+        cached_tokens=post.cached_tokens,
+        reasoning_tokens=post.reasoning_tokens,
+    )
+    return replace(post, cost_usd=cost_usd(usage, deployment))
 
 
 def _counter(

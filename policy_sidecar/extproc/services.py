@@ -13,6 +13,7 @@ from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.enforcer import Enforcer
 from policy_sidecar.identity import IdentityResolver
 from policy_sidecar.policy.source import PolicySource
+from policy_sidecar.pricing import PriceBook
 from policy_sidecar.providers.registry import ProviderRegistry
 from policy_sidecar.tokens import TokenEstimator
 from policy_sidecar.usage.record import UsageRecord
@@ -40,6 +41,8 @@ class Services:
     # A path that is neither a provider's metered endpoint nor a free route (listing
     # models): 404 (the default), or let it through unmetered.
     unknown_paths: UnknownPaths = "deny"
+    # Prices for usage records and post-checks; None: `CatalogPriceBook(models)`.
+    prices: PriceBook | None = None
     # Ask OpenAI-style streams for their usage chunk so usage is always known.
     inject_stream_usage: bool = True
     clock: Callable[[], float] = time.time

@@ -15,12 +15,16 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.attributes import facts_from_attributes
+from policy_sidecar.extproc.charging import estimated_usage
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity import Identity
 from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
+from policy_sidecar.pricing import CatalogPriceBook
+from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
+from policy_sidecar.providers.delivered import DeliveredText
 from policy_sidecar.usage.record import Decision, UsageRecord
 
 
@@ -29,6 +33,9 @@ class UsageObserver:
         self._s = services
         self._handover: Handover | None = None
         self._parser: UsageParser | None = None
+        # Generated text seen so far (streams only), to charge a stream cut short.
+        self._delivered: DeliveredText | None = None
+        self._meter: UsageParser | None = None
         self._status = 0
         self._response_bytes = 0
         self._first_byte_at: float | None = None
@@ -62,6 +69,8 @@ class UsageObserver:
                 self._response_bytes += len(body.body)
                 if self._parser is not None:
                     self._parser.feed(body.body)
+                if self._meter is not None:
+                    self._meter.feed(body.body)
             if body.end_of_stream:
                 self._finish(complete=True)
 
@@ -92,6 +101,9 @@ class UsageObserver:
             self._parser = provider.usage_parser(
                 route, streaming=self._streamed, content_encoding=encoding
             )
+            if self._streamed:
+                self._delivered = DeliveredText()
+                self._meter = with_encoding(self._delivered, encoding)
         else:
             self._streamed = "event-stream" in content_type.lower()
         if msg.end_of_stream:
@@ -101,6 +113,8 @@ class UsageObserver:
         self.done = True
         now = self._s.clock()
         usage = self._parser.finish() if self._parser is not None else None
+        if self._meter is not None:
+            self._meter.finish()
         h = self._handover or Handover(
             request_id=self._request_id or str(uuid.uuid4()), started_at=now
         )
@@ -113,7 +127,8 @@ class UsageObserver:
             if complete
             else "incomplete"
         )
-        reported = usage or Usage()
+        estimate = self._estimate(h, usage, complete=complete)
+        reported = estimate or usage or Usage()
         record = UsageRecord(
             request_id=h.request_id,
             started_at=datetime.fromtimestamp(h.started_at, UTC),
@@ -134,7 +149,7 @@ class UsageObserver:
             cached_tokens=reported.cached_tokens,
             reasoning_tokens=reported.reasoning_tokens,
             estimated_tokens=h.estimated_tokens,
-            usage_reported=usage is not None,
+            usage_reported=usage is not None and estimate is None,
             latency_ms=(now - h.started_at) * 1000.0,
             ttft_ms=(self._first_byte_at - h.started_at) * 1000.0
             if self._first_byte_at is not None
@@ -151,30 +166,59 @@ class UsageObserver:
         # Settling counters and post-checks need I/O: they finish in the background,
         # and the record is written once the post-checks are known.
         identity = Identity(h.app_id, h.org_id, h.environment, h.key_id or "")
-        self._s.spawn(self._complete(identity, h, usage, record))
+        self._s.spawn(self._complete(identity, h, usage, estimate, record))
+
+    def _estimate(self, h: Handover, usage: Usage | None, *, complete: bool) -> Usage | None:
+        if self._handover is None or h.provider is None:
+            return None
+        return estimated_usage(
+            usage,
+            complete=complete,
+            streamed=self._streamed,
+            status=self._status,
+            operation=h.operation,
+            estimated_prompt=h.estimated_tokens,
+            max_tokens=h.max_tokens,
+            delivered=self._delivered,
+            response_bytes=self._response_bytes,
+            encoding=self._s.estimator.encoding(h.provider, h.requested_model),
+        )
 
     async def _complete(
-        self, identity: Identity, h: Handover, usage: Usage | None, record: UsageRecord
+        self,
+        identity: Identity,
+        h: Handover,
+        usage: Usage | None,
+        estimate: Usage | None,
+        record: UsageRecord,
     ) -> None:
-        deployment = self._s.models.get(h.requested_model or "")
+        charged = estimate or usage
+        prices = self._s.prices or CatalogPriceBook(self._s.models)
+        # Priced once, here, at the catalogue's current prices, before the post-checks.
+        cost = prices.cost(charged or Usage(), h.requested_model, h.served_model)
         violations: tuple[str, ...] = ()
         try:
             await self._s.enforcer.settle(
-                h.charges, usage, deployment, estimated_prompt=h.estimated_tokens
+                h.charges,
+                charged,
+                prices.deployment(h.requested_model, h.served_model),
+                estimated_prompt=h.estimated_tokens,
             )
             if h.provider is not None and usage is not None:
                 engine = await self._s.policies.engine_for(identity)
                 found = await self._s.enforcer.post_check(
-                    engine, identity, post_context(h, record, usage)
+                    engine, identity, post_context(h, record, charged or usage, cost)
                 )
                 violations = tuple(v.policy_id for v in found)
                 for v in found:
                     observe_violation(v.policy_type, v.policy_id, "post_violation")
         finally:
-            self._s.recorder.record(replace(record, post_violations=violations))
+            self._s.recorder.record(replace(record, cost_usd=cost, post_violations=violations))
 
 
-def post_context(h: Handover, record: UsageRecord, usage: Usage) -> PostRequestContext:
+def post_context(
+    h: Handover, record: UsageRecord, usage: Usage, cost: float | None
+) -> PostRequestContext:
     pre = PreRequestContext(
         request_size_bytes=h.request_bytes,
         estimated_tokens=h.estimated_tokens,
@@ -196,5 +240,5 @@ def post_context(h: Handover, record: UsageRecord, usage: Usage) -> PostRequestC
         latency_ms=int(record.latency_ms or 0),
         response_size_bytes=record.response_bytes,
         status_code=record.status_code,
-        cost_usd=record.cost_usd,
+        cost_usd=cost,
     )

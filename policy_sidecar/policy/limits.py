@@ -17,6 +17,7 @@ from policy_sidecar.policy.definition import (
     RateLimitConfig,
     TokenLimitConfig,
 )
+from policy_sidecar.pricing import cost_usd
 from policy_sidecar.providers.base import Usage
 
 # Shadow-mode counters are counted with this limit so they never block the request;
@@ -26,16 +27,13 @@ MICRO = 1_000_000
 
 
 def cost_micro_usd(usage: Usage, deployment: ModelDeployment | None) -> int:
-    """Cost in micro-dollars from the deployment's prices per million tokens."""
+    """Cost in micro-dollars (rounded up) by the one formula, `pricing.cost_usd`;
+    0 without a deployment (an unpriced model does not consume a cost budget)."""
     if deployment is None:
         return 0
-    uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
-    dollars = (
-        uncached * deployment.input_price_per_mtok
-        + usage.cached_tokens * deployment.cached_input_price_per_mtok
-        + usage.completion_tokens * deployment.output_price_per_mtok
-    ) / MICRO
-    return math.ceil(dollars * MICRO)
+    # Rounded to a millionth of a micro-dollar first: float noise (1500.0000000000002)
+    # must not round a whole micro-dollar up.
+    return math.ceil(round(cost_usd(usage, deployment) * MICRO, 6))
 
 
 def _scope_parts(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policy_sidecar.usage.backoff import Backoff
-from policy_sidecar.usage.cost import CostCalculator, Pricing
+from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.postgres_sink import PostgresUsageSink
 from policy_sidecar.usage.record import Decision, UsageRecord
@@ -14,7 +14,6 @@ from policy_sidecar.usage.spool import Spool, SpoolLockedError
 __all__ = [
     "Backoff",
     "BatchingRecorder",
-    "CostCalculator",
     "Decision",
     "JsonlFileSink",
     "PostgresUsageSink",

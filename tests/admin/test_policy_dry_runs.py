@@ -278,3 +278,33 @@ async def test_cost_limit_uses_the_model_prices(client: Client) -> None:
     priced = await client.policies.TestPolicy(request, metadata=AUTH)
     assert priced.verdict == pb.VERDICT_DENY  # 10k tokens at $0.15/M = $0.0015 > $0.001
     assert priced.violation.details["unit"] == "usd"
+
+
+async def test_cel_post_check_on_cost_sees_the_model_prices(client: Client) -> None:
+    from policy_sidecar.admin.v1 import models_pb2
+
+    policy = pb.Policy(
+        name="cheap answers",
+        type="custom_cel",
+        config=doc(post_check_expression="cost_usd < 0.001"),
+    )
+    served = pb.SampleResponse(prompt_tokens=10_000, completion_tokens=0, status_code=200)
+    request = pb.TestPolicyRequest(policy=policy, request=SAMPLE, response=served)
+    unpriced = await client.policies.TestPolicy(request, metadata=AUTH)
+    assert unpriced.violation.code == ""  # an unknown price reads as 0.0
+    await client.models.CreateModel(
+        models_pb2.CreateModelRequest(
+            model=models_pb2.Model(
+                name="gpt-4o-mini",
+                provider="openai",
+                upstream_model="gpt-4o-mini",
+                upstream_cluster="openai",
+                input_price_per_mtok="0.15",
+            )
+        ),
+        metadata=AUTH,
+    )
+    priced = await client.policies.TestPolicy(request, metadata=AUTH)
+    # 10k prompt tokens at $0.15/M = $0.0015: the post-check is violated (recorded).
+    assert priced.violation.code == "policy_violation", priced.reason
+    assert priced.violation.phase == pb.PHASE_POST_REQUEST

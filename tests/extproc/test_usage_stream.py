@@ -113,19 +113,38 @@ async def test_json_response_records_usage(services: Services, recorder: ListRec
     assert not r.streamed
 
 
-async def test_stream_cut_short_is_recorded_as_incomplete(
+async def test_stream_cut_short_is_charged_what_it_delivered(
     services: Services, recorder: ListRecorder
 ) -> None:
     obs = UsageObserver(services)
     obs.on_message(req_headers_msg(handover()))
     obs.on_message(resp_headers_msg(200, "text/event-stream"))
     chunks = sse_chunks(REQUEST)
-    obs.on_message(chunk_msg(chunks[0]))
+    for c in chunks[:4]:  # role, "one", " two", " three"; then the client is gone
+        obs.on_message(chunk_msg(c))
     obs.close()
     await services.tasks.drain()
     [r] = recorder.records
-    assert (r.decision, r.usage_reported, r.total_tokens) == ("incomplete", False, 0)
+    assert (r.decision, r.usage_reported) == ("incomplete", False)  # False: estimated
+    # The prompt estimate, plus the delivered text counted by the tokenizer.
+    assert (r.prompt_tokens, r.completion_tokens, r.total_tokens) == (11, 3, 14)
     assert r.estimated_tokens == 11
+
+
+async def test_complete_stream_without_usage_is_charged_what_it_delivered(
+    services: Services, recorder: ListRecorder
+) -> None:
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover()))
+    obs.on_message(resp_headers_msg(200, "text/event-stream"))
+    chunks = sse_chunks(REQUEST)
+    for c in chunks[:-2]:  # no usage chunk (include_usage was not asked for)
+        obs.on_message(chunk_msg(c))
+    obs.on_message(chunk_msg(chunks[-1], eos=True))
+    await services.tasks.drain()
+    [r] = recorder.records
+    assert (r.decision, r.usage_reported) == ("allow", False)
+    assert (r.prompt_tokens, r.completion_tokens) == (11, 5)
 
 
 async def test_client_gone_before_response_is_incomplete(
