@@ -25,7 +25,7 @@ from policy_sidecar.extproc.responses import (
     header_mutation,
 )
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.identity import Identity
+from policy_sidecar.identity import Identity, IdentityLookupThrottled
 from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
@@ -40,6 +40,7 @@ ENV_HEADER = "x-policy-sidecar-env"
 ROUTE_HEADER = "x-policy-sidecar-route"
 # Stripped so the upstream answers uncompressed and the usage parser reads plain bytes.
 _REMOVED_HEADERS = (*KEY_HEADERS, "accept-encoding")
+_RETRY_SOON = {"retry-after": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,12 @@ class PolicyProcessor:
             api_version=self._route.api_version if self._route else None,
         )
         key = api_key_from(headers, path)
-        identity = await self._s.identities.resolve(key) if key else None
+        try:
+            identity = await self._s.identities.resolve(key) if key else None
+        except IdentityLookupThrottled:
+            # Retryable: the key may be valid; only unknown keys are being throttled.
+            message = "too many lookups of unknown API keys; retry shortly"
+            return self._deny(_Denial(503, "key_lookup_throttled", message, headers=_RETRY_SOON))
         if identity is None:
             message = "invalid API key" if key else "missing API key"
             return self._deny(_Denial(401, "invalid_api_key", message))
