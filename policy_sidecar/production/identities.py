@@ -106,16 +106,22 @@ class CachedIdentityResolver:
                 CACHE_REQUESTS.labels("identities", "throttled").inc()
                 raise IdentityLookupThrottled
             CACHE_REQUESTS.labels("identities", "miss").inc()
-            task = asyncio.create_task(self._fetch(digest), name="identity-lookup")
+            fetch = self._fetch(digest, self._generation)
+            task = asyncio.create_task(fetch, name="identity-lookup")
             self._inflight[digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+            task.add_done_callback(lambda done: self._lookup_done(digest, done))
         else:
             CACHE_REQUESTS.labels("identities", "shared").inc()
         # Shielded: a caller that goes away does not cancel the others' lookup.
         return await asyncio.shield(task)
 
-    async def _fetch(self, digest: str) -> Identity | None:
-        generation = self._generation
+    def _lookup_done(self, digest: str, task: asyncio.Task[Identity | None]) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have gone away
+
+    async def _fetch(self, digest: str, generation: int) -> Identity | None:
         try:
             found = await self._resolve(digest)
         except Exception:
@@ -142,6 +148,8 @@ class CachedIdentityResolver:
         self._generation += 1
         self._known.clear()
         self._unknown.clear()
+        # A lookup already under way may predate the change: later callers start anew.
+        self._inflight.clear()
 
     def start(self, interval: float = 10.0) -> None:
         self._task = asyncio.create_task(self._flush_loop(interval), name="last-used")
