@@ -7,7 +7,7 @@ from typing import Protocol
 
 from policy_sidecar.store.keys_hash import hash_api_key
 
-__all__ = ["Identity", "IdentityResolver", "hash_api_key"]
+__all__ = ["Identity", "IdentityLookupThrottled", "IdentityResolver", "hash_api_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +18,15 @@ class Identity:
     key_id: str
 
 
+class IdentityLookupThrottled(Exception):
+    """The key is not cached and the store lookups allowed for unknown keys are used up
+    (a flood of random keys): the caller should answer "try again shortly" (503), not
+    401, since the key may well be valid."""
+
+
 class IdentityResolver(Protocol):
     """Resolves an API key to an identity. Returns None for unknown, revoked or expired
-    keys; never raises for a bad key."""
+    keys; never raises for a bad key, except `IdentityLookupThrottled` when a resolver
+    protects its store."""
 
     async def resolve(self, api_key: str) -> Identity | None: ...

@@ -70,7 +70,8 @@ COUNTER_STORE_ERRORS = Counter(
 )
 CACHE_REQUESTS = Counter(
     "cache_requests",
-    "Lookups in the production caches by cache and result (hit, redis, store, miss).",
+    "Lookups in the production caches by cache and result (hit, redis, store, miss;"
+    " identities also negative_hit, shared, throttled).",
     ["cache", "result"],
     namespace=NAMESPACE,
 )

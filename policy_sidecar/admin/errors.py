@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -21,6 +22,7 @@ from policy_sidecar.store.postgres.errors import (
     NotFoundError,
     StoreError,
     VersionConflictError,
+    safe_reason,
 )
 
 __all__ = [
@@ -134,4 +136,12 @@ def status_for(exc: Exception) -> grpc.Status | None:
         return _status(grpc.StatusCode.UNIMPLEMENTED, str(exc))
     if isinstance(exc, StoreError):
         return _status(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        # A database refusal no repository translated: name the column or constraint,
+        # never Postgres's message (its DETAIL quotes the row).
+        diag = exc.diag
+        field = diag.column_name or diag.constraint_name or "request"
+        return bad_request(
+            [FieldViolation(field, safe_reason(exc))], "invalid request: rejected by the database"
+        )
     return None

@@ -1,6 +1,7 @@
 """Registers servicer objects with a grpc.aio server from the service descriptors.
 
-Each method is wrapped once, here: domain errors become statuses with details,
+Each method is wrapped once, here: every string field is checked (strings.py),
+domain errors become statuses with details,
 unexpected ones INTERNAL (logged, message not leaked), and every call is counted.
 Servicers are plain classes with one `async def Method(request, context)` per RPC,
 so no untyped generated base class is needed.
@@ -18,6 +19,7 @@ from google.protobuf import descriptor, message_factory
 
 from policy_sidecar.admin.errors import status_for
 from policy_sidecar.admin.metrics import AdminMetrics
+from policy_sidecar.admin.strings import check_strings
 
 __all__ = ["generic_handler"]
 
@@ -31,6 +33,8 @@ def _wrap(full_name: str, method: Method, metrics: AdminMetrics) -> Method:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            # Every string of every request, before any servicer or the database sees it.
+            check_strings(request)
             return await method(request, context)
         except Exception as exc:
             status = status_for(exc)

@@ -8,11 +8,12 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["REQUESTS_TOTAL", "REQUEST_SECONDS", "AdminMetrics"]
+__all__ = ["INVALIDATIONS_TOTAL", "REQUESTS_TOTAL", "REQUEST_SECONDS", "AdminMetrics"]
 
 REQUESTS_TOTAL: Final = "policy_sidecar_admin_requests"
 REQUEST_SECONDS: Final = "policy_sidecar_admin_request_duration_seconds"
 AUTH_FAILURES_TOTAL: Final = "policy_sidecar_admin_auth_failures"
+INVALIDATIONS_TOTAL: Final = "policy_sidecar_admin_invalidations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class AdminMetrics:
     requests: Counter
     seconds: Histogram
     auth_failures: Counter
+    invalidations: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> AdminMetrics:
@@ -45,6 +47,13 @@ class AdminMetrics:
                 AUTH_FAILURES_TOTAL,
                 "Admin API calls refused: reason is unauthenticated or permission_denied.",
                 ("reason",),
+                registry=registry,
+            ),
+            invalidations=Counter(
+                INVALIDATIONS_TOTAL,
+                "Cache invalidations published on Redis by result: published, retried"
+                " (published after a failure), failed (given up; logged).",
+                ("result",),
                 registry=registry,
             ),
         )

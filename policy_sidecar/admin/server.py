@@ -125,11 +125,17 @@ async def serve_admin(settings: AdminSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pool = await open_pool(settings.database_url, name="policy-sidecar-admin")
+    metrics = AdminMetrics.create()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    publisher = RedisPolicyChangePublisher(redis) if redis is not None else None
+    publisher = (
+        RedisPolicyChangePublisher(
+            redis, on_result=lambda result: metrics.invalidations.labels(result).inc()
+        )
+        if redis is not None
+        else None
+    )
     if publisher is None:
         log.warning("POLICY_SIDECAR_REDIS_URL unset: changes reach sidecars only by cache TTL")
-    metrics = AdminMetrics.create()
     httpd = None
     if settings.metrics_port >= 0:
         httpd, _thread = start_http_server(
@@ -157,6 +163,8 @@ async def serve_admin(settings: AdminSettings) -> None:
         await admin.server.stop(5)
         if httpd is not None:
             httpd.shutdown()
+        if publisher is not None:
+            await publisher.close()
         if redis is not None:
             with contextlib.suppress(Exception):
                 await redis.aclose()

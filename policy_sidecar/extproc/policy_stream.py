@@ -25,7 +25,7 @@ from policy_sidecar.extproc.responses import (
     header_mutation,
 )
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.identity import Identity
+from policy_sidecar.identity import Identity, IdentityLookupThrottled
 from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
@@ -42,6 +42,7 @@ INTERNAL_HEADER_PREFIX = "x-policy-sidecar-"
 ROUTE_HEADER = "x-policy-sidecar-route"
 # Stripped so the upstream answers uncompressed and the usage parser reads plain bytes.
 _REMOVED_HEADERS = (*KEY_HEADERS, "accept-encoding")
+_RETRY_SOON = {"retry-after": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,12 @@ class PolicyProcessor:
             message = "an API key in the query string (?key=) is accepted on Gemini endpoints only"
             return self._deny(_Denial(401, "invalid_api_key", message))
         key = api_key_from(headers, path, query_allowed=query_allowed)
-        identity = await self._s.identities.resolve(key) if key else None
+        try:
+            identity = await self._s.identities.resolve(key) if key else None
+        except IdentityLookupThrottled:
+            # Retryable: the key may be valid; only unknown keys are being throttled.
+            message = "too many lookups of unknown API keys; retry shortly"
+            return self._deny(_Denial(503, "key_lookup_throttled", message, headers=_RETRY_SOON))
         if identity is None:
             message = "invalid API key" if key else "missing API key"
             return self._deny(_Denial(401, "invalid_api_key", message))

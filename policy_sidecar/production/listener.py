@@ -18,14 +18,21 @@ CHANNEL = "policy_sidecar:invalidate"
 
 class InvalidationListener:
     """Calls ``on_change(kind)`` for each published change; reconnects with backoff.
-    After a reconnect it calls ``on_change("*")``: changes may have been missed."""
+    After any reconnect it calls ``on_change("*")``: changes may have been missed.
+
+    Two kinds of reconnect: this loop's own (the subscription failed), and redis-py's
+    silent one inside ``listen()`` (its per-command retry reconnects and resubscribes
+    without raising, e.g. after a quick Redis restart or a killed connection). The
+    second is caught by a connect callback on the subscription's connection."""
 
     def __init__(self, redis: Redis, on_change: Callable[[str], Awaitable[None]]) -> None:
         self._redis = redis
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self.received = 0
+        self.revalidations = 0
         self.ready = asyncio.Event()
+        self._revalidating: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="invalidations")
@@ -35,6 +42,8 @@ class InvalidationListener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._revalidating):
+            task.cancel()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -43,19 +52,42 @@ class InvalidationListener:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    if not first:
-                        await self._on_change("*")
-                    first = False
-                    delay = 0.1
-                    self.ready.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._handle(message.get("data"))
+                    connection = pubsub.connection
+                    assert connection is not None
+                    # Called on every later connect of this connection (weakly held);
+                    # removed before the connection goes back to the pool.
+                    connection.register_connect_callback(self._on_reconnect)
+                    try:
+                        if not first:
+                            await self._revalidate()
+                        first = False
+                        delay = 0.1
+                        self.ready.set()
+                        async for message in pubsub.listen():
+                            if message.get("type") == "message":
+                                await self._handle(message.get("data"))
+                    finally:
+                        connection.deregister_connect_callback(self._on_reconnect)
             except (RedisError, OSError) as exc:
                 self.ready.clear()
                 log.warning("invalidation channel lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _on_reconnect(self, _connection: object) -> None:
+        # Inside redis-py's reconnect, right after it resubscribed: revalidate from a
+        # task of our own so a slow cache reload cannot stall the subscription.
+        log.warning("invalidation channel reconnected; re-validating the caches")
+        task = asyncio.get_running_loop().create_task(self._revalidate(), name="revalidate")
+        self._revalidating.add(task)
+        task.add_done_callback(self._revalidating.discard)
+
+    async def _revalidate(self) -> None:
+        self.revalidations += 1
+        try:
+            await self._on_change("*")
+        except Exception:
+            log.exception("re-validating the caches after a reconnect failed")
 
     async def _handle(self, data: object) -> None:
         self.received += 1

@@ -11,6 +11,7 @@ from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.policy_stream import ROUTE_HEADER, PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 from policy_sidecar.extproc.services import Services
+from policy_sidecar.identity import Identity, IdentityLookupThrottled
 from tests.conftest import KEY, OTHER_KEY, ListRecorder
 from tests.extproc.messages import body, chat_body, header_dict, request_headers
 
@@ -67,6 +68,25 @@ async def test_missing_or_unknown_key_is_401(
     assert p.done
     [record] = recorder.records
     assert (record.decision, record.status_code, record.app_id) == ("deny", 401, None)
+
+
+class ThrottledResolver:
+    async def resolve(self, api_key: str) -> Identity | None:
+        raise IdentityLookupThrottled
+
+
+async def test_throttled_key_lookup_is_a_retryable_503_not_401(
+    make_services: Callable[..., Services], recorder: ListRecorder
+) -> None:
+    # A valid key that could not be looked up (flood protection) must not be told
+    # it is invalid: 503 with Retry-After, which clients retry.
+    p = PolicyProcessor(make_services(identities=ThrottledResolver()))
+    response = await p.on_request_headers(request_headers(KEY))
+    status, error = error_of(response)
+    assert (status, error["code"]) == (503, "key_lookup_throttled")
+    assert header_dict(response.immediate_response.headers)["retry-after"] == "1"
+    [record] = recorder.records
+    assert (record.decision, record.status_code) == ("deny", 503)
 
 
 async def test_declared_oversized_body_is_413_before_buffering(

@@ -211,3 +211,32 @@ async def test_listener_dispatches_kinds_and_survives_garbage(redis: Redis) -> N
     await listener.close()
     await client.aclose()
     assert seen == ["policy", "*", "api_key"]
+
+
+async def test_a_lookup_under_way_during_an_invalidation_is_not_reused() -> None:
+    # The key is revoked while a lookup is in flight: callers after the invalidation
+    # must not get (or find cached) the answer read before it.
+    gate = asyncio.Event()
+    answers = [KeyIdentity("k1", "org", "app", "dev", None, None), None]
+    calls = 0
+
+    async def resolve(digest: str) -> KeyIdentity | None:
+        nonlocal calls
+        answer = answers[calls]
+        calls += 1
+        if answer is not None:
+            await gate.wait()
+        return answer
+
+    async def record(seen: Mapping[str, datetime]) -> int:
+        return 0
+
+    cache = CachedIdentityResolver(resolve, record, clock=FakeClock())
+    before = asyncio.create_task(cache.resolve("ps-revoked-key-000000"))
+    await asyncio.sleep(0)
+    cache.invalidate()
+    assert await cache.resolve("ps-revoked-key-000000") is None  # a lookup of its own
+    gate.set()
+    assert await before is not None  # the earlier caller gets what it asked before
+    assert await cache.resolve("ps-revoked-key-000000") is None  # not cached from it
+    assert calls == 2

@@ -189,3 +189,21 @@ async def test_concurrent_updates_at_same_version_exactly_one_wins(
     assert len(winners) == 1
     assert all(isinstance(r, VersionConflictError) for r in results if r not in winners)
     assert (await apps.get(app.id)).version == 2
+
+
+async def test_database_refusals_never_quote_the_row(apps: ApplicationRepository) -> None:
+    # A CHECK violation's DETAIL is "Failing row contains (...)": every column of the
+    # row. The domain error names the constraint only.
+    with pytest.raises(InvalidError) as info:
+        await apps.create(org_id="org-secret", name="n" * 201, description="desc-secret")
+    assert "applications_name_check" in str(info.value)
+    for leaked in ("Failing row", "org-secret", "desc-secret", "n" * 201):
+        assert leaked not in str(info.value)
+    # NUL (refused by the driver before Postgres) and a unique violation: same rule.
+    with pytest.raises(InvalidError) as info:
+        await apps.create(org_id="o", name="a\x00b", description="desc-secret")
+    assert "desc-secret" not in str(info.value)
+    await apps.create(org_id="org-secret", name="dup-secret")
+    with pytest.raises(AlreadyExistsError) as dup:
+        await apps.create(org_id="org-secret", name="dup-secret")
+    assert "dup-secret" not in str(dup.value) and "org-secret" not in str(dup.value)

@@ -19,6 +19,7 @@ __all__ = [
     "NotFoundError",
     "StoreError",
     "VersionConflictError",
+    "safe_reason",
     "translate_errors",
 ]
 
@@ -62,22 +63,38 @@ class InvalidError(StoreError):
 
 @contextmanager
 def translate_errors(kind: str) -> Iterator[None]:
-    """Turn integrity errors from Postgres into domain errors naming `kind`."""
+    """Turn integrity and data errors from Postgres into domain errors naming `kind`
+    and the column or constraint. Never Postgres's DETAIL text: for CHECK and NOT NULL
+    violations it quotes the whole failing row ("Failing row contains (...)"), and for
+    unique violations the conflicting values."""
     try:
         yield
     except pg_errors.UniqueViolation as exc:
-        raise AlreadyExistsError(kind, _detail(exc)) from exc
+        detail = f"conflicts with an existing one ({_constraint(exc)})"
+        raise AlreadyExistsError(kind, detail) from exc
     except pg_errors.ForeignKeyViolation as exc:
-        raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
+        raise InvalidError(
+            kind, _column(exc) or _constraint(exc), "refers to something that does not exist"
+        ) from exc
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation) as exc:
-        raise InvalidError(kind, _column(exc) or _constraint(exc), _detail(exc)) from exc
-    except (pg_errors.DataError, pg_errors.InvalidTextRepresentation) as exc:
-        raise InvalidError(kind, "value", _detail(exc)) from exc
+        raise InvalidError(kind, _column(exc) or _constraint(exc), safe_reason(exc)) from exc
+    except pg_errors.DataError as exc:
+        raise InvalidError(kind, _column(exc) or "value", safe_reason(exc)) from exc
 
 
-def _detail(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    return diag.message_detail or diag.message_primary or str(exc)
+def safe_reason(exc: psycopg.Error) -> str:
+    """What went wrong, without any value from the request or the row."""
+    if isinstance(exc, pg_errors.NotNullViolation):
+        return "required"
+    if isinstance(exc, pg_errors.CheckViolation):
+        return f"not allowed (constraint {_constraint(exc)})"
+    if isinstance(exc, pg_errors.StringDataRightTruncation):
+        return "too long"
+    if isinstance(exc, pg_errors.UntranslatableCharacter | pg_errors.CharacterNotInRepertoire):
+        return "contains a character that cannot be stored (e.g. NUL)"
+    if isinstance(exc, pg_errors.NumericValueOutOfRange):
+        return "out of range"
+    return "not a valid value"
 
 
 def _column(exc: psycopg.Error) -> str | None:
