@@ -12,8 +12,10 @@ from policy_sidecar.providers._fields import (
     obj,
     opt_bool,
     opt_list,
+    opt_model,
     opt_str,
     req_list,
+    req_model,
     req_str,
     wrong,
 )
@@ -62,9 +64,9 @@ def _tool_calls(message: Mapping[str, Any], path: str) -> list[str]:
 def _model(body: Mapping[str, Any], deployment: str | None) -> str:
     # Azure deployment paths: the deployment decides what is served; a body model is ignored.
     if deployment is not None:
-        opt_str(body, "model")
+        opt_model(body)
         return deployment
-    return req_str(body, "model")
+    return req_model(body)
 
 
 def parse_chat(body: Mapping[str, Any], *, model_default: str | None = None) -> ParsedRequest:
