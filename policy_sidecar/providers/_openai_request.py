@@ -39,14 +39,14 @@ def content_text(content: Any, path: str) -> tuple[str, int]:
         where = f"{path}[{i}]"
         part = obj(part, where)
         kind = part.get("type")
+        if not isinstance(kind, str):  # checked first: a list or object is unhashable
+            raise wrong(f"{where}.type", "a string", kind)
         if kind in _TEXT_PARTS:
             texts.append(req_str(part, "text", f"{where}.text"))
         elif kind == "refusal":
             texts.append(opt_str(part, "refusal", f"{where}.refusal") or "")
         elif kind in _IMAGE_PARTS:
             images += 1
-        elif not isinstance(kind, str):
-            raise wrong(f"{where}.type", "a string", kind)
         # Audio and file parts are not estimated (documented in docs/providers.md).
     return "".join(texts), images
 
