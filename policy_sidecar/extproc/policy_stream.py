@@ -29,7 +29,8 @@ from policy_sidecar.identity import Identity, IdentityLookupThrottled
 from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
-from policy_sidecar.providers.base import Provider, RequestError, Route
+from policy_sidecar.providers import load_body
+from policy_sidecar.providers.base import Provider, Route, Usage
 from policy_sidecar.providers.paths import free_route, has_query_key, without_query_key
 from policy_sidecar.usage.record import UsageRecord
 
@@ -53,6 +54,13 @@ class _Denial:
     policy_id: str | None = None
     details: dict[str, Any] | None = None
     headers: Mapping[str, str] | None = None
+
+
+_FAILURE: dict[str, Any] = {
+    "status": 500,
+    "code": "policy_sidecar_error",
+    "message": "the policy sidecar could not process this request",
+}
 
 
 class PolicyProcessor:
@@ -138,11 +146,9 @@ class PolicyProcessor:
             return continue_request_body(metadata=handover.to_metadata())
         provider, route = self._provider, self._route
         try:
-            body = json.loads(msg.body)
-            if not isinstance(body, dict):
-                raise RequestError("the request body must be a JSON object")
+            body = load_body(msg.body)
             parsed = provider.parse_request(route, body)
-        except ValueError as exc:  # json.JSONDecodeError and RequestError
+        except ValueError as exc:  # RequestError, json.JSONDecodeError, UnicodeDecodeError
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
         handover.requested_model = model
@@ -198,6 +204,48 @@ class PolicyProcessor:
             metadata=handover.to_metadata(),
             clear_route_cache=ROUTE_HEADER in set_headers,
         )
+
+    def on_failure(self) -> pb.ProcessingResponse:
+        """The answer when a phase raised: a 500 in the provider's shape, fail closed.
+
+        Recorded here as an ``error`` attributed to the caller the headers phase
+        identified (the metadata says so, so the usage filter does not record it again);
+        a reservation already made is released. Never raises.
+        """
+        self.done = True
+        handover = self._handover
+        if handover is None:
+            return error_response(provider=None, **_FAILURE)
+        handover.recorded = True
+        try:
+            if handover.charges:
+                charges, handover.charges = handover.charges, ()
+                # Nothing went upstream: settling to zero usage gives the reservation back.
+                self._s.spawn(self._s.enforcer.settle(charges, Usage(), None, estimated_prompt=0))
+            self._s.recorder.record(
+                UsageRecord(
+                    request_id=handover.request_id,
+                    started_at=datetime.fromtimestamp(handover.started_at, UTC),
+                    decision="error",
+                    status_code=500,
+                    org_id=handover.org_id,
+                    app_id=handover.app_id,
+                    environment=handover.environment,
+                    api_key_id=handover.key_id,
+                    provider=handover.provider,
+                    operation=handover.operation,
+                    requested_model=handover.requested_model,
+                    streamed=handover.stream,
+                    estimated_tokens=handover.estimated_tokens,
+                    request_bytes=handover.request_bytes,
+                    latency_ms=(self._s.clock() - handover.started_at) * 1000.0,
+                )
+            )
+            metadata = handover.to_metadata()
+        except Exception:
+            log.exception("could not record a failed request")
+            metadata = {"rid": handover.request_id, "rec": True}
+        return error_response(provider=self._provider, metadata=metadata, **_FAILURE)
 
     def _deny_by(
         self,

@@ -14,7 +14,6 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
@@ -53,14 +52,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             except Exception:
                 # Deliberately fail closed: a request we could not check does not go.
                 log.exception("policy processing failed in phase %s", kind)
-                await context.write(
-                    error_response(
-                        provider=None,
-                        status=500,
-                        code="policy_sidecar_error",
-                        message="the policy sidecar could not process this request",
-                    )
-                )
+                await context.write(processor.on_failure())
                 return
             PHASE_DURATION.labels(kind or "unknown").observe(time.perf_counter() - started)
             await context.write(response)

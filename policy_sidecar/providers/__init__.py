@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from policy_sidecar.providers._body import MAX_NESTING_DEPTH, load_body
+from policy_sidecar.providers._fields import MAX_MODEL_CHARS, MAX_TOKEN_COUNT
 from policy_sidecar.providers.base import (
     ParsedRequest,
     PromptMessage,
@@ -15,6 +17,9 @@ from policy_sidecar.providers.base import (
 from policy_sidecar.providers.registry import ProviderRegistry, default_registry
 
 __all__ = [
+    "MAX_MODEL_CHARS",
+    "MAX_NESTING_DEPTH",
+    "MAX_TOKEN_COUNT",
     "ParsedRequest",
     "PromptMessage",
     "Provider",
@@ -25,4 +30,5 @@ __all__ = [
     "UsageParser",
     "default_registry",
     "is_streaming_response",
+    "load_body",
 ]

@@ -8,6 +8,12 @@ from typing import Any
 
 from policy_sidecar.providers.base import RequestError
 
+# Token counts (max_tokens and kin) are 32-bit on every provider's wire; a larger value is
+# no request a provider serves, and bounding it keeps reservations and metadata finite.
+MAX_TOKEN_COUNT = 2**31 - 1
+# Model names travel in metadata, counter keys and usage records: real ones are short.
+MAX_MODEL_CHARS = 256
+
 _TYPE_NAMES = {
     dict: "object",
     list: "array",
@@ -51,6 +57,27 @@ def opt_str(body: Mapping[str, Any], key: str, path: str | None = None) -> str |
     raise wrong(path or key, "a string", value)
 
 
+def _model_name(value: str, path: str) -> str:
+    if len(value) > MAX_MODEL_CHARS:
+        raise RequestError(f"'{path}' must be at most {MAX_MODEL_CHARS} characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate from a \u escape
+            raise RequestError(f"'{path}' must be valid Unicode text") from None
+    return value
+
+
+def req_model(body: Mapping[str, Any], key: str = "model") -> str:
+    """The model name: a non-empty string of valid text, at most ``MAX_MODEL_CHARS``."""
+    return _model_name(req_str(body, key), key)
+
+
+def opt_model(body: Mapping[str, Any], key: str = "model") -> str | None:
+    value = opt_str(body, key)
+    return None if value is None else _model_name(value, key)
+
+
 def opt_bool(body: Mapping[str, Any], key: str, path: str | None = None) -> bool:
     value = body.get(key, False)
     if value is None:
@@ -61,12 +88,14 @@ def opt_bool(body: Mapping[str, Any], key: str, path: str | None = None) -> bool
 
 
 def opt_int(body: Mapping[str, Any], key: str, path: str | None = None) -> int | None:
-    """A non-negative integer or absent/null."""
+    """A token count: an integer from 0 to ``MAX_TOKEN_COUNT``, or absent/null."""
     value = body.get(key)
     if value is None:
         return None
     if not is_int(value) or value < 0:
         raise wrong(path or key, "a non-negative integer", value)
+    if value > MAX_TOKEN_COUNT:
+        raise RequestError(f"'{path or key}' must be at most {MAX_TOKEN_COUNT}")
     result: int = value
     return result
 

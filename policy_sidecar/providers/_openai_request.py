@@ -12,8 +12,10 @@ from policy_sidecar.providers._fields import (
     obj,
     opt_bool,
     opt_list,
+    opt_model,
     opt_str,
     req_list,
+    req_model,
     req_str,
     wrong,
 )
@@ -37,14 +39,14 @@ def content_text(content: Any, path: str) -> tuple[str, int]:
         where = f"{path}[{i}]"
         part = obj(part, where)
         kind = part.get("type")
+        if not isinstance(kind, str):  # checked first: a list or object is unhashable
+            raise wrong(f"{where}.type", "a string", kind)
         if kind in _TEXT_PARTS:
             texts.append(req_str(part, "text", f"{where}.text"))
         elif kind == "refusal":
             texts.append(opt_str(part, "refusal", f"{where}.refusal") or "")
         elif kind in _IMAGE_PARTS:
             images += 1
-        elif not isinstance(kind, str):
-            raise wrong(f"{where}.type", "a string", kind)
         # Audio and file parts are not estimated (documented in docs/providers.md).
     return "".join(texts), images
 
@@ -62,9 +64,9 @@ def _tool_calls(message: Mapping[str, Any], path: str) -> list[str]:
 def _model(body: Mapping[str, Any], deployment: str | None) -> str:
     # Azure deployment paths: the deployment decides what is served; a body model is ignored.
     if deployment is not None:
-        opt_str(body, "model")
+        opt_model(body)
         return deployment
-    return req_str(body, "model")
+    return req_model(body)
 
 
 def parse_chat(body: Mapping[str, Any], *, model_default: str | None = None) -> ParsedRequest:

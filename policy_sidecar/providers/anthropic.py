@@ -14,6 +14,7 @@ from policy_sidecar.providers._fields import (
     opt_int,
     opt_list,
     req_list,
+    req_model,
     req_str,
     wrong,
 )
@@ -76,7 +77,7 @@ def parse_messages(body: Mapping[str, Any]) -> ParsedRequest:
         messages.append(PromptMessage(role=role, text=text))
     tools = tuple(compact_json(tool) for tool in opt_list(body, "tools"))
     return ParsedRequest(
-        model=req_str(body, "model"),
+        model=req_model(body),
         stream=opt_bool(body, "stream"),
         max_output_tokens=opt_int(body, "max_tokens"),
         messages=tuple(messages),

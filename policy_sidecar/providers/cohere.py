@@ -13,8 +13,10 @@ from policy_sidecar.providers._fields import (
     obj,
     opt_bool,
     opt_list,
+    opt_model,
     opt_str,
     req_list,
+    req_model,
     req_str,
     wrong,
 )
@@ -91,7 +93,7 @@ def _parse_v1_chat(body: Mapping[str, Any]) -> ParsedRequest:
     extra += [compact_json(t) for t in opt_list(body, "tools")]
     extra += [compact_json(t) for t in opt_list(body, "tool_results")]
     return ParsedRequest(
-        model=opt_str(body, "model"),
+        model=opt_model(body),
         stream=opt_bool(body, "stream"),
         max_output_tokens=first_int(body, "max_tokens"),
         messages=tuple(messages),
@@ -118,7 +120,7 @@ def _parse_v2_chat(body: Mapping[str, Any]) -> ParsedRequest:
     extra = [compact_json(d) for d in opt_list(body, "documents")]
     extra += [compact_json(t) for t in opt_list(body, "tools")]
     return ParsedRequest(
-        model=req_str(body, "model"),
+        model=req_model(body),
         stream=opt_bool(body, "stream"),
         max_output_tokens=first_int(body, "max_tokens"),
         messages=tuple(messages),
@@ -139,7 +141,7 @@ def _parse_embed(body: Mapping[str, Any], version: str) -> ParsedRequest:
         text, n = content_text(content, f"inputs[{i}].content")
         texts.append(text)
         images += n
-    model = req_str(body, "model") if version == "v2" else opt_str(body, "model")
+    model = req_model(body) if version == "v2" else opt_model(body)
     return ParsedRequest(
         model=model,
         stream=False,

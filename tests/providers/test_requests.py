@@ -251,6 +251,19 @@ MESSAGES = "/v1/messages"
             "'generationConfig.maxOutputTokens' must be a non-negative integer, got string",
         ),
         (GEMINI, {}, "'contents' is required"),
+        # Found by tests/extproc/test_request_fuzz.py: a list here once raised TypeError.
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": []}]}]},
+            "'messages[0].content[0].type' must be a string, got array",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [], "max_tokens": 2**31},
+            "'max_tokens' must be at most 2147483647",
+        ),
+        ("/v1/chat/completions", {"model": "\ud800", "messages": []}, "'model' must be valid"),
+        ("/v1/messages", {"model": "m" * 257, "messages": []}, "'model' must be at most 256"),
     ],
 )
 def test_malformed_bodies_name_the_field(path: str, body: dict[str, Any], message: str) -> None:
