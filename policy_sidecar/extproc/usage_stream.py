@@ -19,6 +19,7 @@ from policy_sidecar.identity import Identity
 from policy_sidecar.metrics import observe_violation
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
+from policy_sidecar.usage.clamp import clamp_and_log
 from policy_sidecar.usage.record import Decision, UsageRecord
 
 
@@ -91,6 +92,16 @@ class UsageObserver:
         now = self._s.clock()
         usage = self._parser.finish() if self._parser is not None else None
         h = self._handover or Handover(request_id=str(uuid.uuid4()), started_at=now)
+        # Bounded before anything settles or records it: see usage/clamp.py.
+        deployment = self._s.models.get(h.requested_model or "")
+        clamped = clamp_and_log(
+            usage,
+            request_id=h.request_id,
+            max_tokens=h.max_tokens,
+            context_window=deployment.context_window if deployment else None,
+            estimated_prompt=h.estimated_tokens,
+        )
+        usage = clamped.usage
         # "error": the policy filter never saw this request (Envoy answered it itself).
         decision: Decision = (
             "error" if self._handover is None else "allow" if complete else "incomplete"
@@ -124,6 +135,7 @@ class UsageObserver:
             request_bytes=h.request_bytes,
             response_bytes=self._response_bytes,
             shadow_violations=h.shadow,
+            usage_flags=clamped.flags,
         )
         if h.app_id is None or h.org_id is None or h.environment is None:
             self._s.recorder.record(record)
