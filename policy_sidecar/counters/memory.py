@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policy_sidecar.counters.store import SettlingMixin
-from policy_sidecar.counters.types import Adjustment, CheckResult, CounterOp
+from policy_sidecar.counters.types import MAX_COUNTER_VALUE, Adjustment, CheckResult, CounterOp
 from policy_sidecar.counters.windows import (
     bucket_key,
     build_result,
@@ -61,7 +61,8 @@ class InMemoryCounterStore(SettlingMixin):
         if denied is None:
             for op, plan, (_, cur) in zip(ops, plans, observed, strict=True):
                 if op.amount:
-                    self._values[plan.cur_key] = (cur + op.amount, now + plan.ttl_ms / 1000)
+                    value = min(cur + op.amount, MAX_COUNTER_VALUE)
+                    self._values[plan.cur_key] = (value, now + plan.ttl_ms / 1000)
         return build_result(ops, plans, observed, denied, now)
 
     async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
@@ -72,7 +73,8 @@ class InMemoryCounterStore(SettlingMixin):
             key = bucket_key(adj.key, adj.window, adj.bucket_start)
             current = self._get(key, now)
             if current or adj.delta > 0:
-                self._values[key] = (max(0, current + adj.delta), now + ttl / 1000)
+                value = min(max(0, current + adj.delta), MAX_COUNTER_VALUE)
+                self._values[key] = (value, now + ttl / 1000)
 
     def ttl(self, key: str, now: float) -> float | None:
         """Seconds until a bucket key expires (tests and debugging)."""

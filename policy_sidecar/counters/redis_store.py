@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policy_sidecar.counters.store import SettlingMixin
 from policy_sidecar.counters.types import (
+    MAX_COUNTER_VALUE,
     Adjustment,
     CheckResult,
     CounterOp,
@@ -36,10 +37,18 @@ __all__ = ["COUNTER_SCRIPT", "RedisCounterStore"]
 #           returns {denied op index or 0, prev_1, cur_1, prev_2, cur_2, ...} (before adding)
 #   adjust: per bucket j, from 2 + 2*(j-1): delta, ttl ms; never below 0, never creates
 #           a bucket for a negative delta. Returns the number of buckets.
-# Amounts go to INCRBY as the caller's strings: Lua would print large numbers as 1e+15.
+# ARGV[#ARGV] = MAX_COUNTER_VALUE. A bucket is SET to the new value clamped to
+# [0, max] (not INCRBY'd: that errors past 2**63 on a bogus huge amount); with both
+# terms at most 1e15 the double arithmetic is exact, and '%.0f' prints every digit.
 # The weighted rule must stay identical to windows.weighted().
 COUNTER_SCRIPT = """
 local mode = ARGV[1]
+local max = tonumber(ARGV[#ARGV])
+local function bounded(v)
+  if v < 0 then return '0' end
+  if v > max then v = max end
+  return string.format('%.0f', v)
+end
 if mode == 'add' then
   local n = #KEYS / 2
   local out = {0}
@@ -68,9 +77,10 @@ if mode == 'add' then
   if denied == 0 then
     for i = 1, n do
       local base = 2 + 4 * (i - 1)
-      if tonumber(ARGV[base + 1]) > 0 then
-        redis.call('INCRBY', KEYS[2 * i - 1], ARGV[base + 1])
-        redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[base + 3])
+      local amount = tonumber(ARGV[base + 1])
+      if amount > 0 then
+        local v = bounded(math.min(out[2 * i + 1], max) + math.min(amount, max))
+        redis.call('SET', KEYS[2 * i - 1], v, 'PX', ARGV[base + 3])
       end
     end
   end
@@ -80,18 +90,17 @@ elseif mode == 'adjust' then
     local delta = tonumber(ARGV[2 * j])
     local cur = tonumber(redis.call('GET', KEYS[j]) or '0')
     if delta > 0 or cur > 0 then
-      local v = redis.call('INCRBY', KEYS[j], ARGV[2 * j])
-      if v < 0 then
-        redis.call('SET', KEYS[j], '0', 'PX', ARGV[2 * j + 1])
-      else
-        redis.call('PEXPIRE', KEYS[j], ARGV[2 * j + 1])
-      end
+      delta = math.max(math.min(delta, max), -max)
+      local v = bounded(math.min(cur, max) + delta)
+      redis.call('SET', KEYS[j], v, 'PX', ARGV[2 * j + 1])
     end
   end
   return #KEYS
 end
 return redis.error_reply('unknown mode ' .. tostring(mode))
 """
+
+_MAX = str(MAX_COUNTER_VALUE)
 
 _UNAVAILABLE = (
     RedisConnectionError,
@@ -171,7 +180,7 @@ class RedisCounterStore(SettlingMixin):
         for op, plan in zip(ops, plans, strict=True):
             keys += [plan.cur_key, plan.prev_key]
             args += [str(op.limit), str(op.amount), repr(plan.prev_weight), str(plan.ttl_ms)]
-        raw = await self._run(keys, args)
+        raw = await self._run(keys, [*args, _MAX])
         denied = int(raw[0])
         observed = [(int(raw[2 * i + 1]), int(raw[2 * i + 2])) for i in range(len(ops))]
         return build_result(ops, plans, observed, denied - 1 if denied else None, now)
@@ -186,7 +195,7 @@ class RedisCounterStore(SettlingMixin):
             keys.append(bucket_key(adj.key, adj.window, adj.bucket_start))
             args += [str(adj.delta), str(ttl)]
         if keys:
-            await self._run(keys, args)
+            await self._run(keys, [*args, _MAX])
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from policy_sidecar.counters.types import (
+    MAX_COUNTER_VALUE,
     Adjustment,
     CheckResult,
     CounterOp,
@@ -72,10 +73,13 @@ def settle_adjustments(reservation: Reservation, actual: Mapping[str, int]) -> l
     unknown = set(actual) - {e.key for e in reservation.entries}
     if unknown:
         raise ValueError(f"keys not in the reservation: {sorted(unknown)}")
+    # A request's actual amount is never negative (that would take back other requests'
+    # share of the bucket) and never past the ceiling: a bogus report poisons nothing.
+    bounded = {k: min(max(v, 0), MAX_COUNTER_VALUE) for k, v in actual.items()}
     return [
-        Adjustment(e.key, e.window, e.bucket_start, actual[e.key] - e.amount)
+        Adjustment(e.key, e.window, e.bucket_start, bounded[e.key] - e.amount)
         for e in reservation.entries
-        if e.key in actual and actual[e.key] != e.amount
+        if e.key in bounded and bounded[e.key] != e.amount
     ]
 
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from urllib.parse import quote
 
 __all__ = [
+    "MAX_COUNTER_VALUE",
     "Adjustment",
     "CheckResult",
     "CounterOp",
@@ -20,6 +21,12 @@ __all__ = [
 ]
 
 KEY_PREFIX = "ps"
+
+#: No counter bucket holds more than this (1e15: tokens, requests or micro-USD far past
+#: any limit) nor less than 0, whatever amounts and deltas are passed in: a bogus huge
+#: or negative number cannot overflow a bucket (Redis INCRBY errors past 2**63) or
+#: lower it for everybody. Exact as a double, so the Redis script's arithmetic is too.
+MAX_COUNTER_VALUE = 10**15
 
 
 class CounterStoreUnavailable(Exception):

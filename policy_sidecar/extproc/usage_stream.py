@@ -25,6 +25,7 @@ from policy_sidecar.pricing import CatalogPriceBook
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
 from policy_sidecar.providers.delivered import DeliveredText
+from policy_sidecar.usage.clamp import clamp_and_log
 from policy_sidecar.usage.record import Decision, UsageRecord
 
 
@@ -118,6 +119,16 @@ class UsageObserver:
         h = self._handover or Handover(
             request_id=self._request_id or str(uuid.uuid4()), started_at=now
         )
+        # Bounded before anything settles or records it: see usage/clamp.py.
+        deployment = self._s.models.get(h.requested_model or "")
+        clamped = clamp_and_log(
+            usage,
+            request_id=h.request_id,
+            max_tokens=h.max_tokens,
+            context_window=deployment.context_window if deployment else None,
+            estimated_prompt=h.estimated_tokens,
+        )
+        usage = clamped.usage
         # "error": Envoy answered the request itself (no cluster, connect failure, …),
         # or the policy filter never saw it.
         decision: Decision = (
@@ -159,6 +170,7 @@ class UsageObserver:
             shadow_violations=h.shadow,
             # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
             denied_by=self._envoy_error,
+            usage_flags=clamped.flags,
         )
         if h.app_id is None or h.org_id is None or h.environment is None:
             self._s.recorder.record(record)

@@ -10,8 +10,12 @@ import zlib
 
 from policy_sidecar.providers.base import Usage, UsageParser
 
-# Bounds memory when a small compressed body inflates to something huge.
-_MAX_INFLATED = 64 * 1024 * 1024
+# Bounds the work when a small compressed body inflates to something huge: past this
+# many inflated bytes the response reports no usage.
+MAX_INFLATED = 64 * 1024 * 1024
+# Inflated at most this much at a time, so memory stays bounded whatever one chunk
+# inflates to (a 160 KB chunk of a gzip bomb is 160 MB inflated).
+PIECE = 64 * 1024
 
 
 class DecodingParser:
@@ -27,31 +31,42 @@ class DecodingParser:
         self._failed = False
         self._inflated = 0
 
+    @property
+    def inflated(self) -> int:
+        """Bytes inflated so far (never more than `MAX_INFLATED` + `PIECE`)."""
+        return self._inflated
+
     def feed(self, chunk: bytes) -> None:
-        if self._failed:
-            return
-        try:
-            data = self._zlib.decompress(chunk)
-        except zlib.error:
-            self._failed = True
-            return
-        self._inflated += len(data)
-        if self._inflated > _MAX_INFLATED:
-            self._failed = True
-            return
-        if data:
-            self._inner.feed(data)
+        data = chunk
+        while data and not self._failed:
+            try:
+                piece = self._zlib.decompress(data, PIECE)
+            except zlib.error:
+                self._failed = True
+                return
+            if not self._take(piece):
+                return
+            data = self._zlib.unconsumed_tail
 
     def finish(self) -> Usage | None:
         if self._failed:
             return None
         try:
-            tail = self._zlib.flush()
+            tail = self._zlib.flush()  # what the last input held back: less than a piece
         except zlib.error:
             return None
-        if tail:
-            self._inner.feed(tail)
+        if not self._take(tail):
+            return None
         return self._inner.finish()
+
+    def _take(self, piece: bytes) -> bool:
+        self._inflated += len(piece)
+        if self._inflated > MAX_INFLATED:
+            self._failed = True
+            return False
+        if piece:
+            self._inner.feed(piece)
+        return True
 
 
 class NoUsageParser:

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 # body without line breaks (a misrouted JSON body, a hostile upstream) must not grow
 # the buffer without bound.
 MAX_LINE = 16 * 1024 * 1024
+# The data of one event (its ``data:`` lines up to the blank line) past this many
+# characters is dropped, not buffered: a stream that never sends a blank line must not
+# grow the event without bound either. No usage event comes near it.
+MAX_EVENT = 4 * 1024 * 1024
 
 
 class LineSplitter:
@@ -58,6 +62,11 @@ class LineSplitter:
         self._pending = len(rest)
         return lines
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the incomplete last line (never more than `MAX_LINE`)."""
+        return self._pending
+
     def close(self) -> list[bytes]:
         """The last line when the body did not end with a line break."""
         rest = b"".join(self._parts)
@@ -74,12 +83,20 @@ class Event:
 class SSEDecoder:
     """Feeds bytes, yields events. One per stream; not thread-safe."""
 
-    __slots__ = ("_data", "_event", "_lines")
+    __slots__ = ("_data", "_event", "_lines", "_size", "_skipping")
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
         self._event = ""
         self._data: list[str] = []
+        self._size = 0  # characters in _data
+        # The event grew past MAX_EVENT: its data lines are ignored up to its end.
+        self._skipping = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes and characters held for incomplete lines and the incomplete event."""
+        return self._lines.buffered + self._size
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
         for raw in self._lines.feed(chunk):
@@ -98,6 +115,9 @@ class SSEDecoder:
 
     def _line(self, line: str) -> Event | None:
         if not line:
+            if self._skipping:
+                self._skipping, self._event = False, ""
+                return None
             return self._dispatch() if self._data or self._event else None
         if line.startswith(":"):
             return None
@@ -105,6 +125,12 @@ class SSEDecoder:
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
+            if self._skipping:
+                return None
+            self._size += len(value) + 1
+            if self._size > MAX_EVENT:
+                self._data, self._size, self._skipping = [], 0, True
+                return None
             self._data.append(value)
         elif name == "event":
             self._event = value
@@ -114,4 +140,5 @@ class SSEDecoder:
         event = Event(self._event, "\n".join(self._data))
         self._event = ""
         self._data = []
+        self._size = 0
         return event

@@ -2,7 +2,8 @@
 
 Metrics are built against a `CollectorRegistry` so tests can use their own; the
 process-wide recorder uses `default_metrics()` (the global registry, created once).
-No labels: one recorder per process, so every series is bounded by construction.
+No labels but ``flag`` (a fixed set, `FLAGS`): one recorder per process, so every
+series is bounded by construction.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ SPOOLED = PREFIX + "records_spooled"
 REPLAYED = PREFIX + "records_replayed"
 DROPPED = PREFIX + "records_dropped"
 REJECTED = PREFIX + "records_rejected"
+FLAGGED = PREFIX + "records_flagged"
+
+#: Values of FLAGGED's ``flag`` label (usage/bounds.py, usage/clamp.py); anything else
+#: (a flag from a newer version, read back from the spool) counts as "other".
+FLAGS = frozenset({
+    "request_id_replaced", "text_truncated", "tokens_out_of_range", "value_out_of_range",
+    "usage_negative", "prompt_capped", "completion_capped", "total_capped",
+})  # fmt: skip
 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -70,9 +79,21 @@ class RecorderMetrics:
 
         self.rejected = Counter(
             REJECTED,
-            "Usage records the sink refused for good, kept in the spool's rejected.jsonl.",
+            "Usage records the sink refused for good (quarantined), kept in the spool's"
+            " rejected.jsonl with the reason.",
             registry=registry,
         )
+        self.flagged = Counter(
+            FLAGGED,
+            "Usage records bounded before queueing (flag: what was replaced, truncated or"
+            " clamped; a record may count under several flags).",
+            ["flag"],
+            registry=registry,
+        )
+
+    def count_flags(self, flags: tuple[str, ...]) -> None:
+        for flag in flags:
+            self.flagged.labels(flag if flag in FLAGS else "other").inc()
 
     def track(
         self, *, queue_depth: Callable[[], float], spool_pending: Callable[[], float]

@@ -46,6 +46,10 @@ class UsageRecord:
     denied_by: str | None = None
     shadow_violations: tuple[str, ...] = ()
     post_violations: tuple[str, ...] = ()
+    # The client's x-request-id (truncated) when it was unfit to be the key and
+    # ``request_id`` was replaced; and what ``usage.bounds`` changed (docs/usage-recording.md).
+    client_request_id: str | None = None
+    usage_flags: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.
@@ -53,6 +57,7 @@ class UsageRecord:
         out["started_at"] = self.started_at.isoformat()
         out["shadow_violations"] = list(self.shadow_violations)
         out["post_violations"] = list(self.post_violations)
+        out["usage_flags"] = list(self.usage_flags)
         return out
 
     @classmethod
@@ -63,7 +68,7 @@ class UsageRecord:
         kwargs = {f.name: data[f.name] for f in _FIELDS if f.name in data}
         kwargs["started_at"] = datetime.fromisoformat(data["started_at"])
         kwargs["request_id"] = str(data["request_id"])
-        for name in ("shadow_violations", "post_violations"):
+        for name in ("shadow_violations", "post_violations", "usage_flags"):
             kwargs[name] = tuple(data.get(name) or ())
         return cls(**kwargs)
 

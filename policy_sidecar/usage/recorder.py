@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 
 from policy_sidecar.usage.backoff import Backoff
+from policy_sidecar.usage.bounds import bound_record
 from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.record import UsageRecord
@@ -95,11 +97,14 @@ class BatchingRecorder:
         self._closed = False
         self.retried = 0
         self.replayed = 0
+        self._last_bounded_log = -1e9
+        self._unlogged_bounded = 0
 
     # -- request path ------------------------------------------------------------------
 
     def record(self, record: UsageRecord) -> None:
         try:
+            record = self._bounded(record)
             if self._closed:
                 self._spiller.drop([record], "recorder closed")
             elif len(self._queue) < self._max_queue:
@@ -253,7 +258,11 @@ class BatchingRecorder:
             return
         if batch.unreadable:
             self._spiller.count_dropped(batch.unreadable)
-        if not await self._writer.store(batch.records):
+        # Spooled by an older version, a record may be out of bounds: bounded here (the
+        # same record always gets the same replacement id); anything the sink still
+        # refuses is quarantined by the writer, so no record can block the replay.
+        records = [self._bounded(r, replayed=True) for r in batch.records]
+        if not await self._writer.store(records):
             self._count_retried(len(batch.records))
             self._go_down()
             return
@@ -275,6 +284,31 @@ class BatchingRecorder:
         self._queue.clear()
         self._spiller.waiting.clear()
         await self._spiller.spill(left)
+
+    def _bounded(self, record: UsageRecord, *, replayed: bool = False) -> UsageRecord:
+        """`bound_record`, counted (flags set at the edge too, e.g. clamped usage) and
+        logged; a replayed record counts only flags it did not carry yet."""
+        bounded = bound_record(record)
+        if bounded is not record:
+            self._log_bounded(bounded)
+        if bounded.usage_flags:
+            old = set(record.usage_flags) if replayed else set()
+            self._m.count_flags(tuple(f for f in bounded.usage_flags if f not in old))
+        return bounded
+
+    def _log_bounded(self, record: UsageRecord) -> None:
+        # At most one line a second: a client sending bad ids must not flood the log.
+        self._unlogged_bounded += 1
+        now = time.monotonic()
+        if now - self._last_bounded_log >= 1.0:
+            log.warning(
+                "usage records bounded before queueing: %d (last: %s, flags %s)",
+                self._unlogged_bounded,
+                record.request_id,
+                ",".join(record.usage_flags),
+            )
+            self._last_bounded_log = now
+            self._unlogged_bounded = 0
 
     def _priced(self, batch: Sequence[UsageRecord]) -> Sequence[UsageRecord]:
         # Here, on the way out, not in `record`: copying a frozen 28-field record costs

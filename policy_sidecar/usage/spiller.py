@@ -98,12 +98,14 @@ class Spiller:
         """The sink refuses `record` for good: keep it aside (never replayed) and say so."""
         self.rejected += 1
         self._m.rejected.inc()
-        log.error("usage record %s rejected by the sink: %r", record.request_id, reason)
+        log.error(
+            "usage record %s rejected by the sink: %s", record.request_id[:128], _reason(reason)
+        )
         if self.spool is None:
             self.drop([record], "rejected and no spool to keep it")
             return
         try:
-            await asyncio.to_thread(self.spool.reject, record)
+            await asyncio.to_thread(self.spool.reject, record, _reason(reason))
         except Exception as exc:
             self.drop([record], f"rejected, and the spool write failed: {exc!r}")
 
@@ -126,3 +128,12 @@ class Spiller:
     def count_dropped(self, n: int) -> None:
         self.dropped += n
         self._m.dropped.inc(n)
+
+
+def _reason(exc: BaseException) -> str:
+    # The sink's own error, plus its cause (the database's message) when it wraps one.
+    cause = exc.__cause__
+    text = f"{type(exc).__name__}: {exc}"
+    if cause is not None and str(cause) not in str(exc):
+        text += f" (from {type(cause).__name__}: {cause})"
+    return text[:1000]

@@ -158,14 +158,19 @@ class Spool:
                     self._path(seq).unlink()
                 del self._sizes[seq]
 
-    def reject(self, record: UsageRecord) -> None:
+    def reject(self, record: UsageRecord, reason: str = "") -> None:
         """Keep a record the sink refuses for good in `rejected.jsonl` (never replayed;
-        for an operator to inspect, fix and feed back)."""
+        for an operator to inspect, fix and feed back). The line is the record's JSON
+        plus ``rejected_reason`` (at most 1,000 characters), which
+        `UsageRecord.from_json_dict` ignores."""
+        line = record.to_json_dict()
+        line["rejected_reason"] = reason[:1000]
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8", "replace")
         with self._lock:
             self._check_open()
             fd = os.open(self.directory / REJECTED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, encode([record]))
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

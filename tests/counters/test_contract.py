@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from counter_helpers import KeyFactory, bucket_ttl
 
-from policy_sidecar.counters import CounterOp, CounterStore, Window, WindowUnit
+from policy_sidecar.counters import Adjustment, CounterOp, CounterStore, Window, WindowUnit
+from policy_sidecar.counters.types import MAX_COUNTER_VALUE
 from policy_sidecar.counters.windows import bucket_key
 
 MINUTE = Window(WindowUnit.MINUTE)
@@ -295,3 +296,46 @@ async def test_concurrent_reserve_then_settle_stays_bounded(
     final = await used(store, op, T0 + 3)
     assert final == sum(settled)
     assert limit - estimate < final <= limit
+
+
+# -- huge and negative numbers (a bogus upstream usage must not poison a counter) ----
+
+
+@pytest.mark.parametrize("actual", [10**30, 4 * 10**18, 2**63 - 1, 2**63])
+async def test_settle_huge_actual_is_bounded_and_never_raises(
+    store: CounterStore, key: KeyFactory, actual: int
+) -> None:
+    op = CounterOp(key("tok"), limit=1000, window=MINUTE, amount=100)
+    result = await store.check_and_add([op], T0)
+    assert result.reservation is not None
+    await store.settle(result.reservation, {op.key: actual}, T0 + 1)
+    assert await used(store, op, T0 + 2) == MAX_COUNTER_VALUE
+    # Settling again (another huge response) stays at the ceiling: no overflow error.
+    again = await store.check_and_add([CounterOp(op.key, 2**62, MINUTE, 10**18)], T0 + 3)
+    assert again.admitted
+    await store.adjust([Adjustment(op.key, MINUTE, int(T0), 10**30)], T0 + 4)
+    assert await used(store, op, T0 + 5) == MAX_COUNTER_VALUE
+
+
+async def test_huge_amount_adds_at_most_the_ceiling(store: CounterStore, key: KeyFactory) -> None:
+    op = CounterOp(key("tok"), limit=10**30, window=MINUTE, amount=10**25)
+    assert (await store.check_and_add([op], T0)).admitted
+    assert (await store.check_and_add([op], T0 + 1)).admitted
+    assert await used(store, op, T0 + 2) == MAX_COUNTER_VALUE
+
+
+@pytest.mark.parametrize("actual", [-1005, -(10**30)])
+async def test_settle_negative_actual_takes_back_only_its_own_reservation(
+    store: CounterStore, key: KeyFactory, actual: int
+) -> None:
+    other = CounterOp(key("tok"), limit=1000, window=MINUTE, amount=300)
+    await store.check_and_add([other], T0)  # another request's share of the bucket
+    op = CounterOp(key("tok"), limit=1000, window=MINUTE, amount=100)
+    result = await store.check_and_add([op], T0 + 1)
+    assert result.reservation is not None
+    await store.settle(result.reservation, {op.key: actual}, T0 + 2)
+    # Settled as 0: its own 100 go back, the other request's 300 stay.
+    assert await used(store, op, T0 + 3) == 300
+    # A raw adjust past zero stops at zero.
+    await store.adjust([Adjustment(op.key, MINUTE, int(T0), -(10**30))], T0 + 4)
+    assert await used(store, op, T0 + 5) == 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import string
 import time
 import urllib.error
 import urllib.request
@@ -395,3 +397,35 @@ def test_unknown_model_is_refused_with_a_clear_error(env: Env) -> None:
 def test_the_edge_holds_in_production_mode(env: Env) -> None:
     # No POLICY_SIDECAR_UNKNOWN_PATHS in this stack's environment: deny is the default.
     edge_checks.check_all(env.stack.url, env.key)
+
+
+def test_oversized_request_ids_never_stop_usage_recording(env: Env) -> None:
+    """Clients choose x-request-id (Envoy preserves it): 8 KB ones must not poison the
+    usage table; later requests are recorded, and so are these, under replaced ids."""
+    run_id = uuid.uuid4().hex[:6]
+    rng = random.Random(run_id)
+    alphabet = string.ascii_letters + string.digits
+    big_ids = ["".join(rng.choices(alphabet, k=8192)) for _ in range(3)]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    auth = {"authorization": f"Bearer {env.key}"}
+    # Unauthenticated, as a client probing the gateway would send them: denied, recorded.
+    for big in big_ids:
+        assert post(env, "/v1/chat/completions", body, {"x-request-id": big}) == 401
+    normal = {f"after-{run_id}-{i}" for i in range(20)}
+    for rid in sorted(normal):
+        assert post(env, "/v1/chat/completions", body, {**auth, "x-request-id": rid}) == 200
+    assert len(rows(env, normal, timeout=30)) == 20
+    clients = [big[:256] for big in big_ids]
+    deadline = time.monotonic() + 30
+    replaced: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(replaced) < 3:
+        with psycopg.connect(env.dsn, row_factory=dict_row) as conn:
+            replaced = conn.execute(
+                "SELECT * FROM usage_metrics WHERE client_request_id = ANY(%s)", (clients,)
+            ).fetchall()
+        time.sleep(0.1)
+    assert sorted(r["client_request_id"] for r in replaced) == sorted(clients)
+    for row in replaced:
+        assert uuid.UUID(row["request_id"])  # a replacement, not the client's 8 KB
+        assert row["usage_flags"] == ["request_id_replaced"]
+        assert (row["decision"], row["status_code"]) == ("deny", 401)

@@ -36,7 +36,8 @@ def _row(r: UsageRecord) -> tuple[object, ...]:
         r.latency_ms, r.ttft_ms, r.request_bytes, r.response_bytes,
         # Binary COPY wants a Decimal for numeric; repr gives the shortest exact decimal.
         None if r.cost_usd is None else Decimal(repr(r.cost_usd)), r.denied_by,
-        list(r.shadow_violations), list(r.post_violations),
+        list(r.shadow_violations), list(r.post_violations), r.client_request_id,
+        list(r.usage_flags),
     )  # fmt: skip
 
 

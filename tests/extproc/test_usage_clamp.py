@@ -1,0 +1,104 @@
+"""Usage an upstream reports beyond any bound is clamped before it settles a counter
+or becomes a record (in-memory and real Redis counters)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from policy_sidecar.counters import (
+    CounterOp,
+    CounterStore,
+    InMemoryCounterStore,
+    RedisCounterStore,
+    Window,
+    WindowUnit,
+)
+from policy_sidecar.counters.penalties import InMemoryPenaltyBox
+from policy_sidecar.enforcer import Charge, Enforcer
+from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.services import Services
+from policy_sidecar.extproc.usage_stream import UsageObserver
+from tests.conftest import FakeClock, ListRecorder
+from tests.extproc.test_usage_stream import chunk_msg, req_headers_msg, resp_headers_msg
+
+MINUTE = Window(WindowUnit.MINUTE)
+REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+OTHERS = 300  # what other requests of the application already used in the bucket
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
+    if request.param == "memory":
+        yield InMemoryCounterStore()
+        return
+    redis = RedisCounterStore.from_url(REDIS_URL, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+def body(prompt: int, completion: int, total: int) -> bytes:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    return json.dumps(
+        {"id": "c1", "object": "chat.completion", "model": "gpt-4o-mini", "usage": usage}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("reported", "max_tokens", "kept", "flags"),
+    [
+        ((10, 5, 4 * 10**18), 256, (10, 5, 15), ("total_capped",)),
+        ((-1005, 5, -1000), 256, (0, 5, 5), ("usage_negative",)),
+        ((10, 5000, 5010), 256, (10, 256, 266), ("completion_capped", "total_capped")),
+        # No context window in the test catalog: the cap is max(estimate x 16, 32768).
+        ((10**30, 5, 10**30), None, (32_768, 5, 32_773), ("prompt_capped", "total_capped")),
+    ],
+)
+async def test_out_of_bounds_usage_is_clamped_settled_and_flagged(
+    make_services: Callable[..., Services],
+    recorder: ListRecorder,
+    clock: FakeClock,
+    store: CounterStore,
+    reported: tuple[int, int, int],
+    max_tokens: int | None,
+    kept: tuple[int, int, int],
+    flags: tuple[str, ...],
+) -> None:
+    services = make_services(enforcer=Enforcer(store, InMemoryPenaltyBox(), clock))
+    key = f"pstest-{uuid.uuid4().hex[:12]}:{{app}}:tok"
+    await store.check_and_add([CounterOp(key, 10**6, MINUTE, OTHERS)], clock.now)
+    reserved = await store.check_and_add([CounterOp(key, 10**6, MINUTE, 50)], clock.now)
+    assert reserved.reservation is not None
+    entry = reserved.reservation.entries[0]
+    handover = Handover(
+        request_id="rid-1",
+        started_at=clock.now,
+        app_id="app1",
+        org_id="org1",
+        environment="dev",
+        key_id="k1",
+        provider="openai",
+        operation="chat",
+        requested_model="gpt-4o-mini",
+        served_model="gpt-4o-mini",
+        estimated_tokens=11,
+        max_tokens=max_tokens,
+        charges=(Charge(key, MINUTE, entry.bucket_start, 50, "total"),),
+    )
+    obs = UsageObserver(services)
+    obs.on_message(req_headers_msg(handover.to_metadata()))
+    obs.on_message(resp_headers_msg(200, "application/json"))
+    obs.on_message(chunk_msg(body(*reported), eos=True))
+    await services.tasks.drain()
+
+    [r] = recorder.records
+    assert (r.prompt_tokens, r.completion_tokens, r.total_tokens) == kept
+    assert r.usage_flags == flags
+    probe = await store.check_and_add([CounterOp(key, 10**6, MINUTE, 0)], clock.now + 1)
+    assert probe.states[0].used == OTHERS + kept[2]  # nobody else's share moved
