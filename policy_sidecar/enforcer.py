@@ -89,7 +89,9 @@ def rate_headers(
     for policy, state in zip(policies, states, strict=True):
         if policy.shadow:
             continue
-        unit = "tokens" if isinstance(policy, TokenLimitPolicy) else "requests"
+        unit = policy.header_unit
+        if unit is None:
+            continue
         best = tightest.get(unit)
         if best is None or state.remaining < best[1].remaining:
             tightest[unit] = (policy, state)

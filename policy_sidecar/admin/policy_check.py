@@ -181,8 +181,8 @@ def _counter(
     amount = policy.amount(pre, deployment)
     window = policy.config.window
     summary = (
-        f"this request counts {amount} toward a limit of {policy.limit} per {window}"
-        f" with {used} already used"
+        f"this request counts {policy.text(amount)} toward a limit of"
+        f" {policy.text(policy.limit)} per {window} with {policy.text(used)} already used"
     )
     if used + amount <= policy.limit:
         return TestOutcome(True, f"{summary}: within the limit")
