@@ -60,7 +60,13 @@ class CachedIdentityResolver:
                 STORE_ERRORS.labels("identities").inc()
                 raise
             identity = (
-                Identity(found.app_id, found.org_id, found.environment, found.key_id)
+                Identity(
+                    found.app_id,
+                    found.org_id,
+                    found.environment,
+                    found.key_id,
+                    found.environment_enabled,
+                )
                 if found is not None
                 else None
             )
