@@ -26,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from policy_sidecar.launcher import Stack, start_stack
 from policy_sidecar.store.postgres import migrate
+from tests.log_secrets import register as register_secret
 
 from .helpers import grpcurl_binary
 
@@ -142,6 +143,7 @@ def test_operator_story(env: Env) -> None:
         {"app_id": app["id"], "environment": "production", "name": "prod"},
     )
     key = created["secret"]
+    register_secret(key)
     for name in ("gpt-4o-mini", "gpt-4o"):
         grpcurl(
             env,

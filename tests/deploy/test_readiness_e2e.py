@@ -29,6 +29,7 @@ import pytest
 from psycopg import errors, sql
 
 from policy_sidecar.launcher import free_port
+from tests.log_secrets import register as register_secret
 
 from . import contract
 from .helpers import compose_services, k8s_object
@@ -238,6 +239,16 @@ def test_admin_and_sidecar_reach_readiness_with_the_shipped_configuration(
     source: str, database: str, tmp_path: Path
 ) -> None:
     loc = Localizer(database=database, workdir=tmp_path)
+    # The admin tokens of both files: the session's log check looks for them too.
+    register_secret(
+        compose_services()["admin"]["environment"]["POLICY_SIDECAR_ADMIN_TOKENS"].split(":")[-1],
+        *(
+            line.split(":")[-1]
+            for line in _secret_value({"name": "policy-sidecar-admin-tokens", "key": "tokens"})
+            .strip()
+            .splitlines()
+        ),
+    )
     migrate_env, services = (_compose_services if source == "compose" else _k8s_services)(loc)
 
     migrated = subprocess.run(
