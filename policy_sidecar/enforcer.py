@@ -18,7 +18,7 @@ from policy_sidecar.counters import (
     Window,
     WindowUnit,
 )
-from policy_sidecar.counters.penalties import PenaltyBox, penalty_key
+from policy_sidecar.counters.penalties import Penalty, PenaltyBox, penalty_key
 from policy_sidecar.identity import Identity
 from policy_sidecar.metrics import COUNTER_STORE_ERRORS
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
@@ -89,7 +89,9 @@ def rate_headers(
     for policy, state in zip(policies, states, strict=True):
         if policy.shadow:
             continue
-        unit = "tokens" if isinstance(policy, TokenLimitPolicy) else "requests"
+        unit = policy.header_unit
+        if unit is None:
+            continue
         best = tightest.get(unit)
         if best is None or state.remaining < best[1].remaining:
             tightest[unit] = (policy, state)
@@ -195,20 +197,31 @@ class Enforcer:
 
     async def _penalty(self, identity: Identity, now: float) -> Decision | None:
         key = penalty_key(identity.org_id, identity.app_id, identity.environment)
-        until = await self._penalties.until(key, now)
-        if until is None:
+        penalty = await self._penalties.until(key, now)
+        if penalty is None:
             return None
-        wait = max(1, int(until - now + 0.999))
+        wait = max(1, int(penalty.until - now + 0.999))
+        # Name the post-check policy that imposed the penalty, like every other denial
+        # (penalties stored by an older version carry no policy: "penalty").
+        policy_id = penalty.policy_id or "penalty"
+        policy_name = penalty.policy_name or "post-check penalty"
         return Decision(
             denial=Violation(
-                policy_id="penalty",
-                policy_name="post-check penalty",
+                policy_id=policy_id,
+                policy_name=policy_name,
                 policy_type="custom_cel",
                 shadow=False,
                 status=429,
                 code="policy_penalty",
-                message=f"requests are refused for {wait}s after a post-check violation",
-                details={"retry_after_seconds": wait},
+                message=(
+                    f"requests are refused for {wait}s after a violation of post-check"
+                    f" policy '{policy_name}'"
+                ),
+                details={
+                    "policy_id": policy_id,
+                    "policy_name": policy_name,
+                    "retry_after_seconds": wait,
+                },
             )
         )
 
@@ -241,11 +254,18 @@ class Enforcer:
         self, engine: PolicyEngine, identity: Identity, ctx: PostRequestContext
     ) -> tuple[Violation, ...]:
         violations = engine.post_check(identity, ctx)
-        penalties = [int(v.details.get("penalty_seconds", 0)) for v in violations if not v.shadow]
-        if any(penalties):
+        penalising = [
+            (int(v.details.get("penalty_seconds", 0)), v)
+            for v in violations
+            if not v.shadow and int(v.details.get("penalty_seconds", 0)) > 0
+        ]
+        if penalising:
+            seconds, worst = max(penalising, key=lambda sv: sv[0])
             key = penalty_key(identity.org_id, identity.app_id, identity.environment)
+            now = self._clock()
+            penalty = Penalty(now + seconds, worst.policy_id, worst.policy_name)
             try:
-                await self._penalties.impose(key, max(penalties), self._clock())
+                await self._penalties.impose(key, penalty, now)
             except CounterStoreUnavailable as exc:
                 COUNTER_STORE_ERRORS.labels("penalty").inc()
                 log.warning("could not set a post-check penalty: %s", exc)

@@ -16,6 +16,9 @@ class Identity:
     org_id: str
     environment: str
     key_id: str
+    # A valid key of an environment an operator disabled: refused with a 403
+    # `environment_disabled`, never mistaken for an invalid key.
+    environment_enabled: bool = True
 
 
 class IdentityLookupThrottled(Exception):
@@ -26,7 +29,8 @@ class IdentityLookupThrottled(Exception):
 
 class IdentityResolver(Protocol):
     """Resolves an API key to an identity. Returns None for unknown, revoked or expired
-    keys; never raises for a bad key, except `IdentityLookupThrottled` when a resolver
+    keys; a key of a disabled environment resolves with ``environment_enabled=False``.
+    Never raises for a bad key, except `IdentityLookupThrottled` when a resolver
     protects its store."""
 
     async def resolve(self, api_key: str) -> Identity | None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from policy_sidecar.store.standalone import (
 )
 from policy_sidecar.tokens import load_estimator
 from policy_sidecar.usage.record import UsageRecord
+from tests import log_secrets
 
 KEY = "ps-test-key-0123456789abcdef"
 OTHER_KEY = "ps-other-key-0123456789abcdef"
@@ -158,3 +160,27 @@ def close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for client in created:
         client.close()
+
+
+_log_base: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_log_base(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where every subprocess log of this session lands (tmp_path and friends)."""
+    _log_base.append(tmp_path_factory.getbasetemp())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run when an e2e subprocess logged an API key, admin token or prompt."""
+    problems, summary = log_secrets.check(session, _log_base[0] if _log_base else None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if summary and reporter is not None:
+        reporter.write_line(f"log secrets: {summary}")
+    if problems:
+        if reporter is not None:
+            reporter.write_line("log secrets: FAILED", red=True)
+            for problem in problems:
+                reporter.write_line(f"  {problem}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from policy_sidecar.counters import (
     CounterStore,
@@ -16,11 +17,12 @@ from policy_sidecar.counters import (
     InMemoryCounterStore,
     RedisCounterStore,
 )
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
+from policy_sidecar.counters.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.enforcer import Enforcer, duration
 from policy_sidecar.identity import Identity
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
-from policy_sidecar.policy.definition import RateLimitConfig, TokenLimitConfig
+from policy_sidecar.policy.context import PostRequestContext
+from policy_sidecar.policy.definition import CustomCelConfig, RateLimitConfig, TokenLimitConfig
 from policy_sidecar.providers import Usage
 from tests.conftest import FakeClock
 
@@ -154,3 +156,60 @@ async def test_store_unavailable_fails_open_or_closed_per_policy(
 )
 def test_reset_duration_format(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def penalty_box(request: pytest.FixtureRequest) -> AsyncIterator[PenaltyBox]:
+    if request.param == "memory":
+        yield InMemoryPenaltyBox()
+        return
+    client = Redis.from_url(REDIS_URL)
+    yield RedisPenaltyBox(client)
+    await client.aclose()
+
+
+async def test_a_penalty_denial_names_the_post_check_policy_that_imposed_it(
+    penalty_box: PenaltyBox,
+) -> None:
+    clock = FakeClock()
+    enforcer = Enforcer(InMemoryCounterStore(), penalty_box, clock)
+    short = CustomCelConfig.model_validate(
+        {"post_check_expression": "total_tokens < 10", "penalty_seconds": 30}
+    )
+    long = CustomCelConfig.model_validate(
+        {"post_check_expression": "total_tokens < 20", "penalty_seconds": 60}
+    )
+    engine = PolicyEngine(
+        [
+            PolicyDefinition(id="cel-short", name="short answers", type="custom_cel", config=short),
+            PolicyDefinition(id="cel-long", name="long answers", type="custom_cel", config=long),
+        ]
+    )
+    who = caller()
+    request = ctx(who, 5, 10)
+    post = PostRequestContext(
+        pre=request,
+        prompt_tokens=5,
+        completion_tokens=95,
+        total_tokens=100,
+        cached_tokens=0,
+        reasoning_tokens=0,
+        latency_ms=10,
+        response_size_bytes=100,
+        status_code=200,
+        cost_usd=None,
+    )
+    assert len(await enforcer.post_check(engine, who, post)) == 2
+
+    denial = (await enforcer.admit(engine, who, request, None)).decision.denial
+    assert denial is not None
+    assert (denial.status, denial.code) == (429, "policy_penalty")
+    # The longest penalty wins, and the denial names its policy (not "penalty").
+    assert denial.policy_id == "cel-long"
+    assert denial.details["policy_id"] == "cel-long"
+    assert denial.details["policy_name"] == "long answers"
+    assert denial.details["retry_after_seconds"] == 60
+    assert "long answers" in denial.message
+
+    clock.advance(61)
+    assert (await enforcer.admit(engine, who, request, None)).decision.allowed

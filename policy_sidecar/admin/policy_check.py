@@ -12,7 +12,6 @@ instead of live Redis counters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -20,7 +19,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.counters import CounterState
+from policy_sidecar.counters.windows import current_bucket_state
 from policy_sidecar.policy.cel import CelCompileError, Phase, compile_expression
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Violation
@@ -40,9 +39,6 @@ __all__ = [
     "evaluate",
     "parse_config",
 ]
-
-# A calendar month has no fixed length; the dry run's reset time is approximate there.
-_MONTH_SECONDS = 31 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,20 +199,13 @@ def _counter(
     amount = policy.amount(pre, deployment)
     window = policy.config.window
     summary = (
-        f"this request counts {amount} toward a limit of {policy.limit} per {window}"
-        f" with {used} already used"
+        f"this request counts {policy.text(amount)} toward a limit of"
+        f" {policy.text(policy.limit)} per {window} with {policy.text(used)} already used"
     )
     if used + amount <= policy.limit:
         return TestOutcome(True, f"{summary}: within the limit")
-    length = _MONTH_SECONDS if policy.window.is_calendar_month else policy.window.seconds
-    state = CounterState(
-        key="test",
-        limit=policy.limit,
-        window=policy.window,
-        bucket_start=math.floor(now),
-        used=used,
-        remaining=max(policy.limit - used, 0),
-        reset_at=now + length,
+    state = current_bucket_state(
+        "test", policy.window, limit=policy.limit, used=used, amount=amount, now=now
     )
     violation = policy.violation(state, amount, now)
     return TestOutcome(True, f"{summary}; {_reason(violation, 'pre-request')}", violation, "pre")

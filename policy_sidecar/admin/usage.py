@@ -82,6 +82,8 @@ def _record(r: RecentRequest) -> pb.RequestRecord:
         latency_ms=r.latency_ms,
         cost_usd=decimal_text(r.cost_usd),
         denied_by=r.denied_by or "",
+        shadow_violations=r.shadow_violations,
+        post_violations=r.post_violations,
     )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "bucket_bounds",
     "bucket_key",
     "build_result",
+    "current_bucket_state",
     "plan_bucket",
     "ttl_ms",
     "validate_ops",
@@ -187,3 +188,24 @@ def build_result(
             )
         )
     return CheckResult(admitted, tuple(states), denied_index, reservation)
+
+
+def current_bucket_state(
+    key: str, window: Window, *, limit: int, used: int, amount: int, now: float
+) -> CounterState:
+    """The state a counter would report if all of ``used`` had been counted in the
+    current bucket (the admin's dry run, which reads no live counters): the same
+    bucket bounds, reset and retry times as a real check, so a calendar month resets at
+    the start of the next month, not a fixed length from now."""
+    op = CounterOp(key=key, limit=limit, window=window, amount=amount)
+    start, _ = bucket_bounds(window, now)
+    return CounterState(
+        key=key,
+        limit=limit,
+        window=window,
+        bucket_start=start,
+        used=used,
+        remaining=max(limit - used, 0),
+        reset_at=_reset_at(op, start, 0, used, now),
+        retry_at=_retry_at(op, start, 0, used) if used + amount > limit else None,
+    )

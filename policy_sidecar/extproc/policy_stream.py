@@ -107,10 +107,16 @@ class PolicyProcessor:
         if identity is None:
             message = "invalid API key" if key else "missing API key"
             return self._deny(_Denial(401, "invalid_api_key", message))
-        self._identity = identity
         h = self._handover
         h.app_id, h.org_id = identity.app_id, identity.org_id
         h.environment, h.key_id = identity.environment, identity.key_id
+        if not identity.environment_enabled:
+            message = (
+                f"environment {identity.environment!r} of this application is disabled by"
+                " its operator; the API key is valid"
+            )
+            return self._deny(_Denial(403, "environment_disabled", message))
+        self._identity = identity
         declared = headers.get("content-length", "")
         if declared.isdigit():
             engine = await self._s.policies.engine_for(identity)

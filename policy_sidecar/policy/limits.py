@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from policy_sidecar.catalog import ModelDeployment
 from policy_sidecar.counters import CounterOp, CounterState, counter_key
 from policy_sidecar.identity import Identity
+from policy_sidecar.money import format_usd
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import (
@@ -101,7 +102,6 @@ class CounterPolicy(ABC):
         retry = state.retry_at if state.retry_at is not None else state.reset_at
         retry_after = max(1, math.ceil(retry - now))
         observed = state.used if state.used > self.limit else state.used + amount
-        shown = self._shown(self.limit)
         return Violation(
             policy_id=self.definition.id,
             policy_name=self.definition.name,
@@ -110,14 +110,15 @@ class CounterPolicy(ABC):
             status=429,
             code="rate_limit_exceeded" if self.unit == "requests" else "token_limit_exceeded",
             message=(
-                f"{self.definition.type.replace('_', ' ')} exceeded: limit {shown} per "
-                f"{self.config.window}, would reach {self._shown(observed)}; retry in "
+                f"{self.definition.type.replace('_', ' ')} exceeded: limit"
+                f" {self.text(self.limit)} per {self.config.window}, would reach"
+                f" {self.text(observed)}; retry in "
                 f"{retry_after}s (policy '{self.definition.name}', id {self.definition.id})"
             ),
             details={
                 "policy_id": self.definition.id,
                 "policy_name": self.definition.name,
-                "limit": shown,
+                "limit": self._shown(self.limit),
                 "observed": self._shown(observed),
                 "window": self.config.window,
                 "unit": self._unit_name(),
@@ -129,7 +130,17 @@ class CounterPolicy(ABC):
     def _shown(self, value: int) -> int | float:
         return value
 
+    def text(self, value: int) -> str:
+        """A counter value as messages print it (``$0.00005`` for cost budgets)."""
+        return str(self._shown(value))
+
     def _unit_name(self) -> str:
+        return self.unit
+
+    @property
+    def header_unit(self) -> str | None:
+        """The x-ratelimit-*-<unit> header family (None: no headers); only counters of
+        one family are compared to pick the tightest."""
         return self.unit
 
 
@@ -192,5 +203,15 @@ class TokenLimitPolicy(CounterPolicy):
     def _shown(self, value: int) -> int | float:
         return value / MICRO if self.config.count == "cost_usd" else value
 
+    def text(self, value: int) -> str:
+        return format_usd(value / MICRO) if self.config.count == "cost_usd" else str(value)
+
     def _unit_name(self) -> str:
         return "usd" if self.config.count == "cost_usd" else f"{self.config.count}_tokens"
+
+    @property
+    def header_unit(self) -> str | None:
+        # A budget in USD is not a token limit: it never shows as (nor competes for the
+        # tightest of) the x-ratelimit-*-tokens headers. OpenAI's header family has no
+        # cost member, so cost budgets have no headers; denials carry their details.
+        return None if self.config.count == "cost_usd" else "tokens"

@@ -133,7 +133,13 @@ class CachedIdentityResolver:
             if generation == self._generation:
                 _bounded_put(self._unknown, digest, now + self._negative_ttl, self._max_negative)
             return None
-        identity = Identity(found.app_id, found.org_id, found.environment, found.key_id)
+        identity = Identity(
+            found.app_id,
+            found.org_id,
+            found.environment,
+            found.key_id,
+            found.environment_enabled,
+        )
         _bounded_put(self._trusted, digest, None, self._max)
         expires = now + self._ttl
         if found.expires_at is not None:

@@ -106,6 +106,7 @@ class KeyIdentity:
     environment: str
     default_model: str | None
     expires_at: datetime | None
+    environment_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)

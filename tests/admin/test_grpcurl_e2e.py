@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def admin_address(dsn: str) -> AsyncIterator[tuple[str, int]]:
+async def admin_address(dsn: str, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -44,19 +45,25 @@ async def admin_address(dsn: str) -> AsyncIterator[tuple[str, int]]:
         "POLICY_SIDECAR_ADMIN_METRICS_PORT": "0",
     }
     env.pop("POLICY_SIDECAR_REDIS_URL", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "policy_sidecar.cli", "admin",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
+    # The log stays in a file: the session's log check (tests/log_secrets.py) reads it.
+    log_path = tmp_path / "admin.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "policy_sidecar.cli", "admin",
+            env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
     try:
+        deadline = time.monotonic() + 30
         seen = ""
-        while (match := re.search(r"listening on ([\d.]+:\d+)", seen)) is None:
-            line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
-            assert line, f"admin exited before listening: {seen}"
-            seen += line
-        metrics = re.search(r"metrics on :(\d+)/metrics", seen)
-        assert metrics, seen
+        while True:
+            match = re.search(r"listening on ([\d.]+:\d+)", seen)
+            metrics = re.search(r"metrics on :(\d+)/metrics", seen)
+            if match and metrics:
+                break
+            assert proc.returncode is None, f"admin exited before listening: {seen}"
+            assert time.monotonic() < deadline, f"admin did not listen: {seen}"
+            await asyncio.sleep(0.05)
+            seen = log_path.read_text(errors="replace")
         yield match.group(1), int(metrics.group(1))
     finally:
         proc.terminate()

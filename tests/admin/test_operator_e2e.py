@@ -28,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from policy_sidecar.launcher import Stack, start_stack
 from policy_sidecar.store.postgres import migrate
+from tests.log_secrets import register as register_secret
 
 from .helpers import grpcurl_binary
 
@@ -197,6 +198,7 @@ def test_operator_story(env: Env) -> None:
         {"app_id": app["id"], "environment": "production", "name": "prod"},
     )
     key = created["secret"]
+    register_secret(key)
     # The walkthrough's model, exactly as docs/admin.md creates it, serves its request.
     model = grpcurl(env, "ModelService/CreateModel", walkthrough_model())["model"]
     status, _ = post(env, key, walkthrough_request())

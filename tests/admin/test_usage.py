@@ -41,10 +41,25 @@ def rec(rid: str, at: datetime, **kw: Any) -> UsageRecord:
 
 
 RECORDS = [
-    rec("r1", DAY + 10 * H, prompt_tokens=60, completion_tokens=40, total_tokens=100, cost_usd=0.5),
+    rec(
+        "r1",
+        DAY + 10 * H,
+        prompt_tokens=60,
+        completion_tokens=40,
+        total_tokens=100,
+        cost_usd=0.5,
+        shadow_violations=("pol_shadow_rl",),
+    ),
     rec("r2", DAY + 10 * H + timedelta(minutes=5), total_tokens=300, app_id="app_b", cost_usd=0.25),
     rec("r3", DAY + 11 * H, decision="deny", status_code=403, denied_by="pol_allow"),
-    rec("r4", DAY + 30 * H, total_tokens=7, served_model="m2", latency_ms=50.0),
+    rec(
+        "r4",
+        DAY + 30 * H,
+        total_tokens=7,
+        served_model="m2",
+        latency_ms=50.0,
+        post_violations=("pol_cel_post", "pol_cel_post2"),
+    ),
 ]
 
 
@@ -119,12 +134,18 @@ async def test_series_top_denials_recent(client: Client, admin: AdminServer) -> 
     assert [(r.request_id, r.cost_usd) for r in only.requests] == [("r2", "0.25")]
     recent = {r.request_id: r for r in page.requests}
     assert recent["r1"].prompt_tokens == 60
+    # Shadow and post-check violations are visible, not only hard denials.
+    first = await client.usage.ListRecentRequests(pb.ListRecentRequestsRequest(), metadata=READ)
+    by_id = {r.request_id: r for r in first.requests}
+    assert list(by_id["r1"].shadow_violations) == ["pol_shadow_rl"]
+    assert list(by_id["r4"].post_violations) == ["pol_cel_post", "pol_cel_post2"]
+    assert list(by_id["r2"].shadow_violations) == list(by_id["r2"].post_violations) == []
     # Metrics: every call counted by method and code.
     value = admin.metrics.registry.get_sample_value(
         REQUESTS_TOTAL + "_total",
         {"method": "policy_sidecar.admin.v1.UsageService.ListRecentRequests", "code": "OK"},
     )
-    assert value == 3
+    assert value == 4
 
 
 @pytest.mark.parametrize(

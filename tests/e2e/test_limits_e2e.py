@@ -145,4 +145,6 @@ def test_cel_post_check_violation_is_recorded_and_penalises(limits_stack: Stack)
     with pytest.raises(openai.RateLimitError) as info:
         chat(limits_stack, KEYS["post"], max_tokens=5)
     assert info.value.body["code"] == "policy_penalty"  # type: ignore[index]
+    # The denial names the post-check policy that imposed the penalty.
+    assert info.value.body["details"]["policy_id"] == "cel-post"  # type: ignore[index]
     assert 50 <= int(info.value.response.headers["retry-after"]) <= 60

@@ -45,6 +45,7 @@ from policy_sidecar.store.postgres import (
 )
 from policy_sidecar.store.postgres.usage_queries import UsageFilter
 from policy_sidecar.tokens import load_estimator
+from tests.log_secrets import register as register_secret
 
 from . import edge_checks
 
@@ -113,6 +114,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             await pool.close()
 
     app_id, secret, key_id = run(seed())
+    register_secret(secret)
     workdir = tmp_path_factory.mktemp("production")
     stack = start_stack(
         workdir,

@@ -133,7 +133,8 @@ async def test_resolve_only_usable_keys(
     await configs.create(app_id=app.id, environment="dev", default_model="m")
     assert await keys.resolve(h) == replace(identity, default_model="m")
     await configs.update(app.id, "dev", version=1, enabled=False)
-    assert await keys.resolve(h) is None
+    # Not "unknown": the sidecar must say the environment is disabled.
+    assert await keys.resolve(h) == replace(identity, default_model="m", environment_enabled=False)
     await configs.update(app.id, "dev", version=2, enabled=True)
     past = await keys.create(
         app_id=app.id, environment="dev", expires_at=datetime.now(UTC) - timedelta(seconds=1)

@@ -82,20 +82,21 @@ class ApiKeyRepository:
 
     async def resolve(self, key_hash: str) -> KeyIdentity | None:
         """The identity behind a key, or None when the key is unknown, revoked,
-        expired, its application archived or its environment's config disabled.
-        (No config row for the environment means enabled.)"""
+        expired or its application archived. A key of an environment whose config is
+        disabled resolves with ``environment_enabled`` false (the caller is told why,
+        not that the key is invalid); no config row for the environment means enabled."""
         async with self._pool.connection() as conn:
             return await _crud.fetch_one(
                 conn,
                 KeyIdentity,
                 "SELECT k.id AS key_id, a.org_id, k.app_id, k.environment, c.default_model,"
-                " k.expires_at"
+                " k.expires_at, coalesce(c.enabled, true) AS environment_enabled"
                 " FROM api_keys k JOIN applications a ON a.id = k.app_id"
                 " LEFT JOIN application_configs c"
                 "   ON c.app_id = k.app_id AND c.environment = k.environment"
                 " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
                 " AND (k.expires_at IS NULL OR k.expires_at > now())"
-                " AND a.archived_at IS NULL AND coalesce(c.enabled, true)",
+                " AND a.archived_at IS NULL",
                 (key_hash,),
             )
 

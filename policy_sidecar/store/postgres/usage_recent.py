@@ -45,6 +45,8 @@ class RecentRequest:
     latency_ms: float | None
     cost_usd: Decimal | None
     denied_by: str | None
+    shadow_violations: list[str]
+    post_violations: list[str]
 
 
 def _token(row: RecentRequest) -> str:
@@ -89,7 +91,8 @@ class RecentRequests:
         query = (
             "SELECT request_id, started_at, org_id, app_id, environment, api_key_id, provider,"
             " coalesce(served_model, requested_model) AS model, decision, status_code, streamed,"
-            " prompt_tokens, completion_tokens, total_tokens, latency_ms, cost_usd, denied_by"
+            " prompt_tokens, completion_tokens, total_tokens, latency_ms, cost_usd, denied_by,"
+            " shadow_violations, post_violations"
             " FROM usage_metrics"
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
             + " ORDER BY started_at DESC, request_id DESC LIMIT %s"
