@@ -17,11 +17,13 @@ import statistics
 import time
 import uuid
 
-from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
-from policy_sidecar.enforcer import Enforcer
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers import default_registry

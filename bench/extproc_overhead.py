@@ -25,9 +25,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from policy_sidecar.launcher import Stack, envoy_binary, free_port, new_stack
+from policy_sidecar.cli.launcher import Stack, envoy_binary, free_port, new_stack
+from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Route, Usage
-from policy_sidecar.providers.samples import build_response
 
 KEY = "ps-bench-key-0123456789abcdef"
 BODY = {

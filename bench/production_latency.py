@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).parent))
 from extproc_overhead import BODY, CONFIG, KEY, start, static_upstream_config, wrk
 
-from policy_sidecar.launcher import free_port, new_stack
+from policy_sidecar.cli.launcher import free_port, new_stack
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
     ApplicationRepository,

@@ -29,16 +29,14 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg.conninfo import make_conninfo
 
-from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.store.postgres import UsageRepository, migrate, open_pool
-from policy_sidecar.usage import (
-    BatchingRecorder,
-    PostgresUsageSink,
-    Pricing,
-    RecorderMetrics,
-    Spool,
-    UsageRecord,
-)
+from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink
+from policy_sidecar.usage.cost import Pricing
+from policy_sidecar.usage.metrics import RecorderMetrics
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.spool import Spool
 
 DSN = os.environ.get(
     "POLICY_SIDECAR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar.counters import InMemoryCounterStore
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
-from policy_sidecar.enforcer import Enforcer
+from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.extproc.services import Services
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.registry import default_registry

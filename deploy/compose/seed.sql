@@ -3,7 +3,7 @@
 -- against the production-mode sidecar. Never load this into a real database.
 --
 -- The key's secret is  ps_dev_compose-demo-key-0123456789abcdef
--- and only its sha256 is stored (policy_sidecar/store/keys_hash.py); the admin service
+-- and only its sha256 is stored (policy_sidecar/identity/keys.py); the admin service
 -- cannot create a key with a chosen secret, which is why the seed writes rows directly.
 -- Safe to run twice (fixed ids, ON CONFLICT DO NOTHING). Real applications and keys are
 -- made with the admin service (docs/deployment.md).

@@ -11,7 +11,7 @@ from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.live_app import for_live_app
 from policy_sidecar.admin.v1 import api_keys_pb2 as pb
 from policy_sidecar.store.postgres import ApiKeyRepository, ApplicationRepository
-from policy_sidecar.store.types import ApiKey
+from policy_sidecar.store.records import ApiKey
 
 __all__ = ["ApiKeyServicer"]
 

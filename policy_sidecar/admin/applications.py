@@ -10,7 +10,7 @@ from policy_sidecar.admin.convert import mask_paths, page_size, timestamp
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import applications_pb2 as pb
 from policy_sidecar.store.postgres import ApplicationRepository
-from policy_sidecar.store.types import Application
+from policy_sidecar.store.records import Application
 
 __all__ = ["ApplicationServicer", "application_message"]
 

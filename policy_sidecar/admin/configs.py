@@ -18,7 +18,7 @@ from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.live_app import for_live_app
 from policy_sidecar.admin.v1 import configs_pb2 as pb
 from policy_sidecar.store.postgres import ApplicationConfigRepository, ApplicationRepository
-from policy_sidecar.store.types import ApplicationConfig
+from policy_sidecar.store.records import ApplicationConfig
 
 __all__ = ["ApplicationConfigServicer"]
 

@@ -13,8 +13,8 @@ from policy_sidecar.admin import policy_messages as pm
 from policy_sidecar.admin.convert import mask_paths, page_size, struct, struct_dict
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import policies_pb2 as pb
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.production.models import deployment_from
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.store.model_catalog import deployment_from
 from policy_sidecar.store.postgres import ModelRepository, NotFoundError, PolicyRepository
 
 __all__ = ["PolicyServicer"]

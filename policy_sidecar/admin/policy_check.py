@@ -18,15 +18,15 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from policy_sidecar.catalog import ModelDeployment
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import cost_usd
 from policy_sidecar.counters.windows import current_bucket_state
 from policy_sidecar.policy.cel import CelCompileError, Phase, compile_expression
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition
 from policy_sidecar.policy.limits import CounterPolicy
-from policy_sidecar.policy.types import build_policy
-from policy_sidecar.pricing import cost_usd
+from policy_sidecar.policy.local import build_policy
 from policy_sidecar.providers.base import Usage
 
 __all__ = [

@@ -10,7 +10,7 @@ from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import policies_pb2 as pb
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.definition import PolicyDefinition, Scope
-from policy_sidecar.store.types import Policy, PolicyMode
+from policy_sidecar.store.records import Policy, PolicyMode
 
 __all__ = [
     "MUTABLE",

@@ -19,9 +19,9 @@ from policy_sidecar.admin.api_keys import ApiKeyServicer
 from policy_sidecar.admin.applications import ApplicationServicer
 from policy_sidecar.admin.auth import AdminToken, AuthInterceptor
 from policy_sidecar.admin.configs import ApplicationConfigServicer
+from policy_sidecar.admin.deployments import ModelServicer
 from policy_sidecar.admin.handlers import generic_handler
 from policy_sidecar.admin.metrics import AdminMetrics
-from policy_sidecar.admin.models import ModelServicer
 from policy_sidecar.admin.policies import PolicyServicer
 from policy_sidecar.admin.policy_check import config_validator
 from policy_sidecar.admin.settings import AdminSettings

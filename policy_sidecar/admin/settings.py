@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from policy_sidecar.admin.auth import AdminToken, TokenError, parse_tokens
-from policy_sidecar.settings import SettingsError
+from policy_sidecar.wiring.settings import SettingsError
 
 __all__ = ["AdminSettings"]
 

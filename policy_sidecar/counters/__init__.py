@@ -1,37 +1,7 @@
-"""Counter stores for rate limits and token limits (see docs/counters.md)."""
+"""Counter stores for rate limits and token limits (see docs/counters.md).
+
+The contract and window arithmetic are ``counters.store``, ``counters.values`` and
+``counters.windows``; the stores are imported by full path: ``counters.memory``,
+``counters.redis_store``."""
 
 from __future__ import annotations
-
-from policy_sidecar.counters.memory import InMemoryCounterStore
-from policy_sidecar.counters.redis_store import RedisCounterStore
-from policy_sidecar.counters.store import Clock, CounterStore, SystemClock
-from policy_sidecar.counters.types import (
-    Adjustment,
-    CheckResult,
-    CounterOp,
-    CounterState,
-    CounterStoreUnavailable,
-    Reservation,
-    ReservedAmount,
-    Window,
-    WindowUnit,
-    counter_key,
-)
-
-__all__ = [
-    "Adjustment",
-    "CheckResult",
-    "Clock",
-    "CounterOp",
-    "CounterState",
-    "CounterStore",
-    "CounterStoreUnavailable",
-    "InMemoryCounterStore",
-    "RedisCounterStore",
-    "Reservation",
-    "ReservedAmount",
-    "SystemClock",
-    "Window",
-    "WindowUnit",
-    "counter_key",
-]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policy_sidecar.counters.store import SettlingMixin
-from policy_sidecar.counters.types import MAX_COUNTER_VALUE, Adjustment, CheckResult, CounterOp
+from policy_sidecar.counters.values import MAX_COUNTER_VALUE, Adjustment, CheckResult, CounterOp
 from policy_sidecar.counters.windows import (
     bucket_key,
     build_result,

@@ -14,7 +14,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policy_sidecar.counters.store import SettlingMixin
-from policy_sidecar.counters.types import (
+from policy_sidecar.counters.values import (
     MAX_COUNTER_VALUE,
     Adjustment,
     CheckResult,

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from policy_sidecar.counters.types import (
+from policy_sidecar.counters.values import (
     MAX_COUNTER_VALUE,
     Adjustment,
     CheckResult,

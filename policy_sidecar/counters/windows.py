@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from policy_sidecar.counters.types import (
+from policy_sidecar.counters.values import (
     CheckResult,
     CounterOp,
     CounterState,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tiktoken
 
 from policy_sidecar.providers.base import Usage
-from policy_sidecar.providers.delivered import DeliveredText, estimate_completion
+from policy_sidecar.tokens.delivered import DeliveredText, estimate_completion
 
 __all__ = ["estimated_usage"]
 

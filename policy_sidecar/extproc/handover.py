@@ -13,8 +13,8 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from policy_sidecar.enforcer import Charge
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
+from policy_sidecar.limits.enforcer import Charge
 
 
 @dataclass(slots=True)

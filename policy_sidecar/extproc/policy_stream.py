@@ -25,8 +25,8 @@ from policy_sidecar.extproc.responses import (
     header_mutation,
 )
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.identity import Identity, IdentityLookupThrottled
-from policy_sidecar.metrics import observe_violation
+from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
+from policy_sidecar.observability.metrics import observe_violation
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.providers import load_body

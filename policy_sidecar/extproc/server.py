@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
-from policy_sidecar.metrics import PHASE_DURATION
+from policy_sidecar.observability.metrics import PHASE_DURATION
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF

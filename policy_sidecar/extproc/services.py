@@ -9,11 +9,11 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.enforcer import Enforcer
-from policy_sidecar.identity import IdentityResolver
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import PriceBook
+from policy_sidecar.identity.resolver import IdentityResolver
+from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.policy.source import PolicySource
-from policy_sidecar.pricing import PriceBook
 from policy_sidecar.providers.registry import ProviderRegistry
 from policy_sidecar.tokens import TokenEstimator
 from policy_sidecar.usage.record import UsageRecord

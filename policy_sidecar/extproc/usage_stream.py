@@ -13,18 +13,18 @@ from datetime import UTC, datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from policy_sidecar.catalog.pricing import CatalogPriceBook
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.attributes import facts_from_attributes
 from policy_sidecar.extproc.charging import estimated_usage
 from policy_sidecar.extproc.handover import Handover, handover_from_request
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.identity import Identity
-from policy_sidecar.metrics import observe_violation
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.observability.metrics import observe_violation
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
-from policy_sidecar.pricing import CatalogPriceBook
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
-from policy_sidecar.providers.delivered import DeliveredText
+from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
 from policy_sidecar.usage.record import Decision, UsageRecord
 

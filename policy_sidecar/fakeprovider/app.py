@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import RequestError, Route, Usage, default_registry
-from policy_sidecar.providers.samples import build_response
 from policy_sidecar.tokens import TokenEstimator, load_estimator
 
 # Seconds between stream chunks; 0 sends them as fast as possible.

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policy_sidecar.counters import Window, WindowUnit
+from policy_sidecar.counters.values import Window, WindowUnit
 from policy_sidecar.policy.cel import DEFAULT_ENGINE, CelCompileError, Phase, compile_expression
 
 PolicyMode = Literal["enforce", "shadow"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from policy_sidecar.identity import Identity
+from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy.cel import DEFAULT_ENGINE, EngineName
 from policy_sidecar.policy.cel_policy import CelPolicy
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import ALLOW, Decision, Violation
 from policy_sidecar.policy.definition import PolicyDefinition
 from policy_sidecar.policy.limits import CounterPolicy
-from policy_sidecar.policy.types import LocalPolicy, RequestSizePolicy, build_policy
+from policy_sidecar.policy.local import LocalPolicy, RequestSizePolicy, build_policy
 
 
 @dataclass(frozen=True, slots=True)

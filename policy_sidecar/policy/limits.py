@@ -7,10 +7,11 @@ import math
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.counters import CounterOp, CounterState, counter_key
-from policy_sidecar.identity import Identity
-from policy_sidecar.money import format_usd
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.money import format_usd
+from policy_sidecar.catalog.pricing import cost_usd
+from policy_sidecar.counters.values import CounterOp, CounterState, counter_key
+from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import (
@@ -18,7 +19,6 @@ from policy_sidecar.policy.definition import (
     RateLimitConfig,
     TokenLimitConfig,
 )
-from policy_sidecar.pricing import cost_usd
 from policy_sidecar.providers.base import Usage
 
 # Shadow-mode counters are counted with this limit so they never block the request;

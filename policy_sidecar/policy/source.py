@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from policy_sidecar.identity import Identity
+from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy.engine import PolicyEngine
 
 

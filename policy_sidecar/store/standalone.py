@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.identity import Identity, hash_api_key
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.identity.resolver import Identity, hash_api_key
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition, Scope
 from policy_sidecar.store.yamlpos import Path as YamlPath
 from policy_sidecar.store.yamlpos import line_for, load_with_lines

@@ -6,6 +6,7 @@ Build one ``TokenEstimator`` at start-up with ``load_estimator``; it raises
 
 from __future__ import annotations
 
+from policy_sidecar.tokens._encodings import PROFILES, Profile, encoding_for_model
 from policy_sidecar.tokens._estimator import TokenEstimator, count_text
 from policy_sidecar.tokens._loader import (
     ENCODINGS_DIR_ENV,
@@ -13,7 +14,6 @@ from policy_sidecar.tokens._loader import (
     EncodingLoadError,
     load_encoding,
 )
-from policy_sidecar.tokens._models import PROFILES, Profile, encoding_for_model
 
 __all__ = [
     "ENCODINGS_DIR_ENV",

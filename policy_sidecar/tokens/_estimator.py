@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import tiktoken
 
 from policy_sidecar.providers.base import ParsedRequest
-from policy_sidecar.tokens._models import (
+from policy_sidecar.tokens._encodings import (
     DEFAULT_PROFILE,
     O200K,
     PROFILES,

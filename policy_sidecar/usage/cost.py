@@ -1,6 +1,6 @@
 """Fills in a record's ``cost_usd`` from live prices. Pure; no I/O.
 
-The formula and the lookup are `policy_sidecar.pricing`'s, the same ones cost budgets
+The formula and the lookup are `policy_sidecar.catalog.pricing`'s, the same ones cost budgets
 use. The ext_proc streams price each request once, before its post-checks; this is
 the recorder's fallback for records that arrive unpriced.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.pricing import CatalogPriceBook, PriceBook
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import CatalogPriceBook, PriceBook
 from policy_sidecar.providers.base import Usage
 from policy_sidecar.usage.record import UsageRecord
 

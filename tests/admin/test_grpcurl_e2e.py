@@ -49,7 +49,7 @@ async def admin_address(dsn: str, tmp_path: Path) -> AsyncIterator[tuple[str, in
     log_path = tmp_path / "admin.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "policy_sidecar.cli", "admin",
+            sys.executable, "-m", "policy_sidecar.cli.main", "admin",
             env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     try:

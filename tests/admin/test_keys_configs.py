@@ -7,7 +7,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from policy_sidecar.admin.v1 import api_keys_pb2 as keys
 from policy_sidecar.admin.v1 import applications_pb2 as apps
 from policy_sidecar.admin.v1 import configs_pb2 as cfg
-from policy_sidecar.store.keys_hash import hash_api_key
+from policy_sidecar.identity.keys import hash_api_key
 from policy_sidecar.store.postgres import ApiKeyRepository, Pool
 
 from .conftest import Client

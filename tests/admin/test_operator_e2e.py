@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack, start_stack
 from policy_sidecar.store.postgres import migrate
 from tests.log_secrets import register as register_secret
 
@@ -84,7 +84,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     stores = {"POLICY_SIDECAR_DATABASE_URL": dsn, "POLICY_SIDECAR_REDIS_URL": REDIS_URL}
     log = open(workdir / "admin.log", "w+b")  # noqa: SIM115 - closed below
     admin = subprocess.Popen(
-        [sys.executable, "-m", "policy_sidecar.cli", "admin", "--port", "0"],
+        [sys.executable, "-m", "policy_sidecar.cli.main", "admin", "--port", "0"],
         env={
             **os.environ,
             **stores,

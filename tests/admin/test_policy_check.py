@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from policy_sidecar.admin.policy_check import evaluate
-from policy_sidecar.counters import InMemoryCounterStore
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
-from policy_sidecar.enforcer import Enforcer
-from policy_sidecar.identity import Identity
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
 from policy_sidecar.policy.definition import RateLimitConfig
 

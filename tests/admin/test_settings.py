@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from policy_sidecar.admin.settings import AdminSettings
-from policy_sidecar.settings import SettingsError
+from policy_sidecar.wiring.settings import SettingsError
 
 DB = {"POLICY_SIDECAR_DATABASE_URL": "postgresql://x/y"}
 TOKEN = "ops:admin:0123456789abcdef"

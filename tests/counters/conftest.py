@@ -10,11 +10,9 @@ import pytest
 from counter_helpers import KeyFactory, patient_redis_store
 from redis.asyncio import Redis
 
-from policy_sidecar.counters import (
-    CounterStore,
-    InMemoryCounterStore,
-    counter_key,
-)
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import counter_key
 
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from policy_sidecar.counters import CounterStore, InMemoryCounterStore, RedisCounterStore
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.store import CounterStore
 
 KeyFactory = Callable[..., str]
 

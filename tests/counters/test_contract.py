@@ -8,8 +8,14 @@ from datetime import UTC, datetime
 import pytest
 from counter_helpers import KeyFactory, bucket_ttl
 
-from policy_sidecar.counters import Adjustment, CounterOp, CounterStore, Window, WindowUnit
-from policy_sidecar.counters.types import MAX_COUNTER_VALUE
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import (
+    MAX_COUNTER_VALUE,
+    Adjustment,
+    CounterOp,
+    Window,
+    WindowUnit,
+)
 from policy_sidecar.counters.windows import bucket_key
 
 MINUTE = Window(WindowUnit.MINUTE)

@@ -15,11 +15,11 @@ import pytest
 from counter_helpers import KeyFactory, patient_redis_store
 from redis.asyncio import Redis
 
-from policy_sidecar.counters import (
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.values import (
     CounterOp,
     CounterStoreUnavailable,
-    InMemoryCounterStore,
-    RedisCounterStore,
     Reservation,
     ReservedAmount,
     Window,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policy_sidecar.counters import CounterOp, Window, WindowUnit, counter_key
+from policy_sidecar.counters.values import CounterOp, Window, WindowUnit, counter_key
 from policy_sidecar.counters.windows import bucket_bounds, plan_bucket, weighted
 
 

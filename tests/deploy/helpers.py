@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from policy_sidecar.cli import build_parser
-from policy_sidecar.launcher import envoy_binary
+from policy_sidecar.cli.launcher import envoy_binary
+from policy_sidecar.cli.main import build_parser
 
 from . import contract
 

@@ -121,7 +121,7 @@ def test_probe_path_is_the_same_everywhere() -> None:
 
 
 def test_seed_stores_the_hash_of_the_documented_key() -> None:
-    from policy_sidecar.store.keys_hash import hash_api_key
+    from policy_sidecar.identity.keys import hash_api_key
 
     seed = contract.SEED_FILE.read_text()
     assert hash_api_key(contract.COMPOSE_DEMO_KEY) == contract.COMPOSE_DEMO_KEY_SHA256

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from policy_sidecar.launcher import free_port
+from policy_sidecar.cli.launcher import free_port
 from tests.log_secrets import register as register_secret
 
 from . import contract
@@ -40,7 +40,7 @@ LOCAL_DSN = os.environ.get(
     "POLICY_SIDECAR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 LOCAL_REDIS = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-CLI = [sys.executable, "-m", "policy_sidecar.cli"]
+CLI = [sys.executable, "-m", "policy_sidecar.cli.main"]
 READY_SECONDS = 60.0
 
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policy_sidecar.production.policy_cache import _rows, definition_from
+from policy_sidecar.store.policy_cache import _rows, definition_from
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
     ModelRepository,

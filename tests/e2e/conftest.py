@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack, start_stack
 
 KEY = "ps-e2e-key-0123456789abcdef"
 

@@ -25,9 +25,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from redis.asyncio import Redis
 
+from policy_sidecar.cli.launcher import Stack, start_stack
 from policy_sidecar.fakeprovider.app import CHUNK_DELAY_HEADER
-from policy_sidecar.launcher import Stack, start_stack
-from policy_sidecar.production.listener import CHANNEL
+from policy_sidecar.store.listener import CHANNEL
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
     ApplicationRepository,
@@ -36,7 +36,7 @@ from policy_sidecar.store.postgres import (
     migrate,
     open_pool,
 )
-from policy_sidecar.store.types import Model
+from policy_sidecar.store.records import Model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from policy_sidecar.launcher import start_stack
+from policy_sidecar.cli.launcher import start_stack
 from tests.e2e.conftest import KEY, usage_records, write_config
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_prints_curls_that_give_200_and_403() -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "policy_sidecar.cli", "demo", "--port", "0", "--workers", "1"],
+        [sys.executable, "-m", "policy_sidecar.cli.main", "demo", "--port", "0", "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -88,7 +88,7 @@ def test_bad_config_stops_start_up_with_a_precise_message(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "policy_sidecar.cli",
+            "policy_sidecar.cli.main",
             "serve",
             "--config",
             str(config),

@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack, start_stack
 from policy_sidecar.store.standalone import parse_standalone_config
 
 from . import edge_checks

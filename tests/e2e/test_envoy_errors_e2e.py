@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar import launcher
+from policy_sidecar.cli.launcher import Stack, free_port, new_stack
+from policy_sidecar.cli.main import launcher
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
-from policy_sidecar.launcher import Stack, free_port, new_stack
 from tests.e2e.conftest import KEY, usage_records
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack, start_stack
 from tests.e2e.conftest import usage_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]

@@ -11,7 +11,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from policy_sidecar.launcher import Stack
+from policy_sidecar.cli.launcher import Stack
 from tests.e2e.conftest import KEY
 
 pytestmark = pytest.mark.e2e

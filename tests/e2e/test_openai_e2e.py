@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from policy_sidecar.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack, start_stack
 from tests.e2e.conftest import KEY, usage_records, write_config
 
 pytestmark = pytest.mark.e2e

@@ -30,10 +30,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from redis.asyncio import Redis
 
+from policy_sidecar.cli.launcher import Stack, start_stack
 from policy_sidecar.fakeprovider.app import FakeProvider
-from policy_sidecar.launcher import Stack, start_stack
-from policy_sidecar.production.listener import CHANNEL
 from policy_sidecar.providers import Usage, default_registry
+from policy_sidecar.store.listener import CHANNEL
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
     ApplicationRepository,

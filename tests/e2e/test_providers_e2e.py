@@ -19,8 +19,8 @@ import anthropic
 import openai
 import pytest
 
+from policy_sidecar.cli.launcher import Stack, free_port, new_stack, start_stack
 from policy_sidecar.fakeprovider.app import CACHED_TOKENS_HEADER, FakeProvider
-from policy_sidecar.launcher import Stack, free_port, new_stack, start_stack
 from policy_sidecar.providers import Usage, default_registry
 from policy_sidecar.tokens import load_estimator
 from tests.e2e.conftest import KEY, usage_records

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from policy_sidecar.launcher import Stack
+from policy_sidecar.cli.launcher import Stack
 from tests.e2e.conftest import KEY, usage_records
 
 pytestmark = pytest.mark.e2e

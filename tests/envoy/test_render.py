@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
-from policy_sidecar.launcher import envoy_binary
 
 OPTIONS = EnvoyOptions(
     listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)

@@ -11,7 +11,7 @@ from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.policy_stream import ROUTE_HEADER, PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.identity import Identity, IdentityLookupThrottled
+from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
 from tests.conftest import KEY, OTHER_KEY, ListRecorder
 from tests.extproc.messages import body, chat_body, header_dict, request_headers
 

@@ -15,7 +15,7 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from policy_sidecar.counters import InMemoryCounterStore
+from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE

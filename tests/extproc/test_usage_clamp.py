@@ -10,19 +10,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from policy_sidecar.counters import (
-    CounterOp,
-    CounterStore,
-    InMemoryCounterStore,
-    RedisCounterStore,
-    Window,
-    WindowUnit,
-)
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
-from policy_sidecar.enforcer import Charge, Enforcer
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import CounterOp, Window, WindowUnit
 from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
+from policy_sidecar.limits.enforcer import Charge, Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from tests.conftest import FakeClock, ListRecorder
 from tests.extproc.test_usage_stream import chunk_msg, req_headers_msg, resp_headers_msg
 

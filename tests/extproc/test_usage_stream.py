@@ -9,8 +9,8 @@ from policy_sidecar.extproc.attributes import ATTRIBUTES_KEY
 from policy_sidecar.extproc.handover import Handover
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
+from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Route, Usage
-from policy_sidecar.providers.samples import build_response
 from tests.conftest import FakeClock, ListRecorder
 from tests.extproc.messages import body, headers, with_metadata
 

@@ -9,12 +9,12 @@ from decimal import Decimal
 import pytest
 
 from policy_sidecar.admin.policy_check import evaluate
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.counters import InMemoryCounterStore
-from policy_sidecar.counters.penalties import InMemoryPenaltyBox
-from policy_sidecar.enforcer import Enforcer
-from policy_sidecar.identity import Identity
-from policy_sidecar.money import format_usd
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.money import format_usd
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
 from policy_sidecar.policy.definition import TokenLimitConfig
 from tests.conftest import FakeClock

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policy_sidecar.counters import Window, WindowUnit
+from policy_sidecar.counters.values import Window, WindowUnit
 from policy_sidecar.policy.definition import CONFIG_TYPES, parse_window
 
 

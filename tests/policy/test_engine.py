@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy_sidecar.identity import Identity
+from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy import (
     ModelAllowlistConfig,
     PolicyDefinition,

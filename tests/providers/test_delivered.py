@@ -7,14 +7,10 @@ from typing import Any
 import pytest
 
 from policy_sidecar.extproc.charging import estimated_usage
+from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Usage, default_registry
-from policy_sidecar.providers.delivered import (
-    BYTES_PER_TOKEN,
-    DeliveredText,
-    estimate_completion,
-)
-from policy_sidecar.providers.samples import build_response
 from policy_sidecar.tokens import count_text, load_encoding
+from policy_sidecar.tokens.delivered import BYTES_PER_TOKEN, DeliveredText, estimate_completion
 
 ENC = load_encoding("o200k_base")
 TEXT = 'The quick "brown" fox\njumps — über the lazy dog.'
@@ -89,7 +85,7 @@ def test_estimate_from_bytes_when_nothing_is_recognised() -> None:
 
 
 def test_long_text_is_extrapolated_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("policy_sidecar.providers.delivered.MAX_TEXT_CHARS", 100)
+    monkeypatch.setattr("policy_sidecar.tokens.delivered.MAX_TEXT_CHARS", 100)
     d = DeliveredText()
     for _ in range(50):
         d.feed(b'data: {"delta":{"content":"word word word word "}}\n')

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from policy_sidecar.store.keys_hash import hash_api_key
+from policy_sidecar.identity.keys import hash_api_key
 from policy_sidecar.store.postgres import (
     ApiKeyRepository,
     ApplicationConfigRepository,
@@ -15,7 +15,7 @@ from policy_sidecar.store.postgres import (
     Pool,
     VersionConflictError,
 )
-from policy_sidecar.store.types import Application
+from policy_sidecar.store.records import Application
 
 from .helpers import RecordingPublisher
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.postgres
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "policy_sidecar.cli", "migrate", *args],
+        [sys.executable, "-m", "policy_sidecar.cli.main", "migrate", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sidecar.identity import hash_api_key
+from policy_sidecar.identity.resolver import hash_api_key
 from policy_sidecar.policy.definition import ModelAllowlistConfig, RequestSizeConfig
 from policy_sidecar.store.standalone import (
     ConfigError,

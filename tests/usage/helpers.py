@@ -9,7 +9,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from policy_sidecar.usage import Backoff, RecorderMetrics, Spool, UsageRecord
+from policy_sidecar.usage.backoff import Backoff
+from policy_sidecar.usage.metrics import RecorderMetrics
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.spool import Spool
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

@@ -15,9 +15,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from policy_sidecar.settings import Settings
 from policy_sidecar.store.postgres import UsageRepository, open_pool
-from policy_sidecar.usage import BatchingRecorder, PostgresUsageSink, Spool, UsageRecord, UsageSink
+from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.sinks import UsageSink
+from policy_sidecar.usage.spool import Spool
+from policy_sidecar.wiring.settings import Settings
 from tests.usage.helpers import metrics, rec
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from policy_sidecar.usage import Backoff
+from policy_sidecar.usage.backoff import Backoff
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar.usage import UsageRecord
 from policy_sidecar.usage.bounds import (
     FLAG_REQUEST_ID_REPLACED,
     FLAG_TEXT_TRUNCATED,
@@ -20,6 +19,7 @@ from policy_sidecar.usage.bounds import (
     MAX_TOKENS,
     bound_record,
 )
+from policy_sidecar.usage.record import UsageRecord
 
 from .helpers import rec
 

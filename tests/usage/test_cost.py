@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.pricing import cost_usd
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import cost_usd
 from policy_sidecar.providers.base import Usage
-from policy_sidecar.usage import Pricing
+from policy_sidecar.usage.cost import Pricing
 
 from .helpers import rec
 

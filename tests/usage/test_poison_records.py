@@ -22,12 +22,14 @@ from psycopg import errors
 from policy_sidecar.store.postgres import UsageRepository
 from policy_sidecar.store.postgres.errors import InvalidError
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.usage import BatchingRecorder, PostgresUsageSink, Spool, UsageRecord
+from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink, is_transient
 from policy_sidecar.usage.bounds import MAX_TEXT, MAX_TOKENS
 from policy_sidecar.usage.metrics import FLAGGED, REJECTED
-from policy_sidecar.usage.postgres_sink import is_transient
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import RejectedBatchError
 from policy_sidecar.usage.spiller import Spiller
+from policy_sidecar.usage.spool import Spool
 from policy_sidecar.usage.writer import SinkWriter
 
 from .helpers import metrics, rec, spool_pending

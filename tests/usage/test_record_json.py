@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from policy_sidecar.usage import UsageRecord
+from policy_sidecar.usage.record import UsageRecord
 
 FULL = UsageRecord(
     request_id="req-1",

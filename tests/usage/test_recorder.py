@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from policy_sidecar.usage import BatchingRecorder, JsonlFileSink, UsageRecord
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.sinks import JsonlFileSink
 
 
 def rec(i: int) -> UsageRecord:

@@ -12,7 +12,7 @@ import pytest
 
 from policy_sidecar.store.postgres import UsageRepository
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.usage import BatchingRecorder, PostgresUsageSink, Spool, UsageRecord
+from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink
 from policy_sidecar.usage.metrics import (
     BATCH_SIZE,
     DROPPED,
@@ -23,7 +23,10 @@ from policy_sidecar.usage.metrics import (
     SPOOL_PENDING,
     WRITTEN,
 )
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import RejectedBatchError
+from policy_sidecar.usage.spool import Spool
 
 from .helpers import SwitchSink, eventually, fast_backoff, metrics, rec, spool_pending
 

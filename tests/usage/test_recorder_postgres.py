@@ -13,7 +13,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from policy_sidecar.store.postgres import UsageRepository, migrate, open_pool
-from policy_sidecar.usage import Backoff, BatchingRecorder, PostgresUsageSink, Spool, UsageRecord
+from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink
+from policy_sidecar.usage.backoff import Backoff
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.spool import Spool
 from tests.store.conftest import BASE_DSN
 from tests.store.helpers import make_records
 

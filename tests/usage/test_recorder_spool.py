@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from policy_sidecar.catalog import ModelDeployment
-from policy_sidecar.usage import BatchingRecorder, Pricing, Spool, UsageRecord
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.metrics import DROPPED, REPLAYED, SPOOLED, WRITTEN
+from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.spool import Spool
 
 from .helpers import SwitchSink, eventually, fast_backoff, metrics, rec, spool_pending
 

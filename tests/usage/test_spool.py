@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sidecar.usage import Spool, SpoolLockedError
+from policy_sidecar.usage.spool import Spool, SpoolLockedError
 
 from .helpers import rec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from policy_sidecar.store.postgres.applications import ApplicationRepository
 from policy_sidecar.store.postgres.configs import ApplicationConfigRepository
+from policy_sidecar.store.postgres.deployments import ModelRepository
 from policy_sidecar.store.postgres.errors import (
     AlreadyExistsError,
     InvalidError,
@@ -13,7 +14,6 @@ from policy_sidecar.store.postgres.errors import (
 )
 from policy_sidecar.store.postgres.keys import ApiKeyRepository
 from policy_sidecar.store.postgres.migrations import migrate
-from policy_sidecar.store.postgres.models import ModelRepository
 from policy_sidecar.store.postgres.policies import PolicyRepository
 from policy_sidecar.store.postgres.pool import Pool, open_pool
 from policy_sidecar.store.postgres.usage import UsageRepository

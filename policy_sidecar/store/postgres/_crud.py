@@ -16,7 +16,7 @@ from policy_sidecar.store.postgres.errors import (
     NotFoundError,
     VersionConflictError,
 )
-from policy_sidecar.store.types import Page
+from policy_sidecar.store.records import Page
 
 T = TypeVar("T")
 

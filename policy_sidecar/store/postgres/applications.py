@@ -13,7 +13,7 @@ from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.store.types import Application, Page
+from policy_sidecar.store.records import Application, Page
 from policy_sidecar.store.validation import string_labels
 
 __all__ = ["ApplicationRepository"]

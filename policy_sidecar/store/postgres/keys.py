@@ -9,13 +9,13 @@ from typing import Any
 
 from psycopg import sql
 
+from policy_sidecar.identity.keys import hash_api_key
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
-from policy_sidecar.store.keys_hash import hash_api_key
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.store.types import ApiKey, CreatedApiKey, KeyIdentity, Page
+from policy_sidecar.store.records import ApiKey, CreatedApiKey, KeyIdentity, Page
 
 __all__ = ["ApiKeyRepository", "new_secret"]
 

@@ -14,7 +14,7 @@ from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
-from policy_sidecar.store.types import Page, Policy, PolicyMode
+from policy_sidecar.store.records import Page, Policy, PolicyMode
 from policy_sidecar.store.validation import ConfigValidator, json_object
 
 __all__ = ["PolicyRepository"]

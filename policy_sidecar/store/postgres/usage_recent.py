@@ -19,7 +19,7 @@ from policy_sidecar.store.postgres._crud import check_page_size
 from policy_sidecar.store.postgres.errors import InvalidError
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.postgres.usage_queries import UsageFilter
-from policy_sidecar.store.types import Page
+from policy_sidecar.store.records import Page
 
 __all__ = ["RecentRequest", "RecentRequests"]
 

@@ -1,0 +1,133 @@
+"""ModelService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from policy_sidecar.admin.convert import (
+    decimal_text,
+    mask_paths,
+    page_size,
+    parse_decimal,
+    timestamp,
+)
+from policy_sidecar.admin.errors import Violations
+from policy_sidecar.admin.v1 import models_pb2 as pb
+from policy_sidecar.providers.registry import default_registry
+from policy_sidecar.store.postgres import ModelRepository
+from policy_sidecar.store.records import Model
+
+__all__ = ["ModelServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_PRICES = ("input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok")
+_TEXT = ("name", "provider", "upstream_model", "upstream_cluster")
+_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled")
+
+
+def model_message(model: Model) -> pb.Model:
+    return pb.Model(
+        id=model.id,
+        name=model.name,
+        provider=model.provider,
+        upstream_model=model.upstream_model,
+        upstream_cluster=model.upstream_cluster,
+        context_window=model.context_window or 0,
+        input_price_per_mtok=decimal_text(model.input_price_per_mtok),
+        output_price_per_mtok=decimal_text(model.output_price_per_mtok),
+        cached_input_price_per_mtok=decimal_text(model.cached_input_price_per_mtok),
+        enabled=model.enabled,
+        version=model.version,
+        create_time=timestamp(model.created_at),
+        update_time=timestamp(model.updated_at),
+    )
+
+
+def _known_providers() -> frozenset[str]:
+    return frozenset(default_registry().names)
+
+
+def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]:
+    """The columns named by `paths`, validated; problems go to `v`."""
+    out: dict[str, Any] = {}
+    for name in _TEXT:
+        if name in paths:
+            value = getattr(m, name).strip()
+            if not value:
+                v.add(f"model.{name}", "required")
+            out[name] = value
+    if "provider" in paths and out.get("provider"):
+        known = _known_providers()
+        if out["provider"] not in known:
+            v.add("model.provider", f"unknown provider; one of {', '.join(sorted(known))}")
+    if "context_window" in paths:
+        if m.context_window < 0:
+            v.add("model.context_window", "must not be negative")
+        out["context_window"] = m.context_window or None
+    for name in _PRICES:
+        if name in paths:
+            out[name] = parse_decimal(getattr(m, name), f"model.{name}", v)
+    if "enabled" in paths:
+        out["enabled"] = m.enabled
+    return out
+
+
+class ModelServicer:
+    def __init__(self, repo: ModelRepository) -> None:
+        self._repo = repo
+
+    async def CreateModel(
+        self, request: pb.CreateModelRequest, context: Context
+    ) -> pb.CreateModelResponse:
+        v = Violations()
+        fields = _fields(request.model, frozenset(_MUTABLE), v)
+        v.check()
+        return pb.CreateModelResponse(model=model_message(await self._repo.create(**fields)))
+
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.GetModelResponse:
+        v = Violations()
+        v.require(request.id, "id")
+        v.check()
+        if request.id.startswith("mdl_"):
+            model = await self._repo.get(request.id)
+        else:
+            model = await self._repo.get_by_name(request.id)
+        return pb.GetModelResponse(model=model_message(model))
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Context
+    ) -> pb.ListModelsResponse:
+        page = await self._repo.list(
+            provider=request.provider or None,
+            page_size=page_size(request.page_size),
+            page_token=request.page_token or None,
+        )
+        return pb.ListModelsResponse(
+            models=[model_message(m) for m in page.items],
+            next_page_token=page.next_page_token or "",
+        )
+
+    async def UpdateModel(
+        self, request: pb.UpdateModelRequest, context: Context
+    ) -> pb.UpdateModelResponse:
+        v = Violations()
+        v.require(request.model.id, "model.id")
+        v.require(request.model.version, "model.version")
+        v.check()
+        paths = mask_paths(request.update_mask, _MUTABLE)
+        fields = _fields(request.model, paths, v)
+        v.check()
+        model = await self._repo.update(request.model.id, version=request.model.version, **fields)
+        return pb.UpdateModelResponse(model=model_message(model))
+
+    async def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: Context
+    ) -> pb.DeleteModelResponse:
+        v = Violations()
+        v.require(request.id, "id")
+        v.require(request.version, "version")
+        v.check()
+        await self._repo.delete(request.id, version=request.version)
+        return pb.DeleteModelResponse()

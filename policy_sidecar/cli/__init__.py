@@ -1,0 +1,3 @@
+"""The command line: serve, demo, fake-provider, migrate, admin, envoy-config."""
+
+from __future__ import annotations

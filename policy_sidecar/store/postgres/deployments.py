@@ -1,0 +1,151 @@
+"""Model deployments provisioned by the platform team."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from psycopg import sql
+
+from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
+from policy_sidecar.store.postgres import _crud
+from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.errors import NotFoundError, translate_errors
+from policy_sidecar.store.postgres.pool import Pool
+from policy_sidecar.store.records import Model, Page
+
+__all__ = ["ModelRepository"]
+
+_KIND = "model"
+
+
+class ModelRepository:
+    """`name` is the public model name or alias clients send; it is unique."""
+
+    def __init__(self, pool: Pool, publisher: PolicyChangePublisher | None = None) -> None:
+        self._pool = pool
+        self._publisher = publisher or NoopPublisher()
+
+    async def create(
+        self,
+        *,
+        name: str,
+        provider: str,
+        upstream_model: str,
+        upstream_cluster: str,
+        context_window: int | None = None,
+        input_price_per_mtok: Decimal = Decimal(0),
+        output_price_per_mtok: Decimal = Decimal(0),
+        cached_input_price_per_mtok: Decimal = Decimal(0),
+        enabled: bool = True,
+    ) -> Model:
+        async with self._pool.connection() as conn, conn.transaction():
+            with translate_errors(_KIND):
+                model = await _crud.fetch_one(
+                    conn,
+                    Model,
+                    "INSERT INTO models (name, provider, upstream_model, upstream_cluster,"
+                    " context_window, input_price_per_mtok, output_price_per_mtok,"
+                    " cached_input_price_per_mtok, enabled)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                    (
+                        name,
+                        provider,
+                        upstream_model,
+                        upstream_cluster,
+                        context_window,
+                        input_price_per_mtok,
+                        output_price_per_mtok,
+                        cached_input_price_per_mtok,
+                        enabled,
+                    ),
+                )
+        assert model is not None
+        await self._changed(model.id, "created", model.version)
+        return model
+
+    async def get(self, model_id: str) -> Model:
+        return await self._get_by("id", model_id)
+
+    async def get_by_name(self, name: str) -> Model:
+        return await self._get_by("name", name)
+
+    async def _get_by(self, column: str, value: str) -> Model:
+        query = sql.SQL("SELECT * FROM models WHERE {} = %s").format(sql.Identifier(column))
+        async with self._pool.connection() as conn:
+            model = await _crud.fetch_one(conn, Model, query, (value,))
+        if model is None:
+            raise NotFoundError(_KIND, value)
+        return model
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        enabled: bool | None = None,
+        page_size: int = 100,
+        page_token: str | None = None,
+    ) -> Page[Model]:
+        async with self._pool.connection() as conn:
+            return await _crud.list_page(
+                conn,
+                Model,
+                kind=_KIND,
+                table="models",
+                filters={"provider": provider, "enabled": enabled},
+                page_size=page_size,
+                page_token=page_token,
+            )
+
+    async def update(
+        self,
+        model_id: str,
+        *,
+        version: int,
+        name: str | Unset = UNSET,
+        provider: str | Unset = UNSET,
+        upstream_model: str | Unset = UNSET,
+        upstream_cluster: str | Unset = UNSET,
+        context_window: int | Unset | None = UNSET,
+        input_price_per_mtok: Decimal | Unset = UNSET,
+        output_price_per_mtok: Decimal | Unset = UNSET,
+        cached_input_price_per_mtok: Decimal | Unset = UNSET,
+        enabled: bool | Unset = UNSET,
+    ) -> Model:
+        changes: dict[str, Any] = _crud.set_fields(
+            name=name,
+            provider=provider,
+            upstream_model=upstream_model,
+            upstream_cluster=upstream_cluster,
+            context_window=context_window,
+            input_price_per_mtok=input_price_per_mtok,
+            output_price_per_mtok=output_price_per_mtok,
+            cached_input_price_per_mtok=cached_input_price_per_mtok,
+            enabled=enabled,
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            with translate_errors(_KIND):
+                model = await _crud.update_versioned(
+                    conn,
+                    Model,
+                    kind=_KIND,
+                    table="models",
+                    key={"id": model_id},
+                    version=version,
+                    changes=changes,
+                )
+        await self._changed(model.id, "updated", model.version)
+        return model
+
+    async def delete(self, model_id: str, *, version: int | None = None) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await _crud.delete_versioned(
+                conn, kind=_KIND, table="models", key={"id": model_id}, version=version
+            )
+        await self._changed(model_id, "deleted", None)
+
+    async def _changed(self, model_id: str, action: Any, version: int | None) -> None:
+        await _crud.publish(
+            self._publisher,
+            PolicyChange(kind="model", action=action, id=model_id, version=version),
+        )

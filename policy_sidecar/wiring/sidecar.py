@@ -1,0 +1,298 @@
+"""Wiring: builds the sidecar's components from settings and runs worker processes.
+
+This is the one place where concrete components are chosen and connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import CatalogPriceBook
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.extproc.server import ExternalProcessor
+from policy_sidecar.extproc.services import Services, UsageRecorder
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
+from policy_sidecar.observability.logs import configure as configure_logs
+from policy_sidecar.observability.metrics import MeteredRecorder
+from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.policy.source import StaticPolicySource
+from policy_sidecar.providers.registry import default_registry
+from policy_sidecar.store.standalone import (
+    ConfigError,
+    StandaloneConfig,
+    StandaloneIdentityResolver,
+    load_standalone_config,
+)
+from policy_sidecar.tokens import EncodingLoadError, TokenEstimator, load_estimator
+from policy_sidecar.usage.cost import Pricing
+from policy_sidecar.usage.recorder import BatchingRecorder
+from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
+from policy_sidecar.usage.spool import Spool, SpoolLockedError
+from policy_sidecar.wiring.production import Production, open_production
+from policy_sidecar.wiring.settings import Settings, SettingsError
+
+log = logging.getLogger("policy_sidecar")
+
+
+class StartupError(Exception):
+    """The sidecar cannot start; the message says why."""
+
+
+def load_config(settings: Settings) -> StandaloneConfig:
+    if not settings.config_path:
+        raise StartupError("no configuration: set POLICY_SIDECAR_CONFIG or pass --config")
+    try:
+        return load_standalone_config(settings.config_path)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def build_estimator(settings: Settings) -> TokenEstimator:
+    try:
+        return load_estimator(settings.tiktoken_dir)
+    except EncodingLoadError as exc:
+        raise StartupError(f"tokenizer data: {exc}") from exc
+
+
+def build_counters(settings: Settings) -> tuple[CounterStore, PenaltyBox]:
+    """Redis when configured (exact across replicas), else in-process counters."""
+    if settings.redis_url:
+        store = RedisCounterStore.from_url(settings.redis_url, client_name="policy-sidecar")
+        return store, RedisPenaltyBox(store.client)
+    if len(settings.ports) > 1:
+        log.warning(
+            "rate and token limits are counted per worker process (no Redis configured): "
+            "with %d workers each limit is effectively %d times higher",
+            len(settings.ports),
+            len(settings.ports),
+        )
+    return InMemoryCounterStore(), InMemoryPenaltyBox()
+
+
+def build_recorder(
+    settings: Settings, sink: UsageSink, *, port: int, models: Mapping[str, ModelDeployment]
+) -> BatchingRecorder:
+    """The usage recorder for one worker. Its spool is `spool_dir/<port>`: a spool has
+    exactly one owner, and a restarted worker on the same port replays its own."""
+    try:
+        spool = Spool(Path(settings.spool_dir) / str(port))
+    except (SpoolLockedError, OSError) as exc:
+        raise StartupError(f"usage spool: {exc}") from exc
+    return BatchingRecorder(
+        sink,
+        spool=spool,
+        pricing=Pricing(CatalogPriceBook(models)),  # reads the live catalogue
+        max_batch=settings.usage_batch_size,
+        max_delay=settings.usage_batch_delay,
+        max_queue=settings.usage_queue_size,
+        grace_seconds=settings.grace_seconds,
+    )
+
+
+def build_services(
+    settings: Settings,
+    config: StandaloneConfig,
+    recorder: UsageRecorder,
+    estimator: TokenEstimator,
+    counters: CounterStore,
+    penalties: PenaltyBox,
+) -> Services:
+    return Services(
+        identities=StandaloneIdentityResolver(config.keys),
+        policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
+        enforcer=Enforcer(counters, penalties),
+        providers=default_registry(),
+        estimator=estimator,
+        recorder=recorder,
+        models=config.models,
+        prices=CatalogPriceBook(config.models),
+        unknown_paths=config.unknown_paths,
+        inject_stream_usage=settings.inject_stream_usage,
+    )
+
+
+async def serve_worker(
+    settings: Settings, port: int, *, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Runs one ext_proc server until SIGTERM or SIGINT, then drains and flushes."""
+    estimator = build_estimator(settings)
+    counters, penalties = build_counters(settings)
+    production: Production | None = None
+    config: StandaloneConfig | None = None
+    sink: UsageSink
+    if settings.database_url:
+        try:
+            production = await open_production(
+                settings.database_url, settings.redis_url, cel_engine=settings.cel_engine
+            )
+        except Exception as exc:
+            raise StartupError(f"cannot open the production stores: {exc}") from exc
+        sink = production.usage_sink
+        models: Mapping[str, ModelDeployment] = production.models
+    else:
+        config = load_config(settings)
+        sink = JsonlFileSink(settings.usage_file)
+        models = config.models
+    recorder = build_recorder(settings, sink, port=port, models=models)
+    metered = MeteredRecorder(recorder)
+    if production is not None:
+        services = Services(
+            identities=production.identities,
+            policies=production.policies,
+            enforcer=Enforcer(counters, penalties),
+            providers=default_registry(),
+            estimator=estimator,
+            recorder=metered,
+            models=production.models,
+            unknown_paths=settings.unknown_paths,
+            prices=CatalogPriceBook(production.models),
+            inject_stream_usage=settings.inject_stream_usage,
+        )
+    else:
+        assert config is not None
+        services = build_services(settings, config, metered, estimator, counters, penalties)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(services), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    if bound == 0:
+        raise StartupError(f"cannot listen on {settings.host}:{port}")
+    recorder.start()
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    mode = "production" if production is not None else "standalone"
+    log.info("ext_proc worker (%s mode) listening on %s:%d", mode, settings.host, bound)
+    if on_ready is not None:
+        on_ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(
+        "worker on port %d stopping: draining streams for %.0fs", bound, settings.grace_seconds
+    )
+    # One grace period for both: streams finish, then the usage queue and spool are
+    # flushed in what is left of it; the rest stays in the spool for the next start.
+    deadline = loop.time() + settings.grace_seconds
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_seconds)
+    await services.tasks.drain()
+    await recorder.close(max(deadline - loop.time(), 0.0))
+    await counters.aclose()
+    estimator.close()
+    if production is not None:
+        await production.close()
+    log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _worker_entry(settings: Settings, port: int) -> None:
+    configure_logs(settings.log_level, worker_port=port)
+    _install_uvloop()
+    try:
+        asyncio.run(serve_worker(settings, port))
+    except StartupError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+def run_sidecar(settings: Settings) -> int:
+    """Validates configuration, then runs one worker process per port. Returns the exit code."""
+    try:
+        # Fail once, here, with a clear message, before any worker starts.
+        if not settings.database_url:
+            load_config(settings)
+        build_estimator(settings).close()
+    except (StartupError, SettingsError) as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _serve_metrics(settings.metrics_port)
+    except OSError as exc:
+        print(
+            f"policy-sidecar: cannot serve metrics on port {settings.metrics_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    if len(settings.ports) == 1:
+        _worker_entry(settings, settings.ports[0])
+        return 0
+    # spawn, not fork: no gRPC state may cross into a child.
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker_entry, args=(settings, port), name=f"worker-{port}")
+        for port in settings.ports
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                worker.terminate() if signum == signal.SIGTERM else _interrupt(worker.pid)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    # One worker dying takes the others down: a half-running sidecar would look healthy
+    # to some of Envoy's endpoints only. The orchestrator restarts the whole process.
+    exit_code = 0
+    pending = {w.sentinel: w for w in workers}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            worker = pending.pop(sentinel)  # type: ignore[arg-type]
+            worker.join()
+            if worker.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+            if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
+                log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
+                exit_code = 1
+                forward(signal.SIGTERM, None)
+    return exit_code
+
+
+def _serve_metrics(port: int) -> None:
+    """``/metrics`` for all workers, merged from the multi-process files."""
+    if port == 0:
+        return
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, registry=registry)
+    else:
+        start_http_server(port)
+
+
+def _interrupt(pid: int) -> None:
+    os.kill(pid, signal.SIGINT)

@@ -1,0 +1,198 @@
+"""A policy change made while Redis is down is in effect on the sidecar promptly after
+Redis is back: the admin publisher retries, and the sidecar's subscription
+re-validates its caches whenever it reconnects. Real Redis servers throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from policy_sidecar.store.invalidation import PolicyChange
+from policy_sidecar.store.listener import InvalidationListener
+from policy_sidecar.store.policy_cache import CachedPolicySource
+from policy_sidecar.store.postgres import PolicyRepository, Pool
+from policy_sidecar.store.redis_publisher import PublishResult, RedisPolicyChangePublisher
+from tests.production.test_caches import REDIS_URL, WHO, allowed
+from tests.store.conftest import dsn, pool, schema_dsn  # noqa: F401  (fixtures)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+# Longer than any poll below: a pass cannot come from a cache expiring.
+TTL = 600
+DEADLINE = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class TempRedis:
+    """A throwaway redis-server on its own port that can be stopped and started."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._proc = subprocess.Popen([REDIS_SERVER, *args], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+
+@pytest.fixture
+def temp_redis() -> Iterator[TempRedis]:
+    server = TempRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _eventually(check: Callable[[], object], what: str) -> None:
+    """Poll `check` (a function or a coroutine function) until it is true."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"not within {DEADLINE}s: {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_silently_reconnected_subscription_revalidates(redis: Redis) -> None:
+    # redis-py's own retry reconnects and resubscribes inside listen() without
+    # raising; whatever was published meanwhile is lost, so the caches must go.
+    name = f"ps-listener-{uuid.uuid4().hex[:12]}"
+    seen: list[str] = []
+
+    async def on_change(kind: str) -> None:
+        seen.append(kind)
+
+    client = Redis.from_url(REDIS_URL, client_name=name)
+    listener = InvalidationListener(client, on_change)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.ready.wait(), 10)
+        assert seen == []
+        clients = await redis.client_list()
+        [mine] = [c["id"] for c in clients if c.get("name") == name]
+        await redis.client_kill_filter(_id=mine)
+        await _eventually(lambda: "*" in seen, "re-validation after the reconnect")
+        assert listener.revalidations == 1
+    finally:
+        await listener.close()
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_publish_that_keeps_failing_is_logged_counted_and_never_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    results: list[PublishResult] = []
+    # Nothing listens on this port; no client-side retry, to keep the test short.
+    client = Redis(port=_free_port(), retry=Retry(NoBackoff(), 0))
+    publisher = RedisPolicyChangePublisher(
+        client, retry_for=0.5, first_delay=0.05, on_result=results.append
+    )
+    with caplog.at_level(logging.WARNING):
+        await publisher.publish(PolicyChange(kind="policy", action="updated", id="pol_1"))
+        await publisher.publish(PolicyChange(kind="policy", action="updated", id="pol_2"))
+        await _eventually(lambda: results == ["failed", "failed"], "given up")
+    assert publisher.pending == 0
+    assert "pol_1 not published" in caplog.text and "pol_2 not published" in caplog.text
+    await publisher.close()
+    await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_a_policy_change_made_while_redis_was_down_applies_once_it_is_back(
+    pool: Pool,  # noqa: F811
+    temp_redis: TempRedis,
+) -> None:
+    results: list[PublishResult] = []
+    admin_redis = Redis.from_url(temp_redis.url)
+    publisher = RedisPolicyChangePublisher(admin_redis, on_result=results.append)
+    repo = PolicyRepository(pool, publisher)
+    created = await repo.create(name="models", type="model_allowlist", config={"models": ["a"]})
+
+    sidecar_redis = Redis.from_url(temp_redis.url)
+
+    async def load() -> list[object]:
+        return list((await repo.list(enabled=True, page_size=500)).items)
+
+    source = CachedPolicySource(
+        load,  # type: ignore[arg-type]
+        sidecar_redis,
+        local_ttl=TTL,
+        redis_ttl=TTL,
+        namespace=uuid.uuid4().hex,
+    )
+
+    async def on_change(kind: str) -> None:
+        if kind in ("policy", "*"):
+            await source.invalidate()
+
+    listener = InvalidationListener(sidecar_redis, on_change)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.ready.wait(), 10)
+        assert allowed(await source.engine_for(WHO), "a")
+        assert results == ["published"]
+
+        temp_redis.stop()
+        # The admin write commits and returns although Redis is down.
+        await repo.update(created.id, version=created.version, config={"models": ["b"]})
+        assert publisher.pending == 1
+        temp_redis.start()
+
+        async def changed() -> bool:
+            return allowed(await source.engine_for(WHO), "b")
+
+        await _eventually(changed, "the new policy in effect on the sidecar")
+        await _eventually(lambda: results == ["published", "retried"], "the publish retried")
+        assert listener.revalidations >= 1
+    finally:
+        await listener.close()
+        await publisher.close()
+        await admin_redis.aclose()
+        await sidecar_redis.aclose()
