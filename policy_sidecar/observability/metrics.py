@@ -8,6 +8,7 @@ serves the merged ``/metrics``. The core returns facts; only the edges record th
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
@@ -115,13 +116,17 @@ def observe_violation(policy_type: str, policy_id: str, outcome: str) -> None:
     POLICY_DECISIONS.labels(policy_type, policy_id, outcome).inc()
 
 
+class _Recorder(Protocol):
+    """What ``MeteredRecorder`` wraps (structurally ``extproc.services.UsageRecorder``)."""
+
+    def record(self, record: UsageRecord) -> None: ...
+
+
 class MeteredRecorder:
     """Observes each record's metrics, then hands it on. Never raises."""
 
-    def __init__(self, inner: object) -> None:
-        from policy_sidecar.extproc.services import UsageRecorder
-
-        self._inner: UsageRecorder = inner  # type: ignore[assignment]
+    def __init__(self, inner: _Recorder) -> None:
+        self._inner = inner
 
     def record(self, record: UsageRecord) -> None:
         try:

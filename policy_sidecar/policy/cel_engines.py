@@ -27,7 +27,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
-from policy_sidecar.policy.cel import (
+from policy_sidecar.policy.cel_contract import (
     CelCompileError,
     CelEvaluationError,
     CompiledExpression,
