@@ -20,7 +20,6 @@ from policy_sidecar.counters.values import (
 )
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.penalties import Penalty, PenaltyBox, penalty_key
-from policy_sidecar.observability.metrics import COUNTER_STORE_ERRORS
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Decision, Violation
 from policy_sidecar.policy.engine import PolicyEngine, merge
@@ -103,18 +102,29 @@ def rate_headers(
     return headers
 
 
+def _ignore(operation: str) -> None:
+    pass
+
+
 class Enforcer:
-    """One per process. Safe for concurrent requests on one event loop."""
+    """One per process. Safe for concurrent requests on one event loop.
+
+    Records no metrics itself: each failed counter-store call is reported as a fact, the
+    operation's name ("check", "settle", "penalty"), to ``store_errors``; the wiring
+    passes the metric there.
+    """
 
     def __init__(
         self,
         counters: CounterStore,
         penalties: PenaltyBox,
         clock: Callable[[], float] = time.time,
+        store_errors: Callable[[str], None] = _ignore,
     ) -> None:
         self._counters = counters
         self._penalties = penalties
         self._clock = clock
+        self._store_errors = store_errors
         self.unavailable_events = 0
 
     async def admit(
@@ -176,7 +186,7 @@ class Enforcer:
         self, local: Decision, policies: Sequence[CounterPolicy], exc: CounterStoreUnavailable
     ) -> Admission:
         self.unavailable_events += 1
-        COUNTER_STORE_ERRORS.labels("check").inc()
+        self._store_errors("check")
         closed = [p for p in policies if not p.shadow and p.config.fail_mode == "closed"]
         if closed:
             d = closed[0].definition
@@ -247,7 +257,7 @@ class Enforcer:
             try:
                 await self._counters.adjust(adjustments, self._clock())
             except CounterStoreUnavailable as exc:
-                COUNTER_STORE_ERRORS.labels("settle").inc()
+                self._store_errors("settle")
                 log.warning("could not settle %d token reservations: %s", len(adjustments), exc)
 
     async def post_check(
@@ -267,6 +277,6 @@ class Enforcer:
             try:
                 await self._penalties.impose(key, penalty, now)
             except CounterStoreUnavailable as exc:
-                COUNTER_STORE_ERRORS.labels("penalty").inc()
+                self._store_errors("penalty")
                 log.warning("could not set a post-check penalty: %s", exc)
         return violations

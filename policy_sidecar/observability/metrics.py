@@ -112,6 +112,10 @@ def observe_record(record: UsageRecord) -> None:
         TIME_TO_FIRST_TOKEN.labels(provider).observe(record.ttft_ms / 1000)
 
 
+def observe_counter_store_error(operation: str) -> None:
+    COUNTER_STORE_ERRORS.labels(operation).inc()
+
+
 def observe_violation(policy_type: str, policy_id: str, outcome: str) -> None:
     POLICY_DECISIONS.labels(policy_type, policy_id, outcome).inc()
 

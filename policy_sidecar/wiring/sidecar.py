@@ -30,7 +30,7 @@ from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.observability.logs import configure as configure_logs
-from policy_sidecar.observability.metrics import MeteredRecorder
+from policy_sidecar.observability.metrics import MeteredRecorder, observe_counter_store_error
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.registry import default_registry
@@ -117,7 +117,7 @@ def build_services(
     return Services(
         identities=StandaloneIdentityResolver(config.keys),
         policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
-        enforcer=Enforcer(counters, penalties),
+        enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
@@ -156,7 +156,7 @@ async def serve_worker(
         services = Services(
             identities=production.identities,
             policies=production.policies,
-            enforcer=Enforcer(counters, penalties),
+            enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
             providers=default_registry(),
             estimator=estimator,
             recorder=metered,
