@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -16,24 +15,11 @@ from policy_sidecar.counters.values import (
 )
 
 __all__ = [
-    "Clock",
     "CounterStore",
     "SettlingMixin",
-    "SystemClock",
     "release_adjustments",
     "settle_adjustments",
 ]
-
-
-class Clock(Protocol):
-    """Source of the current time in epoch seconds (UTC); tests pass a fake one."""
-
-    def now(self) -> float: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
 
 
 class CounterStore(Protocol):

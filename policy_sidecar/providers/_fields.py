@@ -37,10 +37,6 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def as_int(value: Any) -> int | None:
-    return value if is_int(value) else None
-
-
 def req_str(body: Mapping[str, Any], key: str, path: str | None = None) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -120,15 +120,6 @@ class Provider(Protocol):
     def request_patch(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Fields to merge into the request body before it goes upstream, or None."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """A routed and parsed request: what the policy layer is given."""
-
-    route: Route
-    parsed: ParsedRequest
-    body_patch: dict[str, Any] | None = field(default=None)
 
 
 _STREAM_TYPES = frozenset(
