@@ -32,24 +32,30 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
-    _prepare_multiprocess_metrics()
+    settings = prepare_multiprocess_metrics(settings)
     from policy_sidecar.wiring.sidecar import run_sidecar
 
     return run_sidecar(settings)
 
 
-def _prepare_multiprocess_metrics() -> None:
-    """Worker processes share metrics through files; set up before any metric exists."""
+def prepare_multiprocess_metrics(settings: Settings) -> Settings:
+    """Worker processes share metrics through files; set up before any metric exists.
+
+    prometheus_client reads its directory from the environment only, when it is imported:
+    this is the package's one write to the environment.
+    """
     import shutil
     import tempfile
 
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = settings.metrics_multiproc_dir
     if directory:
         # Files of a previous run would add stale values to every counter.
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
     else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="policy-sidecar-metrics-")
+        directory = tempfile.mkdtemp(prefix="policy-sidecar-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return dataclasses.replace(settings, metrics_multiproc_dir=directory)
 
 
 def _fake_provider(args: argparse.Namespace) -> int:
@@ -109,7 +115,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from policy_sidecar.store.postgres.migrations import MigrationError, migrate
 
-    dsn = args.database_url or os.environ.get("POLICY_SIDECAR_DATABASE_URL")
+    try:
+        dsn = args.database_url or Settings.from_env().database_url
+    except SettingsError as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
     if not dsn:
         print(
             "policy-sidecar: set POLICY_SIDECAR_DATABASE_URL or pass --database-url",

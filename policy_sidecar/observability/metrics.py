@@ -7,7 +7,6 @@ serves the merged ``/metrics``. The core returns facts; only the edges record th
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 from prometheus_client import Counter, Histogram
@@ -15,13 +14,9 @@ from prometheus_client import Counter, Histogram
 from policy_sidecar.usage.record import UsageRecord
 
 NAMESPACE = "policy_sidecar"
-# High-cardinality labels (application, model) can be folded into "all".
-DETAILED = os.environ.get("POLICY_SIDECAR_METRICS_DETAILED_LABELS", "true").lower() not in (
-    "0",
-    "false",
-    "no",
-    "off",
-)
+# High-cardinality labels (application, model) can be folded into "all"
+# (Settings.metrics_detailed_labels, set in each worker by the wiring).
+DETAILED = True
 ALL = "all"
 
 REQUESTS = Counter(
@@ -82,6 +77,11 @@ STORE_ERRORS = Counter(
     ["what"],
     namespace=NAMESPACE,
 )
+
+
+def set_detailed_labels(detailed: bool) -> None:
+    global DETAILED
+    DETAILED = detailed
 
 
 def _label(value: str | None) -> str:

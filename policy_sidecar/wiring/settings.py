@@ -21,6 +21,11 @@
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 | POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
+| PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
+
+Nothing else in the package reads the environment; the one write is
+``cli.main.prepare_multiprocess_metrics``, which hands the directory to prometheus_client
+(a library that reads only the environment).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Settings:
     redis_url: str | None = None
     database_url: str | None = None
     metrics_port: int = 9090
+    metrics_detailed_labels: bool = True
+    metrics_multiproc_dir: str | None = None
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
     unknown_paths: Literal["deny", "passthrough"] = "deny"
 
@@ -92,6 +99,9 @@ class Settings:
             redis_url=get("REDIS_URL"),
             database_url=get("DATABASE_URL"),
             metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
+            metrics_detailed_labels=(get("METRICS_DETAILED_LABELS") or "true").lower()
+            not in ("0", "false", "no", "off"),
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             cel_engine=_cel_engine(get("CEL_ENGINE")),
             unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
         )

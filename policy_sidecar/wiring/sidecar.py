@@ -30,7 +30,11 @@ from policy_sidecar.extproc.services import Services, UsageRecorder
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.observability.logs import configure as configure_logs
-from policy_sidecar.observability.metrics import MeteredRecorder, observe_counter_store_error
+from policy_sidecar.observability.metrics import (
+    MeteredRecorder,
+    observe_counter_store_error,
+    set_detailed_labels,
+)
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.registry import default_registry
@@ -220,6 +224,7 @@ def _install_uvloop() -> None:
 
 def _worker_entry(settings: Settings, port: int) -> None:
     configure_logs(settings.log_level, worker_port=port)
+    set_detailed_labels(settings.metrics_detailed_labels)
     _install_uvloop()
     try:
         asyncio.run(serve_worker(settings, port))
@@ -239,7 +244,7 @@ def run_sidecar(settings: Settings) -> int:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
     try:
-        _serve_metrics(settings.metrics_port)
+        _serve_metrics(settings.metrics_port, settings.metrics_multiproc_dir)
     except OSError as exc:
         print(
             f"policy-sidecar: cannot serve metrics on port {settings.metrics_port}: {exc}",
@@ -273,7 +278,7 @@ def run_sidecar(settings: Settings) -> int:
         for sentinel in multiprocessing.connection.wait(list(pending)):
             worker = pending.pop(sentinel)  # type: ignore[arg-type]
             worker.join()
-            if worker.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            if worker.pid is not None and settings.metrics_multiproc_dir:
                 multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
             if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
                 log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
@@ -282,12 +287,12 @@ def run_sidecar(settings: Settings) -> int:
     return exit_code
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int, multiproc_dir: str | None) -> None:
     """``/metrics`` for all workers, merged from the multi-process files."""
     if port == 0:
         return
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiproc_dir:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         start_http_server(port, registry=registry)
     else:
