@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,8 @@ from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.extproc.server import ExternalProcessor
-from policy_sidecar.extproc.services import Services, UsageRecorder
+from policy_sidecar.extproc.services import Services, UnknownPaths, UsageRecorder
+from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.observability.logs import configure as configure_logs
@@ -36,7 +38,7 @@ from policy_sidecar.observability.metrics import (
     set_detailed_labels,
 )
 from policy_sidecar.policy.engine import PolicyEngine
-from policy_sidecar.policy.source import StaticPolicySource
+from policy_sidecar.policy.source import PolicySource, StaticPolicySource
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.store.standalone import (
     ConfigError,
@@ -110,24 +112,53 @@ def build_recorder(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What the two modes differ in: where identities, policies and models come from."""
+
+    identities: IdentityResolver
+    policies: PolicySource
+    models: Mapping[str, ModelDeployment]
+    unknown_paths: UnknownPaths
+
+
+def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
+    return Source(
+        identities=StandaloneIdentityResolver(config.keys),
+        policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
+        models=config.models,
+        unknown_paths=config.unknown_paths,
+    )
+
+
+def production_source(settings: Settings, production: Production) -> Source:
+    return Source(
+        identities=production.identities,
+        policies=production.policies,
+        models=production.models,
+        unknown_paths=settings.unknown_paths,
+    )
+
+
 def build_services(
     settings: Settings,
-    config: StandaloneConfig,
+    source: Source,
     recorder: UsageRecorder,
     estimator: TokenEstimator,
     counters: CounterStore,
     penalties: PenaltyBox,
 ) -> Services:
+    """The one construction of the stream processors' services, for either mode."""
     return Services(
-        identities=StandaloneIdentityResolver(config.keys),
-        policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
+        identities=source.identities,
+        policies=source.policies,
         enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
-        models=config.models,
-        prices=CatalogPriceBook(config.models),
-        unknown_paths=config.unknown_paths,
+        models=source.models,
+        prices=CatalogPriceBook(source.models),
+        unknown_paths=source.unknown_paths,
         inject_stream_usage=settings.inject_stream_usage,
     )
 
@@ -139,7 +170,6 @@ async def serve_worker(
     estimator = build_estimator(settings)
     counters, penalties = build_counters(settings)
     production: Production | None = None
-    config: StandaloneConfig | None = None
     sink: UsageSink
     if settings.database_url:
         try:
@@ -149,29 +179,14 @@ async def serve_worker(
         except Exception as exc:
             raise StartupError(f"cannot open the production stores: {exc}") from exc
         sink = production.usage_sink
-        models: Mapping[str, ModelDeployment] = production.models
+        source = production_source(settings, production)
     else:
-        config = load_config(settings)
+        source = standalone_source(settings, load_config(settings))
         sink = JsonlFileSink(settings.usage_file)
-        models = config.models
-    recorder = build_recorder(settings, sink, port=port, models=models)
-    metered = MeteredRecorder(recorder)
-    if production is not None:
-        services = Services(
-            identities=production.identities,
-            policies=production.policies,
-            enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
-            providers=default_registry(),
-            estimator=estimator,
-            recorder=metered,
-            models=production.models,
-            unknown_paths=settings.unknown_paths,
-            prices=CatalogPriceBook(production.models),
-            inject_stream_usage=settings.inject_stream_usage,
-        )
-    else:
-        assert config is not None
-        services = build_services(settings, config, metered, estimator, counters, penalties)
+    recorder = build_recorder(settings, sink, port=port, models=source.models)
+    services = build_services(
+        settings, source, MeteredRecorder(recorder), estimator, counters, penalties
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
