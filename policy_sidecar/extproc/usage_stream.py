@@ -26,7 +26,7 @@ from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
 from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
-from policy_sidecar.usage.record import Decision, UsageRecord
+from policy_sidecar.usage.record import Outcome, UsageRecord
 
 
 class UsageObserver:
@@ -131,7 +131,7 @@ class UsageObserver:
         usage = clamped.usage
         # "error": Envoy answered the request itself (no cluster, connect failure, …),
         # or the policy filter never saw it.
-        decision: Decision = (
+        decision: Outcome = (
             "error"
             if self._handover is None or self._envoy_error is not None
             else "allow"

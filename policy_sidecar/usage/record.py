@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
-Decision = Literal["allow", "deny", "incomplete", "error"]
+Outcome = Literal["allow", "deny", "incomplete", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +16,7 @@ class UsageRecord:
 
     request_id: str
     started_at: datetime
-    decision: Decision
+    decision: Outcome
     status_code: int
     org_id: str | None = None
     app_id: str | None = None

@@ -6,7 +6,7 @@ import random
 from datetime import datetime, timedelta
 
 from policy_sidecar.store.invalidation import PolicyChange
-from policy_sidecar.usage.record import Decision, UsageRecord
+from policy_sidecar.usage.record import Outcome, UsageRecord
 
 
 class RecordingPublisher:
@@ -21,7 +21,7 @@ ORGS = ("acme", "globex", None)
 APPS = ("app_a", "app_b", "app_c", "app_d", None)
 ENVS = ("dev", "production", None)
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", None)
-DECISIONS: tuple[Decision, ...] = ("allow",) * 7 + ("deny", "incomplete", "error")
+DECISIONS: tuple[Outcome, ...] = ("allow",) * 7 + ("deny", "incomplete", "error")
 POLICIES = ("pol_rate", "pol_tokens", "pol_size", None)
 
 
