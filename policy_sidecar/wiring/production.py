@@ -71,9 +71,9 @@ async def _all_pages(
 
 
 async def open_production(
-    database_url: str, redis_url: str | None, *, cel_engine: str = "cel-expr"
+    database_url: str, redis_url: str | None, *, cel_engine: str = "cel-expr", pool_size: int = 4
 ) -> Production:
-    pool = await open_pool(database_url, max_size=4)
+    pool = await open_pool(database_url, max_size=pool_size)
     redis = Redis.from_url(redis_url) if redis_url else None
     if redis is None:
         log.warning("no Redis: policy and key changes apply within the cache TTLs, not at once")

@@ -17,6 +17,7 @@
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
 | POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
+| POLICY_SIDECAR_DATABASE_POOL_SIZE | 4 | most Postgres connections per worker (production) |
 | POLICY_SIDECAR_METRICS_PORT | 9090 | Prometheus `/metrics` (all workers merged); 0 turns it off |
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
@@ -59,6 +60,7 @@ class Settings:
     log_level: str = "INFO"
     redis_url: str | None = None
     database_url: str | None = None
+    database_pool_size: int = 4
     metrics_port: int = 9090
     metrics_detailed_labels: bool = True
     metrics_multiproc_dir: str | None = None
@@ -98,6 +100,9 @@ class Settings:
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
             redis_url=get("REDIS_URL"),
             database_url=get("DATABASE_URL"),
+            database_pool_size=_positive_int(
+                "DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), defaults.database_pool_size
+            ),
             metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
             metrics_detailed_labels=(get("METRICS_DETAILED_LABELS") or "true").lower()
             not in ("0", "false", "no", "off"),

@@ -174,7 +174,10 @@ async def serve_worker(
     if settings.database_url:
         try:
             production = await open_production(
-                settings.database_url, settings.redis_url, cel_engine=settings.cel_engine
+                settings.database_url,
+                settings.redis_url,
+                cel_engine=settings.cel_engine,
+                pool_size=settings.database_pool_size,
             )
         except Exception as exc:
             raise StartupError(f"cannot open the production stores: {exc}") from exc

@@ -90,3 +90,20 @@ def test_usage_recorder_settings() -> None:
 def test_bad_usage_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"POLICY_SIDECAR_{name}"):
         Settings.from_env({f"POLICY_SIDECAR_{name}": value})
+
+
+def test_database_pool_size_and_metrics_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.database_pool_size, defaults.metrics_detailed_labels) == (4, True)
+    assert defaults.metrics_multiproc_dir is None
+    s = Settings.from_env(
+        {
+            "POLICY_SIDECAR_DATABASE_POOL_SIZE": "8",
+            "POLICY_SIDECAR_METRICS_DETAILED_LABELS": "off",
+            "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
+        }
+    )
+    assert (s.database_pool_size, s.metrics_detailed_labels) == (8, False)
+    assert s.metrics_multiproc_dir == "/tmp/metrics"
+    with pytest.raises(SettingsError, match="POLICY_SIDECAR_DATABASE_POOL_SIZE"):
+        Settings.from_env({"POLICY_SIDECAR_DATABASE_POOL_SIZE": "0"})
