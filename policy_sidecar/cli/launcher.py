@@ -69,6 +69,12 @@ class Process:
         return self.popen.returncode
 
 
+# How long a started process may take to listen. Generous: on a loaded 2-core machine
+# (CI, many test processes) a sidecar worker has taken 40 s to import and bind; a
+# process that exits is reported at once, so a long wait costs nothing when it fails.
+START_TIMEOUT = 120.0
+
+
 def _wait_tcp(proc: Process, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,7 +153,7 @@ class Stack:
             argv += ["--config", str(config)]
         proc = self.start_process("sidecar", argv, env)
         for port in self.sidecar_ports:
-            _wait_tcp(proc, port, 30)
+            _wait_tcp(proc, port, START_TIMEOUT)
         return proc
 
     def start_envoy(self, concurrency: int = 1) -> Process:
@@ -177,7 +183,7 @@ class Stack:
                 str(self.admin_port),
             ],
         )
-        _wait_envoy_ready(proc, self.admin_port, 30)
+        _wait_envoy_ready(proc, self.admin_port, START_TIMEOUT)
         return proc
 
     def start_fake_provider(self, name: str = "fake-provider", port: int | None = None) -> Process:
@@ -188,7 +194,7 @@ class Stack:
         )
         if port != self.upstream_port:
             self.routes[name] = port
-        _wait_tcp(proc, port, 30)
+        _wait_tcp(proc, port, START_TIMEOUT)
         return proc
 
     def stop(self) -> None:
