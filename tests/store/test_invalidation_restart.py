@@ -23,8 +23,8 @@ from policy_sidecar.store.listener import InvalidationListener
 from policy_sidecar.store.policy_cache import CachedPolicySource
 from policy_sidecar.store.postgres import PolicyRepository, Pool
 from policy_sidecar.store.redis_publisher import PublishResult, RedisPolicyChangePublisher
-from tests.production.test_caches import REDIS_URL, WHO, allowed
 from tests.store.conftest import dsn, pool, schema_dsn  # noqa: F401  (fixtures)
+from tests.store.test_caches import REDIS_URL, WHO, allowed
 
 REDIS_SERVER = "/usr/bin/redis-server"
 # Longer than any poll below: a pass cannot come from a cache expiring.
