@@ -32,6 +32,9 @@ from policy_sidecar.usage.record import Outcome, UsageRecord
 class UsageObserver:
     def __init__(self, services: Services) -> None:
         self._s = services
+        # When this filter first heard of the request: its start when Envoy answered the
+        # request itself and the policy filter handed nothing over.
+        self._opened_at = services.clock()
         self._handover: Handover | None = None
         self._parser: UsageParser | None = None
         # Generated text seen so far (streams only), to charge a stream cut short.
@@ -117,7 +120,7 @@ class UsageObserver:
         if self._meter is not None:
             self._meter.finish()
         h = self._handover or Handover(
-            request_id=self._request_id or str(uuid.uuid4()), started_at=now
+            request_id=self._request_id or str(uuid.uuid4()), started_at=self._opened_at
         )
         # Bounded before anything settles or records it: see usage/clamp.py.
         deployment = self._s.models.get(h.requested_model or "")

@@ -28,6 +28,9 @@ CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
 RECEIVED_PATH_HEADER = "x-fake-received-path"
 RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
 DEFAULT_COMPLETION_TOKENS = 12
+# Like a real model's output cap: the fake writes text for every completion token, so an
+# absurd max_tokens (2^31) must not make it allocate gigabytes.
+MAX_COMPLETION_TOKENS = 16_384
 _WORDS = ("The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog.")
 
 
@@ -62,7 +65,7 @@ class FakeProvider:
         completion = (
             0
             if route.operation in ("embeddings", "embed")
-            else (parsed.max_output_tokens or DEFAULT_COMPLETION_TOKENS)
+            else min(parsed.max_output_tokens or DEFAULT_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS)
         )
         return Usage(
             prompt_tokens=prompt,

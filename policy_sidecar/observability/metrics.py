@@ -84,20 +84,36 @@ def set_detailed_labels(detailed: bool) -> None:
     DETAILED = detailed
 
 
-def _label(value: str | None) -> str:
+# Model and application names come from requests (a client can send any model name):
+# each process labels at most this many distinct values per label, the rest as "other",
+# so no client can grow the exposition without bound.
+MAX_LABEL_VALUES = 500
+OTHER = "other"
+_seen_labels: dict[str, set[str]] = {}
+
+
+def _label(value: str | None, name: str) -> str:
     if not DETAILED:
         return ALL
-    return value or "unknown"
+    if not value:
+        return "unknown"
+    seen = _seen_labels.setdefault(name, set())
+    if value in seen:
+        return value
+    if len(seen) >= MAX_LABEL_VALUES:
+        return OTHER
+    seen.add(value)
+    return value
 
 
 def observe_record(record: UsageRecord) -> None:
     """Request, token and latency metrics from a finished request's usage record."""
     provider = record.provider or "unknown"
-    model = _label(record.served_model or record.requested_model)
+    model = _label(record.served_model or record.requested_model, "model")
     status_class = f"{record.status_code // 100}xx" if record.status_code else "none"
     REQUESTS.labels(provider, model, record.decision, status_class).inc()
     if record.usage_reported:
-        app = _label(record.app_id)
+        app = _label(record.app_id, "app")
         for kind, value in (
             ("prompt", record.prompt_tokens),
             ("completion", record.completion_tokens),

@@ -172,9 +172,10 @@ def test_up_to_a_hundred_headers_and_some_room_pass(stack: Stack, count: int) ->
     assert record_for(stack, rid)["decision"] == "allow"
 
 
-@pytest.mark.parametrize("count", [125, 128, 129, 200])
+@pytest.mark.parametrize("count", [128, 129, 200])
 def test_too_many_headers_is_a_json_431(stack: Stack, count: int) -> None:
-    # 125/128: Envoy accepts them, but not with the sidecar's headers added;
+    # 128: Envoy accepts them, but not with the sidecar's headers added (where that
+    # starts depends on how many headers the sidecar adds, so no count below 128 here);
     # 129 and more: Envoy's codec refuses them. Either way a clear 431, never a 503.
     rid = str(uuid.uuid4())
     reply = send(stack, "/v1/chat/completions", CHAT, request_id=rid, header_count=count)

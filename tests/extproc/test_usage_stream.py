@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
@@ -11,6 +13,7 @@ from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
 from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Route, Usage
+from policy_sidecar.usage.bounds import bound_record
 from tests.conftest import FakeClock, ListRecorder
 from tests.extproc.messages import body, headers, with_metadata
 
@@ -230,3 +233,24 @@ async def test_an_error_before_the_handover_keeps_envoys_request_id(
         "envoy-rid-1",
         "request_header_fields_too_large",
     )
+
+
+async def test_an_error_envoy_answered_alone_has_no_negative_times(
+    services: Services, recorder: ListRecorder
+) -> None:
+    # No handover: the request's start is when the usage filter first heard of it, so
+    # the time to first byte and the latency are never negative (nor flagged as out of
+    # range by the recorder's bounds).
+    clock = FakeClock()
+    obs = UsageObserver(dataclasses.replace(services, clock=clock))
+    msg = resp_headers_msg(503, "application/json", extra={ERROR_HEADER: "upstream_reset"})
+    obs.on_message(msg)
+    clock.now += 0.25
+    obs.on_message(chunk_msg(b'{"error": {"code": "upstream_reset"}}'))
+    clock.now += 0.25
+    obs.on_message(chunk_msg(b"", eos=True))
+    await services.tasks.drain()
+    [r] = recorder.records
+    assert r.ttft_ms == 250.0
+    assert r.latency_ms == 500.0
+    assert bound_record(r).usage_flags == ()
