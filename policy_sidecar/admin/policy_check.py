@@ -21,12 +21,13 @@ from pydantic import ValidationError
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import cost_usd
 from policy_sidecar.counters.windows import current_bucket_state
+from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy.cel import CelCompileError, Phase, compile_expression
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition
+from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.policy.limits import CounterPolicy
-from policy_sidecar.policy.local import build_policy
 from policy_sidecar.providers.base import Usage
 
 __all__ = [
@@ -145,27 +146,30 @@ def evaluate(
     (a counter policy is checked against `counter_used`)."""
     if not definition.enabled:
         return TestOutcome(False, "the policy is disabled: it is not evaluated")
-    scope = definition.scope
-    if not scope.matches_caller(org_id=pre.org_id, app_id=pre.app_id, environment=pre.environment):
-        return TestOutcome(False, "the policy's scope does not cover this org/app/environment")
-    if not scope.matches_model(pre.model):
-        return TestOutcome(False, f"model {pre.model!r} does not match {scope.model_pattern!r}")
+    # The engine itself decides scope and order, as it does for live traffic.
     try:
-        policy = build_policy(definition)
+        engine = PolicyEngine([definition])
     except TypeError as exc:
         raise UnsupportedPolicyType(
             f"policy type {definition.type!r} cannot be tested offline yet"
         ) from exc
-    if isinstance(policy, CounterPolicy):
-        return _counter(policy, pre, deployment, counter_used, now)
-    violation = policy.pre_check(pre)
+    caller = Identity(pre.app_id, pre.org_id, pre.environment, "")
+    if not engine.covers(caller):
+        return TestOutcome(False, "the policy's scope does not cover this org/app/environment")
+    if not engine.covers(caller, pre.model):
+        scope = definition.scope
+        return TestOutcome(False, f"model {pre.model!r} does not match {scope.model_pattern!r}")
+    counters = engine.counters(caller, pre.model)
+    if counters:
+        return _counter(counters[0], pre, deployment, counter_used, now)
+    decision = engine.pre_check(caller, pre)
+    violation = decision.denial or (decision.shadow[0] if decision.shadow else None)
     if violation is not None:
         return TestOutcome(True, _reason(violation, "pre-request"), violation, "pre")
-    post_check = getattr(policy, "post_check", None)
-    if post is not None and post_check is not None:
-        post = priced(post, deployment)
-        violation = post_check(post)
-        if violation is not None:
+    if post is not None:
+        found = engine.post_check(caller, priced(post, deployment))
+        if found:
+            violation = found[0]
             penalty = getattr(definition.config, "penalty_seconds", None)
             reason = f"post-request: {violation.message}; recorded, the response was already sent"
             if penalty and not violation.shadow:

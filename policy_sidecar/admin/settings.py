@@ -1,5 +1,8 @@
 """Settings of the admin service, from POLICY_SIDECAR_* environment variables.
 
+The admin service is its own process with its own variables; they are read, like the
+sidecar's `wiring.settings.Settings`, through `wiring.settings.read_environment`.
+
 | variable | default | meaning |
 | --- | --- | --- |
 | POLICY_SIDECAR_DATABASE_URL | (required) | Postgres URL |
@@ -15,13 +18,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from policy_sidecar.admin.auth import AdminToken, TokenError, parse_tokens
-from policy_sidecar.wiring.settings import SettingsError
+from policy_sidecar.wiring.settings import SettingsError, read_environment
 
 __all__ = ["AdminSettings"]
 
@@ -41,7 +43,7 @@ class AdminSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
-        env = os.environ if env is None else env
+        env = read_environment() if env is None else env
 
         def get(name: str) -> str | None:
             value = env.get(P + name, "").strip()

@@ -6,7 +6,6 @@ run the same real binaries the same way.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.wiring.settings import child_environment
 
 
 class LaunchError(RuntimeError):
@@ -131,7 +131,7 @@ class Stack:
             list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=child_environment(env or {}),
             stdin=subprocess.DEVNULL,
         )
         log.close()

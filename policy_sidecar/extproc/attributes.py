@@ -1,4 +1,7 @@
-"""Reads the request facts Envoy sends: as attributes (fast path) or as headers."""
+"""Reads the request attributes Envoy sends: as attributes (fast path) or as headers.
+
+Not `extproc.facts.RequestFacts`, which is what the sidecar learns of a request.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,14 @@ ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFacts:
+class EnvoyRequestAttributes:
     method: str
     path: str
     request_id: str
     headers: dict[str, str]
 
 
-def facts_from_attributes(attributes: Any) -> RequestFacts | None:
+def attributes_from_request(attributes: Any) -> EnvoyRequestAttributes | None:
     """From ``ProcessingRequest.attributes`` (request.headers/method/path/id)."""
     attrs = attributes.get(ATTRIBUTES_KEY)
     if attrs is None:
@@ -30,14 +33,14 @@ def facts_from_attributes(attributes: Any) -> RequestFacts | None:
     method = fields["request.method"].string_value if "request.method" in fields else ""
     path = fields["request.path"].string_value if "request.path" in fields else ""
     rid = fields["request.id"].string_value if "request.id" in fields else ""
-    return RequestFacts(method=method, path=path, request_id=rid, headers=headers)
+    return EnvoyRequestAttributes(method=method, path=path, request_id=rid, headers=headers)
 
 
-def facts_from_headers(header_map: Any, attributes: Any) -> RequestFacts:
+def attributes_from_headers(header_map: Any, attributes: Any) -> EnvoyRequestAttributes:
     """From a ``request_headers`` message (the headers-first route)."""
     headers = {h.key: h.raw_value.decode("latin-1") for h in header_map.headers}
-    from_attrs = facts_from_attributes(attributes)
-    return RequestFacts(
+    from_attrs = attributes_from_request(attributes)
+    return EnvoyRequestAttributes(
         method=headers.get(":method", ""),
         path=headers.get(":path", ""),
         request_id=headers.get("x-request-id", from_attrs.request_id if from_attrs else ""),

@@ -10,14 +10,14 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.extproc.errors import error_response
-from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.handover import to_metadata
 from policy_sidecar.extproc.keys import KEY_HEADERS, QUERY_KEY_PROVIDERS, api_key_from
 from policy_sidecar.extproc.responses import (
     continue_request_body,
@@ -27,12 +27,11 @@ from policy_sidecar.extproc.responses import (
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
 from policy_sidecar.observability.metrics import observe_violation
-from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.policy.decision import Violation
+from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.providers import load_body
 from policy_sidecar.providers.base import Provider, Route, Usage
 from policy_sidecar.providers.paths import free_route, has_query_key, without_query_key
-from policy_sidecar.usage.record import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,11 @@ class PolicyProcessor:
     def __init__(self, services: Services) -> None:
         self._s = services
         # Set by the headers phase, read by the body phase.
-        self._handover: Handover | None = None
+        self._facts: RequestFacts | None = None
         self._identity: Identity | None = None
+        self._engine: PolicyEngine | None = None
+        # The x-ratelimit-* headers of an admission, for Envoy to add to the response.
+        self._rate_headers: Mapping[str, str] = {}
         self._provider: Provider | None = None
         self._route: Route | None = None
         self.done = False
@@ -82,14 +84,8 @@ class PolicyProcessor:
         free = free_route(method, path) if matched is None else None
         if matched is not None:
             self._provider, self._route = matched
-        self._handover = Handover(
-            request_id=headers.get("x-request-id") or str(uuid.uuid4()),
-            started_at=self._s.clock(),
-            provider=self._route.provider if self._route else None,
-            operation=self._route.operation if self._route else None,
-            model_from_path=self._route.model_from_path if self._route else None,
-            stream_from_path=self._route.stream_from_path if self._route else False,
-            api_version=self._route.api_version if self._route else None,
+        self._facts = RequestFacts.for_route(
+            headers.get("x-request-id") or str(uuid.uuid4()), self._s.clock(), self._route
         )
         query_key = has_query_key(path)
         owner = self._route.provider if self._route else (free.provider if free else None)
@@ -107,9 +103,7 @@ class PolicyProcessor:
         if identity is None:
             message = "invalid API key" if key else "missing API key"
             return self._deny(_Denial(401, "invalid_api_key", message))
-        h = self._handover
-        h.app_id, h.org_id = identity.app_id, identity.org_id
-        h.environment, h.key_id = identity.environment, identity.key_id
+        self._facts = self._facts.with_identity(identity)
         if not identity.environment_enabled:
             message = (
                 f"environment {identity.environment!r} of this application is disabled by"
@@ -119,7 +113,7 @@ class PolicyProcessor:
         self._identity = identity
         declared = headers.get("content-length", "")
         if declared.isdigit():
-            engine = await self._s.policies.engine_for(identity)
+            engine = await self._engine_for(identity)
             decision = engine.check_declared_size(identity, int(declared))
             if decision.denial is not None:
                 return self._deny_by(decision.denial, request_bytes=int(declared))
@@ -136,7 +130,7 @@ class PolicyProcessor:
             if matched is not None:
                 return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
         # The metadata goes with the body response; only a bodiless request needs it here.
-        metadata = self._handover.to_metadata() if msg.end_of_stream else None
+        metadata = to_metadata(self._facts) if msg.end_of_stream else None
         # A removed client header may have picked the cached route: pick it again.
         return continue_request_headers(
             mutation=mutation, metadata=metadata, clear_route_cache=bool(internal)
@@ -144,12 +138,12 @@ class PolicyProcessor:
 
     async def on_request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         self.done = True
-        handover, identity = self._handover, self._identity
-        assert handover is not None, "body before headers"
+        identity = self._identity
+        assert self._facts is not None, "body before headers"
         assert identity is not None, "body before headers"
-        handover.request_bytes = len(msg.body)
+        self._facts = replace(self._facts, request_bytes=len(msg.body))
         if self._provider is None or self._route is None:
-            return continue_request_body(metadata=handover.to_metadata())
+            return continue_request_body(metadata=to_metadata(self._facts))
         provider, route = self._provider, self._route
         try:
             body = load_body(msg.body)
@@ -157,43 +151,39 @@ class PolicyProcessor:
         except ValueError as exc:  # RequestError, json.JSONDecodeError, UnicodeDecodeError
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
-        handover.requested_model = model
-        handover.stream = parsed.stream or route.stream_from_path
+        self._facts = replace(
+            self._facts, requested_model=model, stream=parsed.stream or route.stream_from_path
+        )
         deployment = self._s.models.get(model)
         if self._s.models and deployment is None:
             return self._deny(_Denial(404, "model_not_found", f"model '{model}' is not deployed"))
         if deployment is not None and not deployment.enabled:
             return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
         estimated = await self._s.estimator.estimate_async(provider.name, parsed)
-        handover.estimated_tokens = estimated
-        handover.max_tokens = parsed.max_output_tokens
-        handover.served_model = deployment.upstream_model if deployment else model
-        ctx = PreRequestContext(
-            request_size_bytes=len(msg.body),
+        facts = replace(
+            self._facts,
             estimated_tokens=estimated,
-            model=model,
-            org_id=identity.org_id,
-            app_id=identity.app_id,
-            environment=identity.environment,
-            provider=provider.name,
-            stream=parsed.stream,
             max_tokens=parsed.max_output_tokens,
-            upstream_model=deployment.upstream_model
-            if deployment is not None and deployment.upstream_model != model
-            else "",
+            served_model=deployment.upstream_model if deployment else model,
         )
-        engine = await self._s.policies.engine_for(identity)
-        admission = await self._s.enforcer.admit(engine, identity, ctx, deployment)
+        engine = await self._engine_for(identity)
+        admission = await self._s.enforcer.admit(engine, identity, facts.pre_context(), deployment)
         decision = admission.decision
-        handover.shadow = tuple(v.policy_id for v in decision.shadow)
+        # A denial's record names no served model: nothing went upstream.
+        self._facts = replace(
+            self._facts,
+            estimated_tokens=facts.estimated_tokens,
+            max_tokens=facts.max_tokens,
+            shadow=tuple(v.policy_id for v in decision.shadow),
+        )
         for v in decision.shadow:
             observe_violation(v.policy_type, v.policy_id, "shadow_deny")
         if decision.denial is not None:
             return self._deny_by(
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
             )
-        handover.charges = admission.charges
-        handover.rate_headers = admission.headers
+        self._facts = replace(facts, shadow=self._facts.shadow, charges=admission.charges)
+        self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         patch = dict(patch or {})
         if deployment is not None and deployment.upstream_model != model and "model" in body:
@@ -207,7 +197,7 @@ class PolicyProcessor:
         return continue_request_body(
             mutation=header_mutation(set_headers) if set_headers else None,
             body=new_body,
-            metadata=handover.to_metadata(),
+            metadata=to_metadata(self._facts, self._rate_headers),
             clear_route_cache=ROUTE_HEADER in set_headers,
         )
 
@@ -219,39 +209,29 @@ class PolicyProcessor:
         a reservation already made is released. Never raises.
         """
         self.done = True
-        handover = self._handover
-        if handover is None:
+        facts = self._facts
+        if facts is None:
             return error_response(provider=None, **_FAILURE)
-        handover.recorded = True
+        charges = facts.charges
+        facts = self._facts = replace(facts, recorded=True, charges=())
         try:
-            if handover.charges:
-                charges, handover.charges = handover.charges, ()
+            if charges:
                 # Nothing went upstream: settling to zero usage gives the reservation back.
                 self._s.spawn(self._s.enforcer.settle(charges, Usage(), None, estimated_prompt=0))
             self._s.recorder.record(
-                UsageRecord(
-                    request_id=handover.request_id,
-                    started_at=datetime.fromtimestamp(handover.started_at, UTC),
-                    decision="error",
-                    status_code=500,
-                    org_id=handover.org_id,
-                    app_id=handover.app_id,
-                    environment=handover.environment,
-                    api_key_id=handover.key_id,
-                    provider=handover.provider,
-                    operation=handover.operation,
-                    requested_model=handover.requested_model,
-                    streamed=handover.stream,
-                    estimated_tokens=handover.estimated_tokens,
-                    request_bytes=handover.request_bytes,
-                    latency_ms=(self._s.clock() - handover.started_at) * 1000.0,
-                )
+                usage_record(facts, Ending("error", 500, ended_at=self._s.clock()))
             )
-            metadata = handover.to_metadata()
+            metadata = to_metadata(facts)
         except Exception:
             log.exception("could not record a failed request")
-            metadata = {"rid": handover.request_id, "rec": True}
+            metadata = RequestFacts(facts.request_id, facts.started_at, recorded=True).to_metadata()
         return error_response(provider=self._provider, metadata=metadata, **_FAILURE)
+
+    async def _engine_for(self, identity: Identity) -> PolicyEngine:
+        """The identity's engine, fetched once per request."""
+        if self._engine is None:
+            self._engine = await self._s.policies.engine_for(identity)
+        return self._engine
 
     def _deny_by(
         self,
@@ -261,8 +241,8 @@ class PolicyProcessor:
         headers: Mapping[str, str] | None = None,
     ) -> pb.ProcessingResponse:
         observe_violation(violation.policy_type, violation.policy_id, "deny")
-        if self._handover is not None:
-            self._handover.request_bytes = request_bytes
+        if self._facts is not None:
+            self._facts = replace(self._facts, request_bytes=request_bytes)
         all_headers = dict(headers or {})
         retry = violation.details.get("retry_after_seconds")
         if retry is not None:
@@ -280,42 +260,22 @@ class PolicyProcessor:
 
     def _deny(self, denial: _Denial) -> pb.ProcessingResponse:
         self.done = True
-        handover = self._handover
-        assert handover is not None
-        handover.recorded = True
+        assert self._facts is not None
+        facts = self._facts = replace(self._facts, recorded=True)
         log.info(
             "request denied",
             extra={
                 "event": "denied",
-                "request_id": handover.request_id,
-                "app_id": handover.app_id,
+                "request_id": facts.request_id,
+                "app_id": facts.app_id,
                 "status": denial.status,
                 "code": denial.code,
                 "policy_id": denial.policy_id,
-                "model": handover.requested_model,
+                "model": facts.requested_model,
             },
         )
-        self._s.recorder.record(
-            UsageRecord(
-                request_id=handover.request_id,
-                started_at=datetime.fromtimestamp(handover.started_at, UTC),
-                decision="deny",
-                status_code=denial.status,
-                org_id=handover.org_id,
-                app_id=handover.app_id,
-                environment=handover.environment,
-                api_key_id=handover.key_id,
-                provider=handover.provider,
-                operation=handover.operation,
-                requested_model=handover.requested_model,
-                streamed=handover.stream,
-                estimated_tokens=handover.estimated_tokens,
-                request_bytes=handover.request_bytes,
-                denied_by=denial.policy_id,
-                shadow_violations=handover.shadow,
-                latency_ms=(self._s.clock() - handover.started_at) * 1000.0,
-            )
-        )
+        ending = Ending("deny", denial.status, ended_at=self._s.clock(), denied_by=denial.policy_id)
+        self._s.recorder.record(usage_record(facts, ending))
         return error_response(
             provider=self._provider,
             status=denial.status,
@@ -323,5 +283,5 @@ class PolicyProcessor:
             message=denial.message,
             details=denial.details,
             headers=denial.headers,
-            metadata=handover.to_metadata(),
+            metadata=to_metadata(facts),
         )

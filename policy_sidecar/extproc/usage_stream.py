@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.catalog.pricing import CatalogPriceBook
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
-from policy_sidecar.extproc.attributes import facts_from_attributes
+from policy_sidecar.extproc.attributes import attributes_from_request
 from policy_sidecar.extproc.charging import estimated_usage
-from policy_sidecar.extproc.handover import Handover, handover_from_request
+from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.handover import facts_from_request
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.observability.metrics import observe_violation
-from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
+from policy_sidecar.policy.context import PostRequestContext
 from policy_sidecar.providers._decode import with_encoding
-from policy_sidecar.providers.base import Route, Usage, UsageParser, is_streaming_response
+from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_response
 from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
 from policy_sidecar.usage.record import Outcome, UsageRecord
@@ -35,7 +35,7 @@ class UsageObserver:
         # When this filter first heard of the request: its start when Envoy answered the
         # request itself and the policy filter handed nothing over.
         self._opened_at = services.clock()
-        self._handover: Handover | None = None
+        self._facts: RequestFacts | None = None
         self._parser: UsageParser | None = None
         # Generated text seen so far (streams only), to charge a stream cut short.
         self._delivered: DeliveredText | None = None
@@ -54,16 +54,16 @@ class UsageObserver:
     def on_message(self, msg: pb.ProcessingRequest) -> None:
         if self.done:
             return
-        if self._handover is None:
-            self._handover = handover_from_request(msg.metadata_context)
-            if self._handover is not None and self._handover.recorded:
+        if self._facts is None:
+            self._facts = facts_from_request(msg.metadata_context)
+            if self._facts is not None and self._facts.recorded:
                 self.done = True  # a denial: the policy filter recorded it
                 return
         kind = msg.WhichOneof("request")
         if kind == "response_headers":
-            if self._handover is None:
-                facts = facts_from_attributes(msg.attributes)
-                self._request_id = (facts.request_id[:128] or None) if facts else None
+            if self._facts is None:
+                attrs = attributes_from_request(msg.attributes)
+                self._request_id = (attrs.request_id[:128] or None) if attrs else None
             self._on_response_headers(msg.response_headers)
         elif kind == "response_body":
             body = msg.response_body
@@ -91,16 +91,9 @@ class UsageObserver:
             self._envoy_error = headers[ERROR_HEADER].decode("latin-1")[:64]
         content_type = headers.get("content-type", b"").decode("latin-1")
         encoding = headers.get("content-encoding", b"").decode("latin-1") or None
-        h = self._handover
-        if h is not None and h.provider and h.operation:
-            provider = self._s.providers.get(h.provider)
-            route = Route(
-                h.provider,
-                h.operation,
-                model_from_path=h.model_from_path,
-                stream_from_path=h.stream_from_path,
-                api_version=h.api_version,
-            )
+        route = self._facts.route() if self._facts is not None else None
+        if route is not None:
+            provider = self._s.providers.get(route.provider)
             self._streamed = is_streaming_response(route, content_type)
             self._parser = provider.usage_parser(
                 route, streaming=self._streamed, content_encoding=encoding
@@ -119,8 +112,8 @@ class UsageObserver:
         usage = self._parser.finish() if self._parser is not None else None
         if self._meter is not None:
             self._meter.finish()
-        h = self._handover or Handover(
-            request_id=self._request_id or str(uuid.uuid4()), started_at=self._opened_at
+        h = self._facts or RequestFacts(
+            self._request_id or str(uuid.uuid4()), started_at=self._opened_at
         )
         # Bounded before anything settles or records it: see usage/clamp.py.
         deployment = self._s.models.get(h.requested_model or "")
@@ -136,55 +129,36 @@ class UsageObserver:
         # or the policy filter never saw it.
         decision: Outcome = (
             "error"
-            if self._handover is None or self._envoy_error is not None
+            if self._facts is None or self._envoy_error is not None
             else "allow"
             if complete
             else "incomplete"
         )
         estimate = self._estimate(h, usage, complete=complete)
-        reported = estimate or usage or Usage()
-        record = UsageRecord(
-            request_id=h.request_id,
-            started_at=datetime.fromtimestamp(h.started_at, UTC),
-            decision=decision,
-            status_code=self._status,
-            org_id=h.org_id,
-            app_id=h.app_id,
-            environment=h.environment,
-            api_key_id=h.key_id,
-            provider=h.provider,
-            operation=h.operation,
-            requested_model=h.requested_model,
-            served_model=h.served_model,
+        ending = Ending(
+            decision,
+            self._status,
+            ended_at=now,
             streamed=self._streamed,
-            prompt_tokens=reported.prompt_tokens,
-            completion_tokens=reported.completion_tokens,
-            total_tokens=reported.total_tokens,
-            cached_tokens=reported.cached_tokens,
-            reasoning_tokens=reported.reasoning_tokens,
-            estimated_tokens=h.estimated_tokens,
+            usage=estimate or usage,
             usage_reported=usage is not None and estimate is None,
-            latency_ms=(now - h.started_at) * 1000.0,
-            ttft_ms=(self._first_byte_at - h.started_at) * 1000.0
-            if self._first_byte_at is not None
-            else None,
-            request_bytes=h.request_bytes,
+            first_byte_at=self._first_byte_at,
             response_bytes=self._response_bytes,
-            shadow_violations=h.shadow,
             # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
             denied_by=self._envoy_error,
             usage_flags=clamped.flags,
         )
-        if h.app_id is None or h.org_id is None or h.environment is None:
+        record = usage_record(h, ending)
+        identity = h.identity()
+        if identity is None:
             self._s.recorder.record(record)
             return
         # Settling counters and post-checks need I/O: they finish in the background,
         # and the record is written once the post-checks are known.
-        identity = Identity(h.app_id, h.org_id, h.environment, h.key_id or "")
         self._s.spawn(self._complete(identity, h, usage, estimate, record))
 
-    def _estimate(self, h: Handover, usage: Usage | None, *, complete: bool) -> Usage | None:
-        if self._handover is None or h.provider is None:
+    def _estimate(self, h: RequestFacts, usage: Usage | None, *, complete: bool) -> Usage | None:
+        if self._facts is None or h.provider is None:
             return None
         return estimated_usage(
             usage,
@@ -202,7 +176,7 @@ class UsageObserver:
     async def _complete(
         self,
         identity: Identity,
-        h: Handover,
+        h: RequestFacts,
         usage: Usage | None,
         estimate: Usage | None,
         record: UsageRecord,
@@ -232,21 +206,10 @@ class UsageObserver:
 
 
 def post_context(
-    h: Handover, record: UsageRecord, usage: Usage, cost: float | None
+    h: RequestFacts, record: UsageRecord, usage: Usage, cost: float | None
 ) -> PostRequestContext:
-    pre = PreRequestContext(
-        request_size_bytes=h.request_bytes,
-        estimated_tokens=h.estimated_tokens,
-        model=h.requested_model or "",
-        org_id=h.org_id or "",
-        app_id=h.app_id or "",
-        environment=h.environment or "",
-        provider=h.provider or "",
-        stream=h.stream,
-        max_tokens=h.max_tokens,
-    )
     return PostRequestContext(
-        pre=pre,
+        pre=h.pre_context(),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,

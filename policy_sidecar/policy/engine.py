@@ -90,6 +90,17 @@ class PolicyEngine:
             if v is not None
         )
 
+    def covers(self, identity: Identity, model: str | None = None) -> tuple[str, ...]:
+        """The ids of the policies whose scope covers this caller (and ``model``, when
+        given), in evaluation order: the dry runs explain a policy that does not apply."""
+        caller = self.for_caller(identity)
+        policies: tuple[LocalPolicy | CounterPolicy, ...] = (*caller.local, *caller.counters)
+        return tuple(
+            p.definition.id
+            for p in policies
+            if model is None or p.definition.scope.matches_model(model)
+        )
+
     def has_penalties(self, identity: Identity) -> bool:
         return any(p.config.penalty_seconds for p in self.for_caller(identity).post)
 

@@ -24,7 +24,10 @@
 | POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
 | PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
 
-Nothing else in the package reads the environment; the one write is
+Nothing else in the package reads the environment: `read_environment` is the one
+reader, used by `Settings.from_env`, by the admin service's settings (a separate process
+with its own variables, `admin.settings`, parsed the same way) and by `child_environment`,
+the environment the launcher gives the processes it starts. The one write is
 ``cli.main.prepare_multiprocess_metrics``, which hands the directory to prometheus_client
 (a library that reads only the environment).
 """
@@ -37,6 +40,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 PREFIX = "POLICY_SIDECAR_"
+
+
+def read_environment() -> Mapping[str, str]:
+    """The process environment: the package's one place that reads it."""
+    return os.environ
+
+
+def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a child process: this one's (PATH, HOME, …) with the given
+    ``POLICY_SIDECAR_*`` settings on top; every name in ``settings`` must be one."""
+    bad = [name for name in settings if not name.startswith(PREFIX)]
+    if bad:
+        raise SettingsError(f"not a {PREFIX}* setting: {', '.join(sorted(bad))}")
+    return {**read_environment(), **settings}
 
 
 class SettingsError(ValueError):
@@ -69,7 +86,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = read_environment() if env is None else env
 
         def get(name: str) -> str | None:
             value = env.get(PREFIX + name)

@@ -3,6 +3,7 @@ times as a real check of a counter holding the same usage in its current bucket.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,7 @@ from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
-from policy_sidecar.policy.definition import RateLimitConfig
+from policy_sidecar.policy.definition import RateLimitConfig, Scope
 
 NOW = datetime(2026, 11, 30, 0, 18, tzinfo=UTC).timestamp()
 WHO = Identity(app_id="a", org_id="o", environment="dev", key_id="k")
@@ -54,3 +55,30 @@ async def test_the_dry_run_reports_what_a_real_check_reports(window: str) -> Non
     assert real is not None and dry is not None
     for field in ("resets_at", "retry_after_seconds", "limit", "observed"):
         assert dry.details[field] == real.details[field], field
+
+
+def test_the_dry_run_asks_the_engine_which_policies_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One scope matcher: what the engine says applies is what the dry run says."""
+    asked: list[tuple[Identity, str | None]] = []
+
+    def covers(self: PolicyEngine, identity: Identity, model: str | None = None) -> tuple[str, ...]:
+        asked.append((identity, model))
+        return ()
+
+    monkeypatch.setattr(PolicyEngine, "covers", covers)
+    outcome = evaluate(_rate("1m"), PRE, None, counter_used=3, now=NOW)
+    assert not outcome.applies
+    assert outcome.reason == "the policy's scope does not cover this org/app/environment"
+    assert asked == [(Identity("a", "o", "dev", ""), None)]
+
+
+def test_the_engine_names_the_policies_covering_a_caller_and_model() -> None:
+    scoped = replace(_rate("1m"), id="mini", scope=Scope(app_id="a", model_pattern="gpt-4o-*"))
+    engine = PolicyEngine([_rate("1m"), scoped])
+    assert engine.covers(WHO) == ("mini", "rl")
+    assert engine.covers(WHO, "gpt-4o-mini") == ("mini", "rl")
+    assert engine.covers(WHO, "other") == ("rl",)
+    elsewhere = Identity(app_id="b", org_id="o", environment="dev", key_id="k")
+    assert engine.covers(elsewhere, "gpt-4o-mini") == ("rl",)

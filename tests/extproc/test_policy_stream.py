@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.handover import facts_from_struct
 from policy_sidecar.extproc.policy_stream import ROUTE_HEADER, PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 from policy_sidecar.extproc.services import Services
@@ -21,9 +22,9 @@ def error_of(response: object) -> tuple[int, dict[str, object]]:
     return immediate.status.code, json.loads(immediate.body)["error"]
 
 
-def handover_of(response: object) -> Handover:
+def handover_of(response: object) -> RequestFacts:
     md = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value  # type: ignore[attr-defined]
-    found = Handover.from_struct(md)
+    found = facts_from_struct(md)
     assert found is not None
     return found
 

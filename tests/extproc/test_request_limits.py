@@ -16,7 +16,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from policy_sidecar.counters.memory import InMemoryCounterStore
-from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.handover import facts_from_struct
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 from policy_sidecar.extproc.server import ExternalProcessor
@@ -126,9 +127,9 @@ async def test_valid_json_that_is_no_request_is_400_for_the_app(
     assert record.provider == route.partition("-")[0]
 
 
-def handover_of(response: pb.ProcessingResponse) -> Handover:
+def handover_of(response: pb.ProcessingResponse) -> RequestFacts:
     md = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
-    found = Handover.from_struct(md)
+    found = facts_from_struct(md)
     assert found is not None
     return found
 

@@ -14,7 +14,7 @@ from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.counters.values import CounterOp, Window, WindowUnit
-from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.facts import RequestFacts
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
 from policy_sidecar.limits.enforcer import Charge, Enforcer
@@ -72,7 +72,7 @@ async def test_out_of_bounds_usage_is_clamped_settled_and_flagged(
     reserved = await store.check_and_add([CounterOp(key, 10**6, MINUTE, 50)], clock.now)
     assert reserved.reservation is not None
     entry = reserved.reservation.entries[0]
-    handover = Handover(
+    handover = RequestFacts(
         request_id="rid-1",
         started_at=clock.now,
         app_id="app1",

@@ -8,7 +8,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.attributes import ATTRIBUTES_KEY
-from policy_sidecar.extproc.handover import Handover
+from policy_sidecar.extproc.facts import RequestFacts
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
 from policy_sidecar.fakeprovider.samples import build_response
@@ -35,7 +35,7 @@ REQUEST = {
 
 
 def handover(**kw: object) -> dict[str, object]:
-    base = Handover(
+    base = RequestFacts(
         request_id="rid-9",
         started_at=FakeClock().now,
         app_id="app1",

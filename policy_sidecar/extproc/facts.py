@@ -1,0 +1,266 @@
+"""One request's facts: the one value the request path, the usage record and the checks use.
+
+The policy filter builds a `RequestFacts` as it learns (each step a new frozen value),
+hands it to the usage filter in Envoy's dynamic metadata, and the usage filter reads
+back the same value. The two filters' streams may land on different worker processes,
+so everything the usage side needs is here.
+
+The metadata encoding is derived from the fields and their types (`to_metadata`,
+`from_metadata`); a field names its short wire key in its ``metadata`` (this crosses
+the wire twice per request). Adding a field is adding it here, nothing else. Pure:
+plain values in and out; `extproc.handover` reads them from protobuf.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.limits.enforcer import Charge
+from policy_sidecar.policy.context import PreRequestContext
+from policy_sidecar.providers.base import Route, Usage
+from policy_sidecar.usage.record import Outcome, UsageRecord
+
+__all__ = ["Ending", "RequestFacts", "usage_record"]
+
+
+def _key(short: str) -> Any:
+    return {"key": short}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What is known about one request; each field is encoded under its ``key``."""
+
+    request_id: str = field(metadata=_key("rid"))
+    started_at: float = field(metadata=_key("t0"))  # epoch seconds, policy filter
+    # True when the policy filter already recorded the request (a denial, a failure).
+    recorded: bool = field(default=False, metadata=_key("rec"))
+    app_id: str | None = field(default=None, metadata=_key("app"))
+    org_id: str | None = field(default=None, metadata=_key("org"))
+    environment: str | None = field(default=None, metadata=_key("env"))
+    key_id: str | None = field(default=None, metadata=_key("key"))
+    # The provider route, so the usage side reads the response the same way.
+    provider: str | None = field(default=None, metadata=_key("prov"))
+    operation: str | None = field(default=None, metadata=_key("op"))
+    model_from_path: str | None = field(default=None, metadata=_key("mp"))
+    stream_from_path: bool = field(default=False, metadata=_key("sp"))
+    api_version: str | None = field(default=None, metadata=_key("apiv"))
+    requested_model: str | None = field(default=None, metadata=_key("model"))
+    # The deployment's upstream name; set once the request is admitted.
+    served_model: str | None = field(default=None, metadata=_key("served"))
+    stream: bool = field(default=False, metadata=_key("stream"))
+    estimated_tokens: int = field(default=0, metadata=_key("est"))
+    max_tokens: int | None = field(default=None, metadata=_key("mt"))
+    request_bytes: int = field(default=0, metadata=_key("rb"))
+    shadow: tuple[str, ...] = field(default=(), metadata=_key("shadow"))
+    # Token-limit reservations to settle when the response ends.
+    charges: tuple[Charge, ...] = field(default=(), metadata=_key("ch"))
+
+    @classmethod
+    def for_route(cls, request_id: str, started_at: float, route: Route | None) -> RequestFacts:
+        facts = cls(request_id=request_id, started_at=started_at)
+        if route is None:
+            return facts
+        return replace(
+            facts,
+            provider=route.provider,
+            operation=route.operation,
+            model_from_path=route.model_from_path,
+            stream_from_path=route.stream_from_path,
+            api_version=route.api_version,
+        )
+
+    def with_identity(self, identity: Identity) -> RequestFacts:
+        return replace(
+            self,
+            app_id=identity.app_id,
+            org_id=identity.org_id,
+            environment=identity.environment,
+            key_id=identity.key_id,
+        )
+
+    def route(self) -> Route | None:
+        if not self.provider or not self.operation:
+            return None
+        return Route(
+            self.provider,
+            self.operation,
+            model_from_path=self.model_from_path,
+            stream_from_path=self.stream_from_path,
+            api_version=self.api_version,
+        )
+
+    def identity(self) -> Identity | None:
+        if self.app_id is None or self.org_id is None or self.environment is None:
+            return None
+        return Identity(self.app_id, self.org_id, self.environment, self.key_id or "")
+
+    def pre_context(self) -> PreRequestContext:
+        """The pre-request context the policies see, before and after the response."""
+        model = self.requested_model or ""
+        served = self.served_model
+        return PreRequestContext(
+            request_size_bytes=self.request_bytes,
+            estimated_tokens=self.estimated_tokens,
+            model=model,
+            org_id=self.org_id or "",
+            app_id=self.app_id or "",
+            environment=self.environment or "",
+            provider=self.provider or "",
+            stream=self.stream,
+            max_tokens=self.max_tokens,
+            upstream_model=served if served is not None and served != model else "",
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The metadata namespace's values; a field at its default is left out."""
+        out: dict[str, Any] = {}
+        for c in _CODECS:
+            value = getattr(self, c.name)
+            if c.required or value != c.default:
+                out[c.key] = c.encode(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, values: Mapping[str, Any]) -> RequestFacts | None:
+        """The inverse of `to_metadata` over plain values (numbers may come back as
+        floats, lists as lists). None when the request id is absent; a null or missing
+        value is the field's default."""
+        if values.get("rid") is None:
+            return None
+        kwargs: dict[str, Any] = {}
+        for c in _CODECS:
+            raw = values.get(c.key)
+            if raw is None:
+                if c.required:
+                    raise ValueError(f"request facts: {c.key!r} is missing")
+                continue
+            kwargs[c.name] = c.decode(raw)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a request ended, for its usage record."""
+
+    decision: Outcome
+    status_code: int
+    ended_at: float  # epoch seconds
+    # Whether the response streamed; None: what the request asked for.
+    streamed: bool | None = None
+    usage: Usage | None = None
+    usage_reported: bool = False
+    first_byte_at: float | None = None
+    response_bytes: int = 0
+    # The denying policy, or the cause of an error Envoy answered itself.
+    denied_by: str | None = None
+    usage_flags: tuple[str, ...] = ()
+
+
+def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
+    """The one place a usage record is built from a request's facts."""
+    usage = ending.usage or Usage()
+    return UsageRecord(
+        request_id=facts.request_id,
+        started_at=datetime.fromtimestamp(facts.started_at, UTC),
+        decision=ending.decision,
+        status_code=ending.status_code,
+        org_id=facts.org_id,
+        app_id=facts.app_id,
+        environment=facts.environment,
+        api_key_id=facts.key_id,
+        provider=facts.provider,
+        operation=facts.operation,
+        requested_model=facts.requested_model,
+        served_model=facts.served_model,
+        streamed=facts.stream if ending.streamed is None else ending.streamed,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        estimated_tokens=facts.estimated_tokens,
+        usage_reported=ending.usage_reported,
+        latency_ms=(ending.ended_at - facts.started_at) * 1000.0,
+        ttft_ms=(ending.first_byte_at - facts.started_at) * 1000.0
+        if ending.first_byte_at is not None
+        else None,
+        request_bytes=facts.request_bytes,
+        response_bytes=ending.response_bytes,
+        shadow_violations=facts.shadow,
+        denied_by=ending.denied_by,
+        usage_flags=ending.usage_flags,
+    )
+
+
+# --- the encoding, derived from the fields' types ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    name: str
+    key: str
+    required: bool
+    default: Any
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+def _int(raw: Any) -> int:
+    return int(float(raw))
+
+
+def _bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"request facts: expected a boolean, got {raw!r}")
+    return raw
+
+
+def _charge_encode(value: tuple[Charge, ...]) -> list[list[object]]:
+    return [c.to_list() for c in value]
+
+
+def _charge_decode(raw: Any) -> tuple[Charge, ...]:
+    return tuple(Charge.from_list(list(item)) for item in raw)
+
+
+# Per type: (encode, decode). Numbers cross as doubles, so ints come back as floats.
+_SCALARS: dict[Any, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    str: (str, str),
+    int: (int, _int),
+    float: (float, float),
+    bool: (bool, _bool),
+    tuple[str, ...]: (list, lambda raw: tuple(str(v) for v in raw)),
+    tuple[Charge, ...]: (_charge_encode, _charge_decode),
+}
+
+
+def _codec_for(tp: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    if isinstance(tp, types.UnionType):  # X | None: None is the default, never sent
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return _codec_for(inner[0])
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    raise TypeError(f"RequestFacts: no metadata encoding for {tp!r}")
+
+
+def _codecs() -> tuple[_Codec, ...]:
+    hints = typing.get_type_hints(RequestFacts)
+    out = []
+    for f in fields(RequestFacts):
+        encode, decode = _codec_for(hints[f.name])
+        required = f.default is MISSING
+        out.append(_Codec(f.name, f.metadata["key"], required, f.default, encode, decode))
+    keys = [c.key for c in out]
+    assert len(set(keys)) == len(keys), "RequestFacts: two fields share a metadata key"
+    return tuple(out)
+
+
+_CODECS = _codecs()
