@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
+from policy_sidecar.counters.values import CounterStoreUnavailable
 from policy_sidecar.limits.penalties import (
     InMemoryPenaltyBox,
     Penalty,
@@ -25,12 +27,24 @@ REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        # A client that decodes replies to str (the wiring's does not) reads the same.
+        pytest.param("redis-str", marks=pytest.mark.redis),
+    ]
+)
 async def box(request: pytest.FixtureRequest) -> AsyncIterator[PenaltyBox]:
     if request.param == "memory":
         yield InMemoryPenaltyBox()
         return
-    client = Redis.from_url(REDIS_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
+    client = Redis.from_url(
+        REDIS_URL,
+        socket_timeout=5.0,
+        socket_connect_timeout=5.0,
+        decode_responses=request.param == "redis-str",
+    )
     yield RedisPenaltyBox(client)
     await client.aclose()
 
@@ -67,6 +81,14 @@ async def test_a_later_penalty_that_ends_sooner_never_shortens_one(box: PenaltyB
     await box.impose(key, Penalty(NOW + 15, "cel-short", "short"), NOW + 5)
     # The longer one stays, with the policy that imposed it.
     assert await box.until(key, NOW + 20) == long
+
+
+async def test_a_penalty_ending_at_the_same_time_keeps_the_first(box: PenaltyBox) -> None:
+    key = fresh_key()
+    first = Penalty(NOW + 30, "cel-a", "a")
+    await box.impose(key, first, NOW)
+    await box.impose(key, Penalty(NOW + 30, "cel-b", "b"), NOW + 10)
+    assert await box.until(key, NOW + 20) == first
 
 
 async def test_a_penalty_that_ends_later_extends_one(box: PenaltyBox) -> None:
@@ -109,5 +131,48 @@ async def test_redis_box_keeps_a_longer_end_written_by_an_older_version() -> Non
         later = Penalty(NOW + 90, "cel-long", "long")
         await box.impose(key, later, NOW)
         assert await box.until(key, NOW + 70) == later
+    finally:
+        await client.aclose()
+
+
+def test_the_penalty_key_is_per_app_and_environment_in_the_org_slot() -> None:
+    # The key format is shared by every replica (and survives upgrades): pinned.
+    assert penalty_key("o1", "app-1", "prod") == "ps:{org:o1}:penalty:app-1:prod"
+    keys = {penalty_key("o1", "app-1", "prod"), penalty_key("o1", "app-1", "dev")}
+    keys |= {penalty_key("o1", "app-2", "prod"), penalty_key("o2", "app-1", "prod")}
+    assert len(keys) == 4
+
+
+async def test_the_memory_box_forgets_expired_penalties() -> None:
+    # Standalone mode runs for months: an expired penalty must not stay in memory.
+    box = InMemoryPenaltyBox()
+    key = fresh_key()
+    await box.impose(key, Penalty(NOW + 5, "p", "p"), NOW)
+    assert await box.until(key, NOW + 6) is None
+    assert box._active == {}
+
+
+@pytest.mark.redis
+async def test_the_redis_key_expires_with_the_penalty() -> None:
+    client = Redis.from_url(REDIS_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        key = fresh_key()
+        await RedisPenaltyBox(client).impose(key, Penalty(NOW + 30, "p", "p"), NOW)
+        assert 25_000 < await client.pttl(key) <= 30_000
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_raises_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
+    box = RedisPenaltyBox(client)
+    try:
+        with pytest.raises(CounterStoreUnavailable, match=r"^redis unavailable: "):
+            await box.until(fresh_key(), NOW)
+        with pytest.raises(CounterStoreUnavailable, match=r"^redis unavailable: "):
+            await box.impose(fresh_key(), Penalty(NOW + 30, "p", "p"), NOW)
     finally:
         await client.aclose()
