@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from dataclasses import replace
 
 import pytest
 
+from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.values import CounterStoreUnavailable, Window, WindowUnit
 from policy_sidecar.identity.resolver import Identity
@@ -19,7 +21,13 @@ from policy_sidecar.limits.penalties import InMemoryPenaltyBox, Penalty, penalty
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
 from policy_sidecar.policy.context import PostRequestContext
 from policy_sidecar.policy.decision import Violation
-from policy_sidecar.policy.definition import CustomCelConfig, RateLimitConfig, TokenLimitConfig
+from policy_sidecar.policy.definition import (
+    CustomCelConfig,
+    RateLimitConfig,
+    Scope,
+    TokenLimitConfig,
+)
+from policy_sidecar.providers import Usage
 from tests.conftest import FakeClock
 
 
@@ -286,3 +294,60 @@ def test_a_charge_survives_the_handover_between_filters() -> None:
     assert Charge.from_list(as_floats) == Charge(
         "k", Window(WindowUnit.MONTH, 1), 1_800_000_000, 150, "cost_usd"
     )
+
+
+# --- found by mutation testing ---------------------------------------------------------
+
+
+async def test_a_one_second_penalty_is_imposed() -> None:
+    clock = FakeClock()
+    gate = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), clock)
+    engine = PolicyEngine([post_check("p", 1)])
+    who = caller()
+    await gate.post_check(engine, who, finished(ctx(who)))
+    assert not (await gate.admit(engine, who, ctx(who), None)).decision.allowed
+    clock.advance(1)
+    assert (await gate.admit(engine, who, ctx(who), None)).decision.allowed
+
+
+async def test_a_shadow_limit_sorted_first_does_not_hide_the_headers() -> None:
+    gate = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), FakeClock())
+    engine = PolicyEngine([rate("a-watch", 1, mode="shadow"), rate("b-rl", 5)])
+    who = caller()
+    assert engine.counters(who, "gpt-4o-mini")[0].definition.id == "a-watch"
+    headers = (await gate.admit(engine, who, ctx(who), None)).headers
+    assert headers["x-ratelimit-limit-requests"] == "5"
+
+
+async def test_without_counters_the_local_decision_stands() -> None:
+    gate = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), FakeClock())
+    who = caller()
+    admission = await gate.admit(PolicyEngine([]), who, ctx(who), None)
+    assert admission.decision.allowed and admission.headers == {}
+
+
+async def test_a_model_scoped_limit_applies_to_its_models_only() -> None:
+    gate = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), FakeClock())
+    scoped = replace(rate("rl", 1), scope=Scope(model_pattern="gpt-4o*"))
+    engine = PolicyEngine([scoped])
+    who = caller()
+    assert (await gate.admit(engine, who, ctx(who), None)).decision.allowed
+    assert not (await gate.admit(engine, who, ctx(who), None)).decision.allowed
+    other = replace(ctx(who), model="claude-3-5-haiku")
+    assert (await gate.admit(engine, who, other, None)).decision.allowed
+
+
+async def test_a_cost_budget_reserves_and_settles_at_the_deployment_price() -> None:
+    # $1 per million input and output tokens: 1 token = 1 micro-dollar.
+    model = ModelDeployment(
+        "gpt-4o-mini", "openai", "gpt-4o-mini", input_price_per_mtok=1.0, output_price_per_mtok=1.0
+    )
+    gate = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), FakeClock())
+    engine = PolicyEngine([tokens("budget", limit_usd=0.001, count="cost_usd")])
+    who = caller()
+    admission = await gate.admit(engine, who, ctx(who, 100, 200), model)
+    assert [c.amount for c in admission.charges] == [200]  # 100 prompt + 100 reserved
+    await gate.settle(admission.charges, Usage(100, 500, 600), model, estimated_prompt=100)
+    # 600 of 1,000 micro-dollars spent: a request reserving 500 no longer fits.
+    assert not (await gate.admit(engine, who, ctx(who, 300, 400), model)).decision.allowed
+    assert (await gate.admit(engine, who, ctx(who, 200, 400), model)).decision.allowed
