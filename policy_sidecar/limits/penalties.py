@@ -53,11 +53,33 @@ class InMemoryPenaltyBox:
             self._active[key] = penalty
 
 
+# Keep the later end atomically: a read-then-write from Python would let two replicas
+# (or two requests on one loop) imposing at once overwrite a longer penalty with a
+# shorter one. A value without braces is an end time written by an older version.
+_IMPOSE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ends
+  if string.sub(current, 1, 1) == '{' then
+    ends = tonumber(cjson.decode(current)['until'])
+  else
+    ends = tonumber(current)
+  end
+  if ends and ends >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+
 class RedisPenaltyBox:
     """One key per penalised caller holding the end time, expiring with it."""
 
     def __init__(self, client: Redis) -> None:
         self._client = client
+        self._impose = client.register_script(_IMPOSE)
 
     async def until(self, key: str, now: float) -> Penalty | None:
         try:
@@ -75,10 +97,7 @@ class RedisPenaltyBox:
         )
         ttl_ms = max(1, int((penalty.until - now) * 1000))
         try:
-            current = await self._client.get(key)
-            if current is not None and _decode(current).until >= penalty.until:
-                return
-            await self._client.set(key, value, px=ttl_ms)
+            await self._impose(keys=[key], args=[value, repr(penalty.until), ttl_ms])
         except (RedisError, OSError) as exc:
             raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
 

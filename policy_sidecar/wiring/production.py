@@ -71,7 +71,13 @@ async def _all_pages(
 
 
 async def open_production(
-    database_url: str, redis_url: str | None, *, cel_engine: str = "cel-expr", pool_size: int = 4
+    database_url: str,
+    redis_url: str | None,
+    *,
+    cel_engine: str = "cel-expr",
+    pool_size: int = 4,
+    policy_cache_seconds: float = 5.0,
+    identity_cache_seconds: float = 30.0,
 ) -> Production:
     pool = await open_pool(database_url, max_size=pool_size)
     redis = Redis.from_url(redis_url) if redis_url else None
@@ -83,7 +89,9 @@ async def open_production(
     production = Production(
         pool=pool,
         redis=redis,
-        identities=CachedIdentityResolver(keys.resolve, keys.record_last_used),
+        identities=CachedIdentityResolver(
+            keys.resolve, keys.record_last_used, ttl=identity_cache_seconds
+        ),
         policies=CachedPolicySource(
             lambda: _all_pages(
                 lambda token: policies_repo.list(enabled=True, page_size=500, page_token=token)
@@ -92,6 +100,7 @@ async def open_production(
             cel_engine="cel-python" if cel_engine == "cel-python" else "cel-expr",
             # One policy copy per database: two deployments may share a Redis.
             namespace=hashlib.sha256(database_url.encode()).hexdigest()[:16],
+            local_ttl=policy_cache_seconds,
         ),
         models=ModelCatalog(
             lambda: _all_pages(lambda token: models_repo.list(page_size=500, page_token=token))

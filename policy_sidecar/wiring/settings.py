@@ -18,6 +18,8 @@
 | POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
 | POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
 | POLICY_SIDECAR_DATABASE_POOL_SIZE | 4 | most Postgres connections per worker (production) |
+| POLICY_SIDECAR_POLICY_CACHE_SECONDS | 5 | production: seconds policies stay cached |
+| POLICY_SIDECAR_IDENTITY_CACHE_SECONDS | 30 | production: seconds resolved API keys stay cached |
 | POLICY_SIDECAR_METRICS_PORT | 9090 | Prometheus `/metrics` (all workers merged); 0 turns it off |
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
@@ -78,6 +80,8 @@ class Settings:
     redis_url: str | None = None
     database_url: str | None = None
     database_pool_size: int = 4
+    policy_cache_seconds: float = 5.0
+    identity_cache_seconds: float = 30.0
     metrics_port: int = 9090
     metrics_detailed_labels: bool = True
     metrics_multiproc_dir: str | None = None
@@ -119,6 +123,14 @@ class Settings:
             database_url=get("DATABASE_URL"),
             database_pool_size=_positive_int(
                 "DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), defaults.database_pool_size
+            ),
+            policy_cache_seconds=_float(
+                "POLICY_CACHE_SECONDS", get("POLICY_CACHE_SECONDS"), defaults.policy_cache_seconds
+            ),
+            identity_cache_seconds=_float(
+                "IDENTITY_CACHE_SECONDS",
+                get("IDENTITY_CACHE_SECONDS"),
+                defaults.identity_cache_seconds,
             ),
             metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
             metrics_detailed_labels=(get("METRICS_DETAILED_LABELS") or "true").lower()

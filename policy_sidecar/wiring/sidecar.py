@@ -178,6 +178,8 @@ async def serve_worker(
                 settings.redis_url,
                 cel_engine=settings.cel_engine,
                 pool_size=settings.database_pool_size,
+                policy_cache_seconds=settings.policy_cache_seconds,
+                identity_cache_seconds=settings.identity_cache_seconds,
             )
         except Exception as exc:
             raise StartupError(f"cannot open the production stores: {exc}") from exc

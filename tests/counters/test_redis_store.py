@@ -125,11 +125,11 @@ async def test_script_reloaded_after_noscript(own_redis: OwnRedis) -> None:
         await store.aclose()
 
 
-async def test_unreachable_redis_raises_unavailable_quickly() -> None:
+async def test_unreachable_redis_raises_unavailable() -> None:
+    # How quickly: bench/failure_latency.py (timings are benchmarks, not tests).
     store = RedisCounterStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
     op = CounterOp("ps:{app:x}:a", 5, MINUTE, 1)
     reservation = Reservation((ReservedAmount(op.key, op.window, int(T0), op.amount),))
-    started = time.monotonic()
     try:
         with pytest.raises(CounterStoreUnavailable):
             await store.check_and_add([op], T0)
@@ -137,7 +137,6 @@ async def test_unreachable_redis_raises_unavailable_quickly() -> None:
             await store.release(reservation, T0)
     finally:
         await store.aclose()
-    assert time.monotonic() - started < 2
 
 
 async def test_recovers_after_redis_restart(own_redis: OwnRedis) -> None:

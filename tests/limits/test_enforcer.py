@@ -32,7 +32,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
     if request.param == "memory":
         yield InMemoryCounterStore()
         return
-    redis_store = RedisCounterStore.from_url(REDIS_URL)
+    # Patient timeouts: on a loaded machine the hot-path 0.25 s connect timeout would
+    # fail open, and the test would measure the load instead of the window.
+    redis_store = RedisCounterStore.from_url(REDIS_URL, socket_timeout=5.0, connect_timeout=5.0)
     yield redis_store
     await redis_store.aclose()
 

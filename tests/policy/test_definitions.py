@@ -33,23 +33,71 @@ def test_bad_windows(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "config"),
+    ("kind", "config", "parsed"),
     [
-        ("rate_limit", {"requests": 10, "window": "1m"}),
-        ("rate_limit", {"requests": 10, "window": "month", "key": "org", "fail_mode": "closed"}),
-        ("token_limit", {"limit": 1000, "window": "1h", "count": "prompt", "key": "api_key"}),
-        ("token_limit", {"limit_usd": 12.5, "window": "month", "count": "cost_usd"}),
+        (
+            "rate_limit",
+            {"requests": 10, "window": "1m"},
+            # Unset fields take their documented defaults.
+            {"requests": 10, "window": "1m", "key": "app_env", "fail_mode": "open"},
+        ),
+        (
+            "rate_limit",
+            {"requests": 10, "window": "month", "key": "org", "fail_mode": "closed"},
+            {"requests": 10, "window": "month", "key": "org", "fail_mode": "closed"},
+        ),
+        (
+            "token_limit",
+            {"limit": 1000, "window": "1h", "count": "prompt", "key": "api_key"},
+            {
+                "limit": 1000,
+                "limit_usd": None,
+                "window": "1h",
+                "count": "prompt",
+                "key": "api_key",
+                "fail_mode": "open",
+                "output_reserve_ratio": 0.5,
+                "output_reserve_cap": 4096,
+                "default_max_output": 256,
+            },
+        ),
+        (
+            "token_limit",
+            {"limit_usd": 12.5, "window": "month", "count": "cost_usd"},
+            {"limit": None, "limit_usd": 12.5, "count": "cost_usd", "key": "app_env"},
+        ),
         (
             "custom_cel",
             {"pre_check_expression": "estimated_tokens < 4000 && request_size_bytes < 100000"},
+            {
+                "pre_check_expression": "estimated_tokens < 4000 && request_size_bytes < 100000",
+                "post_check_expression": None,
+                "penalty_seconds": None,
+                "message": None,
+            },
         ),
-        ("custom_cel", {"post_check_expression": "total_tokens < 8000", "penalty_seconds": 30}),
-        ("model_allowlist", {"models": ["gpt-4o*"]}),
-        ("request_size", {"max_bytes": 1}),
+        (
+            "custom_cel",
+            {"post_check_expression": "total_tokens < 8000", "penalty_seconds": 30},
+            {
+                "pre_check_expression": None,
+                "post_check_expression": "total_tokens < 8000",
+                "penalty_seconds": 30,
+            },
+        ),
+        # A list of models becomes an immutable tuple, in order.
+        ("model_allowlist", {"models": ["gpt-4o*"]}, {"models": ("gpt-4o*",)}),
+        ("request_size", {"max_bytes": 1}, {"max_bytes": 1}),
     ],
 )
-def test_valid_configs(kind: str, config: dict[str, Any]) -> None:
-    CONFIG_TYPES[kind].model_validate(config)
+def test_valid_configs(kind: str, config: dict[str, Any], parsed: dict[str, Any]) -> None:
+    model = CONFIG_TYPES[kind].model_validate(config)
+    assert {name: getattr(model, name) for name in parsed} == parsed
+
+
+def test_parsed_window_of_a_counter_config() -> None:
+    config = CONFIG_TYPES["rate_limit"].model_validate({"requests": 1, "window": " 5M "})
+    assert config.parsed_window == Window(WindowUnit.MINUTE, 5)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

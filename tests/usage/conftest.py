@@ -19,7 +19,35 @@ from tests.store.conftest import dsn, pool, schema_dsn
 
 __all__ = ["dsn", "pool", "private_postgres", "schema_dsn"]
 
-PG_BIN = Path(os.environ.get("POLICY_SIDECAR_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def find_pg_bin() -> Path | None:
+    """The directory of initdb/pg_ctl, found rather than assumed (apt installs whichever
+    major version it has): POLICY_SIDECAR_TEST_PG_BIN, then `pg_config --bindir`, then
+    the newest /usr/lib/postgresql/<version>/bin."""
+    if configured := os.environ.get("POLICY_SIDECAR_TEST_PG_BIN"):
+        return Path(configured)
+    candidates: list[Path] = []
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+            candidates.append(Path(out))
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1,
+        reverse=True,
+    )
+    candidates.extend(versions)
+    return next((c for c in candidates if (c / "initdb").exists()), None)
+
+
+PG_BIN = find_pg_bin()
+
+
+def _pg_bin() -> Path:
+    assert PG_BIN is not None
+    return PG_BIN
 
 
 def _as_postgres_user() -> list[str]:
@@ -46,7 +74,7 @@ class PrivatePostgres:
 
     def _ctl(self, *args: str) -> None:
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), *args],
+            [*_as_postgres_user(), str(_pg_bin() / "pg_ctl"), "-D", str(self.datadir), *args],
             check=True,
             capture_output=True,
             timeout=60,
@@ -65,14 +93,17 @@ class PrivatePostgres:
 
 @pytest.fixture(scope="session")
 def private_postgres() -> Iterator[PrivatePostgres]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"no Postgres binaries in {PG_BIN} (set POLICY_SIDECAR_TEST_PG_BIN)")
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        pytest.fail(
+            f"no Postgres binaries (initdb) found (tried {PG_BIN or 'pg_config --bindir and'}"
+            " /usr/lib/postgresql/*/bin; set POLICY_SIDECAR_TEST_PG_BIN)"
+        )
     root = Path(tempfile.mkdtemp(prefix="ps-private-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     server = PrivatePostgres(root / "data", _free_port())
     subprocess.run(
-        [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(server.datadir), "-A", "trust",
+        [*_as_postgres_user(), str(_pg_bin() / "initdb"), "-D", str(server.datadir), "-A", "trust",
          "-U", "postgres", "--no-sync", "-E", "UTF8"],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip

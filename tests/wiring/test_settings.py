@@ -107,3 +107,16 @@ def test_database_pool_size_and_metrics_settings() -> None:
     assert s.metrics_multiproc_dir == "/tmp/metrics"
     with pytest.raises(SettingsError, match="POLICY_SIDECAR_DATABASE_POOL_SIZE"):
         Settings.from_env({"POLICY_SIDECAR_DATABASE_POOL_SIZE": "0"})
+
+
+def test_cache_lifetimes() -> None:
+    assert (Settings().policy_cache_seconds, Settings().identity_cache_seconds) == (5.0, 30.0)
+    settings = Settings.from_env(
+        {
+            "POLICY_SIDECAR_POLICY_CACHE_SECONDS": "120",
+            "POLICY_SIDECAR_IDENTITY_CACHE_SECONDS": "90.5",
+        }
+    )
+    assert (settings.policy_cache_seconds, settings.identity_cache_seconds) == (120.0, 90.5)
+    with pytest.raises(SettingsError, match="POLICY_SIDECAR_POLICY_CACHE_SECONDS"):
+        Settings.from_env({"POLICY_SIDECAR_POLICY_CACHE_SECONDS": "soon"})
