@@ -120,6 +120,26 @@ def _render_envoy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_credential(args: argparse.Namespace) -> int:
+    """Writes a provider key (read from stdin, never from the command line) as the SDS
+    file Envoy watches, replacing the old one by a rename so Envoy reloads it."""
+    from policy_sidecar.envoy.upstreams import secret_file_text
+
+    directory = Path(args.dir)
+    try:
+        text = secret_file_text(args.name, sys.stdin.read().strip())
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = directory.parent / f".{args.name}.{os.getpid()}.tmp"
+        staging.write_text(text)
+        staging.chmod(0o600)
+        os.replace(staging, directory / f"{args.name}.yaml")
+    except (OSError, ValueError) as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {directory / (args.name + '.yaml')}")
+    return 0
+
+
 def _parse_route(text: str) -> tuple[str, str, int]:
     name, _, address = text.partition("=")
     host, _, port = address.rpartition(":")
@@ -238,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--system-ca", default=SYSTEM_CA, help="CA bundle to verify providers")
     render.set_defaults(func=_render_envoy)
+
+    credential = sub.add_parser(
+        "write-credential",
+        help="write a provider key (from stdin) where Envoy reads it; a live rotation",
+    )
+    credential.add_argument("name", help="the account's credential_ref")
+    credential.add_argument("--dir", default=CREDENTIALS_DIR, help="Envoy's credentials directory")
+    credential.set_defaults(func=_write_credential)
 
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")
     mig.add_argument("--database-url", help="Postgres URL (POLICY_SIDECAR_DATABASE_URL)")

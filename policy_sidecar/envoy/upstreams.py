@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import ACCOUNT_NAME, ProviderAccount
 
 SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
 CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -53,6 +53,8 @@ def secret_path(credentials_dir: str, credential_ref: str) -> str:
 
 def secret_file_text(credential_ref: str, key: str) -> str:
     """The SDS file Envoy reads for one account's key (JSON is valid YAML)."""
+    if not ACCOUNT_NAME.match(credential_ref):
+        raise ValueError(f"credential {credential_ref!r}: lowercase letters, digits and - only")
     if not key or key != key.strip() or "\n" in key:
         raise ValueError(f"credential {credential_ref!r}: the key is empty or has whitespace")
     secret = {

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar.cli.launcher import Stack, free_port, new_stack
 from policy_sidecar.cli import launcher
+from policy_sidecar.cli.launcher import Stack, free_port, new_stack
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from tests.e2e.conftest import KEY, usage_records
