@@ -106,9 +106,7 @@ def test_the_connect_page_works_as_written(tmp_path: Path) -> None:
     head, _, body = output.replace("\r\n", "\n").partition("\n\n")
     assert head.startswith("HTTP/1.1 200"), output
     assert json.loads(body)["choices"][0]["message"]["content"]
-    headers = dict(
-        line.lower().split(": ", 1) for line in head.splitlines()[1:] if ": " in line
-    )
+    headers = dict(line.lower().split(": ", 1) for line in head.splitlines()[1:] if ": " in line)
     assert "authorization" in headers[RECEIVED_HEADERS].split(",")
     (request_seen,) = seen
     assert request_seen["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}"
