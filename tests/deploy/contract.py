@@ -60,7 +60,13 @@ K8S_RENDER_ARGS = [
     "--upstream-host", "fake-provider",
     "--upstream-port", "8081",
     "--sidecar-ports", "50051-50052",
+    "--accounts", str(ROOT / "deploy/provider-accounts.yaml"),
+    "--credentials-dir", "/etc/envoy-credentials",
 ]  # fmt: skip
+# The gateway pod's provider accounts, and where their keys are mounted.
+K8S_ACCOUNTS_FILE = "deploy/provider-accounts.yaml"
+K8S_CREDENTIALS_DIR = "/etc/envoy-credentials"
+K8S_CREDENTIALS_SECRET = "policy-sidecar-provider-credentials"
 
 # The compose demo key seeded by deploy/compose/seed.sql (public, for local use only).
 COMPOSE_DEMO_KEY = "ps_dev_compose-demo-key-0123456789abcdef"

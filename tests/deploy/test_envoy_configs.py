@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from policy_sidecar.envoy.accounts_file import load_accounts_file
+from policy_sidecar.envoy.upstreams import secret_file_text
+
 from . import contract
 from .helpers import (
     envoy_validate,
     k8s_envoy_config,
+    k8s_object,
     listen_port,
     render,
     sidecar_endpoints,
@@ -26,8 +30,33 @@ def test_k8s_configmap_envoy_config_is_the_rendered_one() -> None:
 
 def test_envoy_accepts_every_shipped_config(tmp_path: Path) -> None:
     envoy_validate(contract.COMPOSE_ENVOY_FILE.read_text(), tmp_path, "compose")
-    envoy_validate(k8s_envoy_config(), tmp_path, "k8s-configmap")
+    # Envoy refuses a config whose key files are missing: the Secret's files, here.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for account in load_accounts_file(contract.ROOT / contract.K8S_ACCOUNTS_FILE):
+        (credentials / f"{account.credential_ref}.yaml").write_text(
+            secret_file_text(account.credential_ref, "placeholder")
+        )
+    k8s = k8s_envoy_config().replace(contract.K8S_CREDENTIALS_DIR, str(credentials))
+    envoy_validate(k8s, tmp_path, "k8s-configmap")
     envoy_validate((contract.ROOT / "envoy" / "envoy.yaml").read_text(), tmp_path, "envoy-dir")
+
+
+def test_k8s_mounts_a_key_for_every_provider_account() -> None:
+    gateway = k8s_object("Deployment", "policy-sidecar")
+    pod = gateway["spec"]["template"]["spec"]
+    (volume,) = [
+        v
+        for v in pod["volumes"]
+        if v.get("secret", {}).get("secretName") == (contract.K8S_CREDENTIALS_SECRET)
+    ]
+    (envoy,) = [c for c in pod["containers"] if c["name"] == "envoy"]
+    (mount,) = [m for m in envoy["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["mountPath"] == contract.K8S_CREDENTIALS_DIR
+    assert "subPath" not in mount  # a subPath mount never sees a Secret update
+    secret = k8s_object("Secret", contract.K8S_CREDENTIALS_SECRET)
+    accounts = load_accounts_file(contract.ROOT / contract.K8S_ACCOUNTS_FILE)
+    assert sorted(secret["stringData"]) == sorted(f"{a.credential_ref}.yaml" for a in accounts)
 
 
 def test_envoy_reaches_the_sidecar_on_localhost_in_every_deployment() -> None:

@@ -157,7 +157,7 @@ def test_upstream_connect_failure_is_a_named_error(stack: Stack) -> None:
 def test_an_upstream_tls_failure_is_a_named_error(stack: Stack) -> None:
     rid = str(uuid.uuid4())
     reply = send(stack, "/v1/chat/completions", {**CHAT, "model": "tls"}, request_id=rid)
-    assert reply.status == 502
+    assert reply.status == 503
     assert reply.json()["error"]["code"] == "upstream_tls_error"
     record = record_for(stack, rid)
     assert record["decision"] == "error" and record["denied_by"] == "upstream_tls_error"
