@@ -1,0 +1,195 @@
+"""Envoy upstream clusters for provider accounts: TLS to the provider, its key injected.
+
+One cluster per enabled account (named after it). Each one:
+
+- resolves the provider's host (STRICT_DNS, port 443) or connects to the account's
+  ``address`` instead (tests: 127.0.0.1) while SNI, the certificate check and the
+  ``host`` header keep the provider's name (the endpoint's ``hostname``, which the
+  routes' ``auto_host_rewrite`` puts in ``host``);
+- speaks TLS and *verifies* the provider's certificate: without ``trusted_ca`` Envoy
+  checks nothing, so the system CA bundle is the default (``ca_file`` overrides it)
+  and the SAN must match the SNI (``auto_sni_san_validation``);
+- injects the provider key with Envoy's ``credential_injector`` as an upstream filter,
+  ``overwrite: true`` (its default forwards the caller's header), read from the
+  credentials directory through file-based SDS with ``watched_directory``: replacing
+  the file by a rename (what a Kubernetes Secret update does) rotates the key live;
+- ejects a host after consecutive 5xx (outlier detection).
+
+The secret file ``<credentials_dir>/<credential_ref>.yaml`` is written by
+``secret_file_text`` (see docs/connect-providers.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from policy_sidecar.catalog.accounts import ProviderAccount
+
+SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
+CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+SECRET_TYPE: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+_TLS_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
+_HTTP_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_INJECTOR_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector"
+)
+_GENERIC_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic"
+)
+_CODEC_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+)
+# Long enough for a distant provider's TLS handshake on a slow link.
+CONNECT_TIMEOUT: Final = "5s"
+
+
+def secret_path(credentials_dir: str, credential_ref: str) -> str:
+    return f"{credentials_dir.rstrip('/')}/{credential_ref}.yaml"
+
+
+def secret_file_text(credential_ref: str, key: str) -> str:
+    """The SDS file Envoy reads for one account's key (JSON is valid YAML)."""
+    if not key or key != key.strip() or "\n" in key:
+        raise ValueError(f"credential {credential_ref!r}: the key is empty or has whitespace")
+    secret = {
+        "resources": [
+            {
+                "@type": SECRET_TYPE,
+                "name": credential_ref,
+                "generic_secret": {"secret": {"inline_string": key}},
+            }
+        ]
+    }
+    return json.dumps(secret, indent=2) + "\n"
+
+
+def render_account_clusters(
+    accounts: Sequence[ProviderAccount],
+    *,
+    credentials_dir: str,
+    system_ca: str = SYSTEM_CA,
+) -> list[dict[str, Any]]:
+    """The Envoy clusters (CDS resources, with ``@type``) of the enabled accounts, in
+    the accounts' order. Raises ValueError on a duplicate account name."""
+    seen: set[str] = set()
+    clusters = []
+    for account in accounts:
+        if account.cluster in seen:
+            raise ValueError(f"provider account {account.name!r} is listed twice")
+        seen.add(account.cluster)
+        if account.enabled:
+            clusters.append(account_cluster(account, credentials_dir, system_ca))
+    return clusters
+
+
+def account_cluster(
+    account: ProviderAccount, credentials_dir: str, system_ca: str = SYSTEM_CA
+) -> dict[str, Any]:
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": account.cluster,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": account.cluster,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": account.address or account.base_host,
+                                        "port_value": account.port,
+                                    }
+                                },
+                                # auto_host_rewrite puts this in `host`.
+                                "hostname": account.base_host,
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "transport_socket": _tls(account, system_ca),
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    _credential_injector(account, credentials_dir),
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {"@type": _CODEC_TYPE},
+                    },
+                ],
+            }
+        },
+        # A deployment answering 5xx again and again is taken out for a while.
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "interval": "10s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100,
+        },
+    }
+
+
+def _tls(account: ProviderAccount, system_ca: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TLS_TYPE,
+            # The account's host whatever `host` the request carries; auto_host_sni
+            # takes the rewritten host, which is the same name.
+            "sni": account.base_host,
+            "auto_host_sni": True,
+            "auto_sni_san_validation": True,
+            "common_tls_context": {
+                "tls_params": {"tls_maximum_protocol_version": "TLSv1_3"},
+                # Without trusted_ca Envoy would not verify the certificate at all.
+                "validation_context": {
+                    "trusted_ca": {"filename": account.ca_file or system_ca},
+                },
+            },
+        },
+    }
+
+
+def _credential_injector(account: ProviderAccount, credentials_dir: str) -> dict[str, Any]:
+    header = account.credential_header
+    generic: dict[str, Any] = {
+        "@type": _GENERIC_TYPE,
+        "credential": {
+            "name": account.credential_ref,
+            "sds_config": {
+                "path_config_source": {
+                    "path": secret_path(credentials_dir, account.credential_ref),
+                    # A rename into this directory reloads the file: live rotation.
+                    "watched_directory": {"path": credentials_dir.rstrip("/") or "/"},
+                }
+            },
+        },
+        "header": header.header,
+    }
+    if header.prefix:
+        generic["header_value_prefix"] = header.prefix
+    return {
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": _INJECTOR_TYPE,
+            # Default false would forward the caller's own header unchanged.
+            "overwrite": True,
+            "allow_request_without_credential": False,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": generic,
+            },
+        },
+    }
