@@ -69,6 +69,7 @@ def account_problems(
 
 
 def credential_file(directory: Path, credential_ref: str) -> Path:
-    """Where the credential named `credential_ref` lives in a credentials directory
-    (one file per secret, as a mounted Kubernetes Secret lays it out)."""
-    return directory / credential_ref
+    """Where the credential named `credential_ref` lives in a credentials directory: one
+    SDS file per secret, `<ref>.yaml` (envoy.upstreams.secret_path; a mounted Kubernetes
+    Secret with that key lays it out the same way)."""
+    return directory / f"{credential_ref}.yaml"

@@ -51,6 +51,7 @@ from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 from policy_sidecar.usage.spool import Spool, SpoolLockedError
+from policy_sidecar.wiring.account_clusters import AccountClusterWriter
 from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
 
@@ -186,6 +187,13 @@ async def serve_worker(
     else:
         source = standalone_source(settings, load_config(settings))
         sink = JsonlFileSink(settings.usage_file)
+    if settings.cds_path and port == settings.ports[0]:
+        writer = AccountClusterWriter(settings.cds_path, settings.credentials_dir)
+        if production is not None:
+            production.on_accounts = writer.write
+            await writer.write(production.accounts.values())
+        else:
+            await writer.write(load_config(settings).accounts.values())
     recorder = build_recorder(settings, sink, port=port, models=source.models)
     services = build_services(
         settings, source, MeteredRecorder(recorder), estimator, counters, penalties

@@ -13,6 +13,7 @@ from policy_sidecar.admin import start_admin_server
 from policy_sidecar.admin.v1 import accounts_pb2 as pb
 from policy_sidecar.admin.v1 import accounts_pb2_grpc
 from policy_sidecar.admin.v1 import models_pb2 as mpb
+from policy_sidecar.envoy.upstreams import secret_file_text
 from policy_sidecar.store.postgres import Pool
 
 from .conftest import TOKENS, Client
@@ -162,7 +163,7 @@ async def test_models_refer_to_accounts(
 async def with_credentials_dir(
     pool: Pool, tmp_path: Path
 ) -> AsyncIterator[accounts_pb2_grpc.AccountServiceStub]:
-    (tmp_path / "openai-prod-key").write_text("sk-test-not-a-real-key")
+    (tmp_path / "openai-prod-key.yaml").write_text(secret_file_text("openai-prod-key", "sk-t"))
     server = await start_admin_server(pool=pool, tokens=TOKENS, credentials_dir=tmp_path)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
