@@ -21,6 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import CatalogPriceBook
 from policy_sidecar.counters.memory import InMemoryCounterStore
@@ -121,6 +122,8 @@ class Source:
     policies: PolicySource
     models: Mapping[str, ModelDeployment]
     unknown_paths: UnknownPaths
+    # Provider accounts by name: their quotas apply to the models on them.
+    accounts: Mapping[str, ProviderAccount]
 
 
 def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
@@ -129,6 +132,7 @@ def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
         policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
         models=config.models,
         unknown_paths=config.unknown_paths,
+        accounts=config.accounts,
     )
 
 
@@ -138,6 +142,7 @@ def production_source(settings: Settings, production: Production) -> Source:
         policies=production.policies,
         models=production.models,
         unknown_paths=settings.unknown_paths,
+        accounts=production.accounts,
     )
 
 
@@ -153,7 +158,12 @@ def build_services(
     return Services(
         identities=source.identities,
         policies=source.policies,
-        enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
+        enforcer=Enforcer(
+            counters,
+            penalties,
+            store_errors=observe_counter_store_error,
+            accounts=source.accounts,
+        ),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
