@@ -91,6 +91,7 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 sidecar_ports=ports,
                 listen_address=args.listen_address,
                 routes=routes,
+                cds_path=args.cds_path,
             )
         ),
         end="",
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="an extra upstream cluster a model deployment can route to: NAME=HOST:PORT",
+    )
+    render.add_argument(
+        "--cds-path",
+        default=None,
+        help="load the provider accounts' clusters from this CDS file (POLICY_SIDECAR_CDS_PATH"
+        " of the sidecar); Envoy watches its directory",
     )
     render.set_defaults(func=_render_envoy)
 
