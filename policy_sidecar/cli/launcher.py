@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.envoy.cds import cds_text
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 
@@ -120,6 +121,9 @@ class Stack:
     metrics_port: int = field(default_factory=free_port)
     # The CDS file of provider account clusters Envoy watches (the sidecar writes it).
     cds_path: Path | None = None
+    # Provider accounts (TLS clusters) and where Envoy reads their keys.
+    accounts: list[ProviderAccount] = field(default_factory=list)
+    credentials_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -172,6 +176,8 @@ class Stack:
                     sidecar_ports=self.sidecar_ports,
                     routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
                     cds_path=str(self.cds_path) if self.cds_path is not None else None,
+                    accounts=tuple(self.accounts),
+                    credentials_dir=str(self.credentials_dir or self.workdir / "credentials"),
                 )
             )
         )
@@ -192,13 +198,22 @@ class Stack:
         _wait_envoy_ready(proc, self.admin_port, START_TIMEOUT)
         return proc
 
-    def start_fake_provider(self, name: str = "fake-provider", port: int | None = None) -> Process:
-        """The default upstream, or (with ``port``) one more, reachable as route ``name``."""
+    def start_fake_provider(
+        self,
+        name: str = "fake-provider",
+        port: int | None = None,
+        *,
+        args: Sequence[str] = (),
+        route: bool = True,
+    ) -> Process:
+        """The default upstream, or (with ``port``) one more, reachable as route ``name``
+        (unless ``route`` is false: a provider account's cluster reaches it). ``args``
+        go to the fake-provider command (e.g. ``--tls-cert``)."""
         port = port or self.upstream_port
         proc = self.start_process(
-            name, [*_cli(), "fake-provider", "--port", str(port), "--name", name]
+            name, [*_cli(), "fake-provider", "--port", str(port), "--name", name, *args]
         )
-        if port != self.upstream_port:
+        if port != self.upstream_port and route:
             self.routes[name] = port
         _wait_tcp(proc, port, START_TIMEOUT)
         return proc

@@ -9,8 +9,11 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.envoy.accounts_file import load_accounts_file
+from policy_sidecar.envoy.render import CREDENTIALS_DIR, EnvoyOptions, render_envoy_config
+from policy_sidecar.envoy.upstreams import SYSTEM_CA
 from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports
 
 
@@ -61,9 +64,24 @@ def prepare_multiprocess_metrics(settings: Settings) -> Settings:
 def _fake_provider(args: argparse.Namespace) -> int:
     from policy_sidecar.fakeprovider import run_fake_provider
 
+    context = None
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key or None)
+
     async def main() -> None:
-        runner = await run_fake_provider(args.host, args.port, name=args.name)
-        print(f"fake provider listening on http://{args.host}:{args.port}", flush=True)
+        runner = await run_fake_provider(
+            args.host,
+            args.port,
+            name=args.name,
+            ssl_context=context,
+            status=args.status,
+            status_count=args.status_count,
+        )
+        scheme = "https" if context else "http"
+        print(f"fake provider listening on {scheme}://{args.host}:{args.port}", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -78,6 +96,7 @@ def _render_envoy(args: argparse.Namespace) -> int:
     try:
         ports = parse_ports(args.sidecar_ports)
         routes = tuple(_parse_route(r) for r in args.route)
+        accounts = load_accounts_file(Path(args.accounts)) if args.accounts else ()
     except (SettingsError, ValueError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
@@ -92,6 +111,9 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 listen_address=args.listen_address,
                 routes=routes,
                 cds_path=args.cds_path,
+                accounts=accounts,
+                credentials_dir=args.credentials_dir,
+                system_ca=args.system_ca,
             )
         ),
         end="",
@@ -183,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8081)
     fake.add_argument("--name", default="fake", help="sent back as the x-fake-provider header")
+    fake.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    fake.add_argument("--tls-key", help="the certificate's private key (PEM), if separate")
+    fake.add_argument(
+        "--status", type=int, help="answer API requests with this error status (e.g. 429)"
+    )
+    fake.add_argument(
+        "--status-count", type=int, help="only the first N requests get --status (default: all)"
+    )
     fake.set_defaults(func=_fake_provider)
 
     render = sub.add_parser("render-envoy", help="print the Envoy configuration")
@@ -204,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="load the provider accounts' clusters from this CDS file (POLICY_SIDECAR_CDS_PATH"
         " of the sidecar); Envoy watches its directory",
     )
+    render.add_argument(
+        "--accounts",
+        help="YAML file with a provider_accounts list: one TLS cluster per account",
+    )
+    render.add_argument(
+        "--credentials-dir",
+        default=CREDENTIALS_DIR,
+        help="where Envoy reads the accounts' keys (one SDS file per credential_ref)",
+    )
+    render.add_argument("--system-ca", default=SYSTEM_CA, help="CA bundle to verify providers")
     render.set_defaults(func=_render_envoy)
 
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (safe to run twice)")

@@ -104,8 +104,10 @@ ENVOY_ERRORS: tuple[EnvoyError, ...] = (
     ),
     EnvoyError(
         "upstream_tls_error",
-        502,
-        "The TLS handshake with the provider failed.",
+        # 503 like every other failure to reach the provider: nothing was sent.
+        503,
+        "The TLS handshake with the provider failed (its certificate could not be"
+        " verified, or the connection was refused during the handshake).",
         _all(_flags("UF"), _cel("response.code_details.contains('TLS_error')")),
         "flag `UF` with `TLS_error` in the details",
     ),

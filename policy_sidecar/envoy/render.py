@@ -7,8 +7,51 @@ import posixpath
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
+from typing import Any
 
+import yaml
+
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
+from policy_sidecar.envoy.upstreams import SYSTEM_CA, render_account_clusters
+
+# Where the shipped configs mount the provider keys (one SDS file per account).
+CREDENTIALS_DIR = "/etc/envoy/credentials"
+
+# Every route retries what never reached the provider or what it refused before
+# answering (connect failure, reset, 429, 503): to another host, the next priority
+# first, after the provider's Retry-After. Never once the response started (Envoy does
+# not retry after headers went downstream), and no per-try timeout that would cut a
+# long stream: only an idle timeout per attempt.
+RETRY_POLICY: dict[str, Any] = {
+    "retry_on": "connect-failure,reset,retriable-status-codes",
+    "retriable_status_codes": [429, 503],
+    "num_retries": 2,
+    "per_try_idle_timeout": "120s",
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+    "retry_priority": {
+        "name": "envoy.retry_priorities.previous_priorities",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+            "update_frequency": 1,
+        },
+    },
+    "retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"},
+    "rate_limited_retry_back_off": {
+        "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
+        "max_interval": "10s",
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +70,16 @@ class EnvoyOptions:
     # The CDS file of the provider accounts' clusters (written by the sidecar; it must
     # exist when Envoy starts). None: no dynamic clusters.
     cds_path: str | None = None
+    # Provider accounts: one TLS cluster each, the key injected from credentials_dir.
+    accounts: tuple[ProviderAccount, ...] = ()
+    credentials_dir: str = CREDENTIALS_DIR
+    system_ca: str = SYSTEM_CA
 
 
 def render_envoy_config(options: EnvoyOptions) -> str:
     if not options.sidecar_ports:
         raise ValueError("at least one sidecar port is needed")
-    names = [name for name, _, _ in options.routes]
+    names = [name for name, _, _ in options.routes] + [a.cluster for a in options.accounts]
     if "upstream" in names or "policy_sidecar" in names or len(set(names)) != len(names):
         raise ValueError("route cluster names must be distinct and not upstream/policy_sidecar")
     template = Template(resources.files(__package__).joinpath("envoy.yaml").read_text())
@@ -52,14 +99,32 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
         local_reply_config=local_reply_config(indent=12),
         dynamic_resources=_dynamic_resources(options.cds_path),
+        retry_policy=json.dumps(RETRY_POLICY),
         upstream_clusters="\n".join(
-            _cluster(name, host, port, options.buffer_limit_bytes)
-            for name, host, port in (
-                ("upstream", options.upstream_host, options.upstream_port),
-                *options.routes,
-            )
+            [
+                _cluster(name, host, port, options.buffer_limit_bytes)
+                for name, host, port in (
+                    ("upstream", options.upstream_host, options.upstream_port),
+                    *options.routes,
+                )
+            ]
+            + [
+                _account_yaml(cluster, options.buffer_limit_bytes)
+                for cluster in render_account_clusters(
+                    options.accounts,
+                    credentials_dir=options.credentials_dir,
+                    system_ca=options.system_ca,
+                )
+            ]
         ),
     )
+
+
+def _account_yaml(cluster: dict[str, Any], buffer_limit: int) -> str:
+    static = {k: v for k, v in cluster.items() if k != "@type"}
+    static["per_connection_buffer_limit_bytes"] = buffer_limit
+    text = yaml.safe_dump([static], sort_keys=False, default_flow_style=False, width=100)
+    return "\n".join("  " + line for line in text.rstrip("\n").splitlines())
 
 
 def _cluster(name: str, host: str, port: int, buffer_limit: int) -> str:
@@ -85,7 +150,6 @@ def _dynamic_resources(cds_path: str | None) -> str:
         return ""
     directory = posixpath.dirname(cds_path) or "."
     return (
-        "node: { id: policy-sidecar, cluster: policy-sidecar }\n"
         "dynamic_resources:\n"
         "  cds_config:\n"
         "    resource_api_version: V3\n"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +29,10 @@ CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
 # tests can check what Envoy forwarded upstream.
 RECEIVED_PATH_HEADER = "x-fake-received-path"
 RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
+# Every request that reached the fake (path, headers with values), newest last, as
+# JSON: tests check what Envoy sent upstream, keys included. Asked directly, not
+# through Envoy.
+RECEIVED_PATH = "/_fake/received"
 DEFAULT_COMPLETION_TOKENS = 12
 _WORDS = ("The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog.")
 
@@ -50,10 +56,25 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class FakeProvider:
-    def __init__(self, estimator: TokenEstimator, name: str = "fake") -> None:
+    def __init__(
+        self,
+        estimator: TokenEstimator,
+        name: str = "fake",
+        *,
+        status: int | None = None,
+        status_count: int | None = None,
+    ) -> None:
         self.name = name
         self._registry = default_registry()
         self._estimator = estimator
+        # Answer API requests with this error status (e.g. 429: an overloaded
+        # deployment) instead of a completion: the first status_count ones, or all.
+        self._status = status
+        self._status_left = status_count
+        self.received: deque[dict[str, Any]] = deque(maxlen=1000)
+
+    async def show_received(self, _request: web.Request) -> web.Response:
+        return web.json_response(list(self.received))
 
     def usage_for(self, route: Route, request: dict[str, Any], cached: int) -> Usage:
         provider = self._registry.get(route.provider)
@@ -72,6 +93,14 @@ class FakeProvider:
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.received.append({"path": request.raw_path, "headers": headers})
+        if self._status is not None and self._status_left != 0:
+            if self._status_left is not None:
+                self._status_left -= 1
+            refused = _error(self._status, f"{self.name} answers {self._status}")
+            refused.headers["retry-after"] = "1"
+            return refused
         matched = self._registry.match(request.method, request.path_qs)
         if matched is None:
             return _error(404, f"Unknown request URL: {request.method} {request.path}")
@@ -123,8 +152,16 @@ async def models(_request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-def create_app(estimator: TokenEstimator | None = None, *, name: str = "fake") -> web.Application:
-    fake = FakeProvider(estimator or load_estimator(), name)
+def create_app(
+    estimator: TokenEstimator | None = None,
+    *,
+    name: str = "fake",
+    status: int | None = None,
+    status_count: int | None = None,
+) -> web.Application:
+    fake = FakeProvider(
+        estimator or load_estimator(), name, status=status, status_count=status_count
+    )
 
     @web.middleware
     async def identify(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -136,13 +173,24 @@ def create_app(estimator: TokenEstimator | None = None, *, name: str = "fake") -
 
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[identify])
     app.router.add_get("/v1/models", models)
+    app.router.add_get(RECEIVED_PATH, fake.show_received)
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     return app
 
 
-async def run_fake_provider(host: str, port: int, *, name: str = "fake") -> web.AppRunner:
-    """Starts the server and returns its runner (``await runner.cleanup()`` stops it)."""
-    runner = web.AppRunner(create_app(name=name), access_log=None)
+async def run_fake_provider(
+    host: str,
+    port: int,
+    *,
+    name: str = "fake",
+    ssl_context: ssl.SSLContext | None = None,
+    status: int | None = None,
+    status_count: int | None = None,
+) -> web.AppRunner:
+    """Starts the server (HTTPS with ``ssl_context``) and returns its runner
+    (``await runner.cleanup()`` stops it)."""
+    app = create_app(name=name, status=status, status_count=status_count)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner

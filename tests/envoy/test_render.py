@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.envoy.cds import write_cds_file
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
+from policy_sidecar.envoy.upstreams import secret_file_text
 
 OPTIONS = EnvoyOptions(
     listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)
@@ -86,7 +89,6 @@ def test_a_cds_path_adds_watched_file_based_cds(tmp_path: Path) -> None:
     )
     source = config["dynamic_resources"]["cds_config"]["path_config_source"]
     assert source == {"path": path, "watched_directory": {"path": str(tmp_path / "cds")}}
-    assert config["node"]["id"]
 
 
 def test_the_cds_file_is_replaced_atomically_and_only_on_change(tmp_path: Path) -> None:
@@ -97,3 +99,57 @@ def test_the_cds_file_is_replaced_atomically_and_only_on_change(tmp_path: Path) 
     assert write_cds_file(path, [])
     assert yaml.safe_load(path.read_text()) == {"resources": []}
     assert [p.name for p in tmp_path.iterdir()] == ["clusters.json"]  # no temp file left
+
+
+ACCOUNTS = (
+    ProviderAccount(
+        name="openai-prod",
+        provider="openai",
+        base_host="api.openai.com",
+        credential_ref="openai-prod",
+    ),
+)
+
+
+def test_account_clusters_are_rendered_and_routes_reach_them_safely() -> None:
+    options = dataclasses.replace(OPTIONS, accounts=ACCOUNTS, credentials_dir="/creds")
+    config = yaml.safe_load(render_envoy_config(options))
+    assert config["node"]["id"] and config["node"]["cluster"]  # file-based SDS needs them
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    account = clusters["openai-prod"]
+    assert account["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    assert "@type" not in account
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    assert hcm["http_filters"][-1]["typed_config"]["suppress_envoy_headers"] is True
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        action = route["route"]
+        assert action["auto_host_rewrite"] is True
+        retry = action["retry_policy"]
+        assert retry["retriable_status_codes"] == [429, 503]
+        assert "per_try_timeout" not in retry  # it would cut long streams
+        assert retry["rate_limited_retry_back_off"]["reset_headers"][0]["name"] == "retry-after"
+
+
+def test_an_account_named_like_a_route_is_refused() -> None:
+    clash = dataclasses.replace(ACCOUNTS[0], name="upstream")
+    with pytest.raises(ValueError, match="distinct"):
+        render_envoy_config(dataclasses.replace(OPTIONS, accounts=(clash,)))
+
+
+@pytest.mark.e2e
+def test_envoy_validates_a_config_with_accounts(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "openai-prod.yaml").write_text(secret_file_text("openai-prod", "sk-1"))
+    options = dataclasses.replace(OPTIONS, accounts=ACCOUNTS, credentials_dir=str(creds))
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_envoy_config(options))
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
