@@ -1,5 +1,5 @@
-"""Provider accounts reach Envoy at run time: created through the store (as the admin
-API does), published, written by the sidecar to the CDS file Envoy watches; Envoy lists
+"""Provider accounts reach Envoy at run time: created through the admin API, published,
+written by the sidecar to the CDS file Envoy watches; Envoy lists
 the cluster without a restart and a request to a model on the account reaches the
 provider over TLS with the account's key injected."""
 
@@ -19,23 +19,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 import trustme
 from psycopg.conninfo import make_conninfo
 from redis.asyncio import Redis
 
+from policy_sidecar.admin import start_admin_server
+from policy_sidecar.admin.auth import parse_tokens
+from policy_sidecar.admin.v1 import accounts_pb2 as apb
+from policy_sidecar.admin.v1 import accounts_pb2_grpc, models_pb2_grpc
+from policy_sidecar.admin.v1 import models_pb2 as mpb
 from policy_sidecar.cli.launcher import Stack, new_stack
 from policy_sidecar.envoy.upstreams import secret_file_text
 from policy_sidecar.store.postgres import (
-    AccountRepository,
     ApiKeyRepository,
     ApplicationRepository,
-    ModelRepository,
     migrate,
     open_pool,
 )
 from policy_sidecar.store.redis_publisher import RedisPolicyChangePublisher
+from tests.admin.helpers import ADMIN_TOKEN, AUTH
 from tests.log_secrets import register as register_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
@@ -46,6 +51,7 @@ BASE_DSN = os.environ.get(
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PROVIDER_KEY = "sk-account-key-not-real-0123456789"
 HOST = "provider.test"
+TOKENS = parse_tokens([f"ops:admin:{ADMIN_TOKEN}"], source="test")
 
 
 class _Provider(http.server.BaseHTTPRequestHandler):
@@ -182,27 +188,40 @@ def test_an_account_created_at_run_time_reaches_envoy_and_serves_its_models(
         envoy_pid = stack.processes["envoy"].popen.pid
 
         async def add_account() -> None:
+            # Through the admin API, as an operator would (grpc, production mode).
             redis = Redis.from_url(REDIS_URL)
             pool = await open_pool(production_dsn)
             publisher = RedisPolicyChangePublisher(redis)
+            admin = await start_admin_server(
+                pool=pool, tokens=TOKENS, publisher=publisher, credentials_dir=credentials
+            )
             try:
-                await AccountRepository(pool, publisher).create(
-                    name="tls-acc",
-                    provider="openai",
-                    base_host=HOST,
-                    port=tls_port,
-                    address="127.0.0.1",
-                    credential_ref="acc-key",
-                    ca_file=str(ca_path),
-                )
-                await ModelRepository(pool, publisher).create(
-                    name="acc-model",
-                    provider="openai",
-                    upstream_model="gpt-4o-mini",
-                    upstream_cluster="",
-                    account="tls-acc",
-                )
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{admin.port}") as channel:
+                    account = apb.Account(
+                        name="tls-acc",
+                        provider="openai",
+                        base_host=HOST,
+                        port=tls_port,
+                        address="127.0.0.1",
+                        credential_ref="acc-key",
+                        ca_file=str(ca_path),
+                        enabled=True,
+                    )
+                    await accounts_pb2_grpc.AccountServiceStub(channel).CreateAccount(
+                        apb.CreateAccountRequest(account=account), metadata=AUTH
+                    )
+                    model = mpb.Model(
+                        name="acc-model",
+                        provider="openai",
+                        upstream_model="gpt-4o-mini",
+                        account="tls-acc",
+                        enabled=True,
+                    )
+                    await models_pb2_grpc.ModelServiceStub(channel).CreateModel(
+                        mpb.CreateModelRequest(model=model), metadata=AUTH
+                    )
             finally:
+                await admin.server.stop(None)
                 await publisher.close()
                 await redis.aclose()
                 await pool.close()
