@@ -16,7 +16,7 @@ from policy_sidecar.admin.convert import (
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import models_pb2 as pb
 from policy_sidecar.providers.registry import default_registry
-from policy_sidecar.store.postgres import ModelRepository
+from policy_sidecar.store.postgres import AccountRepository, ModelRepository, NotFoundError
 from policy_sidecar.store.records import Model
 
 __all__ = ["ModelServicer"]
@@ -24,7 +24,7 @@ __all__ = ["ModelServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 _PRICES = ("input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok")
 _TEXT = ("name", "provider", "upstream_model", "upstream_cluster")
-_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled")
+_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled", "account")
 
 
 def model_message(model: Model) -> pb.Model:
@@ -39,6 +39,7 @@ def model_message(model: Model) -> pb.Model:
         output_price_per_mtok=decimal_text(model.output_price_per_mtok),
         cached_input_price_per_mtok=decimal_text(model.cached_input_price_per_mtok),
         enabled=model.enabled,
+        account=model.account or "",
         version=model.version,
         create_time=timestamp(model.created_at),
         update_time=timestamp(model.updated_at),
@@ -52,10 +53,13 @@ def _known_providers() -> frozenset[str]:
 def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]:
     """The columns named by `paths`, validated; problems go to `v`."""
     out: dict[str, Any] = {}
+    if "account" in paths:
+        out["account"] = m.account.strip() or None
     for name in _TEXT:
         if name in paths:
             value = getattr(m, name).strip()
-            if not value:
+            # A model on an account is routed to the account's cluster.
+            if not value and not (name == "upstream_cluster" and out.get("account")):
                 v.add(f"model.{name}", "required")
             out[name] = value
     if "provider" in paths and out.get("provider"):
@@ -75,14 +79,32 @@ def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]
 
 
 class ModelServicer:
-    def __init__(self, repo: ModelRepository) -> None:
+    def __init__(self, repo: ModelRepository, accounts: AccountRepository) -> None:
         self._repo = repo
+        self._accounts = accounts
+
+    async def _check_account(self, fields: dict[str, Any], v: Violations) -> None:
+        """An account named must exist, and serve the model's provider when both are given."""
+        name = fields.get("account")
+        if not name:
+            return
+        try:
+            account = await self._accounts.get_by_name(name)
+        except NotFoundError:
+            v.add("model.account", f"unknown provider account {name!r}")
+            return
+        provider = fields.get("provider")
+        if provider and provider != account.provider:
+            v.add(
+                "model.account", f"account {name!r} is a {account.provider} account, not {provider}"
+            )
 
     async def CreateModel(
         self, request: pb.CreateModelRequest, context: Context
     ) -> pb.CreateModelResponse:
         v = Violations()
         fields = _fields(request.model, frozenset(_MUTABLE), v)
+        await self._check_account(fields, v)
         v.check()
         return pb.CreateModelResponse(model=model_message(await self._repo.create(**fields)))
 
@@ -118,6 +140,7 @@ class ModelServicer:
         v.check()
         paths = mask_paths(request.update_mask, _MUTABLE)
         fields = _fields(request.model, paths, v)
+        await self._check_account(fields, v)
         v.check()
         model = await self._repo.update(request.model.id, version=request.model.version, **fields)
         return pb.UpdateModelResponse(model=model_message(model))

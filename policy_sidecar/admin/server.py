@@ -9,12 +9,14 @@ import logging
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from policy_sidecar.admin.accounts import AccountServicer
 from policy_sidecar.admin.api_keys import ApiKeyServicer
 from policy_sidecar.admin.applications import ApplicationServicer
 from policy_sidecar.admin.auth import AdminToken, AuthInterceptor
@@ -27,6 +29,7 @@ from policy_sidecar.admin.policy_check import config_validator
 from policy_sidecar.admin.settings import AdminSettings
 from policy_sidecar.admin.usage import UsageServicer
 from policy_sidecar.admin.v1 import (
+    accounts_pb2,
     api_keys_pb2,
     applications_pb2,
     configs_pb2,
@@ -36,6 +39,7 @@ from policy_sidecar.admin.v1 import (
 )
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChangePublisher
 from policy_sidecar.store.postgres import (
+    AccountRepository,
     ApiKeyRepository,
     ApplicationConfigRepository,
     ApplicationRepository,
@@ -58,6 +62,7 @@ _SERVICES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"],
     policies_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
+    accounts_pb2.DESCRIPTOR.services_by_name["AccountService"],
 )
 SERVICE_NAMES = tuple(s.full_name for s in _SERVICES)
 
@@ -78,20 +83,23 @@ async def start_admin_server(
     port: int = 0,
     tls: tuple[bytes, bytes] | None = None,
     metrics: AdminMetrics | None = None,
+    credentials_dir: Path | None = None,
 ) -> AdminServer:
     """Build and start the server; the caller stops it (`server.stop(grace)`)."""
     metrics = metrics or AdminMetrics.create()
     pub = publisher or NoopPublisher()
     apps = ApplicationRepository(pool, pub)
+    accounts = AccountRepository(pool, pub)
     servicers: tuple[object, ...] = (
         ApplicationServicer(apps),
         ApplicationConfigServicer(ApplicationConfigRepository(pool, pub), apps),
         ApiKeyServicer(ApiKeyRepository(pool, pub), apps),
-        ModelServicer(ModelRepository(pool, pub)),
+        ModelServicer(ModelRepository(pool, pub), accounts),
         PolicyServicer(
             PolicyRepository(pool, pub, validator=config_validator), ModelRepository(pool, pub)
         ),
         UsageServicer(UsageQueries(pool), RecentRequests(pool)),
+        AccountServicer(accounts, credentials_dir),
     )
     server = grpc.aio.server(interceptors=[AuthInterceptor(tokens, metrics)])
     server.add_generic_rpc_handlers(
@@ -150,6 +158,7 @@ async def serve_admin(settings: AdminSettings) -> None:
         port=settings.port,
         tls=tls,
         metrics=metrics,
+        credentials_dir=settings.credentials_dir,
     )
     metrics_text = f", metrics on :{httpd.server_port}/metrics" if httpd is not None else ""
     print(

@@ -14,6 +14,7 @@ sidecar's `wiring.settings.Settings`, through `wiring.settings.read_environment`
 | POLICY_SIDECAR_ADMIN_TOKENS_FILE | | file of `name:role:token` lines (`#` comments) |
 | POLICY_SIDECAR_ADMIN_TLS_CERT | | PEM certificate chain; with _KEY enables TLS |
 | POLICY_SIDECAR_ADMIN_TLS_KEY | | PEM private key |
+| POLICY_SIDECAR_CREDENTIALS_DIR | (none) | credentials dir: a `credential_ref` names a file in it |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from policy_sidecar.admin.auth import AdminToken, TokenError, parse_tokens
 from policy_sidecar.wiring.settings import SettingsError, read_environment
@@ -40,6 +42,7 @@ class AdminSettings:
     metrics_port: int = 9470
     tls_cert: bytes | None = field(default=None, repr=False)
     tls_key: bytes | None = field(default=None, repr=False)
+    credentials_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -65,6 +68,7 @@ class AdminSettings:
             metrics_port=_int("ADMIN_METRICS_PORT", get("ADMIN_METRICS_PORT"), 9470),
             tls_cert=_read(f"{P}ADMIN_TLS_CERT", cert_path),
             tls_key=_read(f"{P}ADMIN_TLS_KEY", key_path),
+            credentials_dir=_directory("CREDENTIALS_DIR", get("CREDENTIALS_DIR")),
         )
 
 
@@ -93,6 +97,15 @@ def _int(name: str, value: str | None, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise SettingsError(f"{P}{name}: not an integer: {value!r}") from exc
+
+
+def _directory(name: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise SettingsError(f"{P}{name}: not a directory: {value}")
+    return path
 
 
 def _read(name: str, path: str | None) -> bytes | None:

@@ -17,3 +17,5 @@ class ModelDeployment:
     cached_input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
     enabled: bool = True
+    # The provider account serving the model (its name); `route` is then its cluster.
+    account: str | None = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.envoy.cds import cds_text
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.wiring.settings import child_environment
 
@@ -118,6 +119,8 @@ class Stack:
     # Extra upstream clusters (name -> port of a fake provider) models can route to.
     routes: dict[str, int] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
+    # The CDS file of provider account clusters Envoy watches (the sidecar writes it).
+    cds_path: Path | None = None
     # Provider accounts (TLS clusters) and where Envoy reads their keys.
     accounts: list[ProviderAccount] = field(default_factory=list)
     credentials_dir: Path | None = None
@@ -162,6 +165,8 @@ class Stack:
 
     def start_envoy(self, concurrency: int = 1) -> Process:
         config_path = self.workdir / "envoy.yaml"
+        if self.cds_path is not None and not self.cds_path.exists():
+            self.cds_path.write_text(cds_text([]))  # Envoy needs the file to exist
         config_path.write_text(
             render_envoy_config(
                 EnvoyOptions(
@@ -170,6 +175,7 @@ class Stack:
                     upstream_port=self.upstream_port,
                     sidecar_ports=self.sidecar_ports,
                     routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
+                    cds_path=str(self.cds_path) if self.cds_path is not None else None,
                     accounts=tuple(self.accounts),
                     credentials_dir=str(self.credentials_dir or self.workdir / "credentials"),
                 )

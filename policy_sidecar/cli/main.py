@@ -110,6 +110,7 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 sidecar_ports=ports,
                 listen_address=args.listen_address,
                 routes=routes,
+                cds_path=args.cds_path,
                 accounts=accounts,
                 credentials_dir=args.credentials_dir,
                 system_ca=args.system_ca,
@@ -246,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="an extra upstream cluster a model deployment can route to: NAME=HOST:PORT",
+    )
+    render.add_argument(
+        "--cds-path",
+        default=None,
+        help="load the provider accounts' clusters from this CDS file (POLICY_SIDECAR_CDS_PATH"
+        " of the sidecar); Envoy watches its directory",
     )
     render.add_argument(
         "--accounts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
@@ -66,6 +67,9 @@ class EnvoyOptions:
     buffer_limit_bytes: int = 10 * 1024 * 1024
     # Extra upstream clusters a model deployment can be routed to: name -> (host, port).
     routes: tuple[tuple[str, str, int], ...] = ()
+    # The CDS file of the provider accounts' clusters (written by the sidecar; it must
+    # exist when Envoy starts). None: no dynamic clusters.
+    cds_path: str | None = None
     # Provider accounts: one TLS cluster each, the key injected from credentials_dir.
     accounts: tuple[ProviderAccount, ...] = ()
     credentials_dir: str = CREDENTIALS_DIR
@@ -94,6 +98,7 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         sidecar_endpoints=endpoints,
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
         local_reply_config=local_reply_config(indent=12),
+        dynamic_resources=_dynamic_resources(options.cds_path),
         retry_policy=json.dumps(RETRY_POLICY),
         upstream_clusters="\n".join(
             [
@@ -135,4 +140,20 @@ def _cluster(name: str, host: str, port: int, buffer_limit: int) -> str:
         f"        - endpoint:\n"
         f"            address:\n"
         f"              socket_address: {{ address: {host}, port_value: {port} }}"
+    )
+
+
+def _dynamic_resources(cds_path: str | None) -> str:
+    """File-based CDS: Envoy reloads the file when one is moved into its directory (the
+    sidecar writes it by rename), so an account added at run time needs no restart."""
+    if cds_path is None:
+        return ""
+    directory = posixpath.dirname(cds_path) or "."
+    return (
+        "dynamic_resources:\n"
+        "  cds_config:\n"
+        "    resource_api_version: V3\n"
+        "    path_config_source:\n"
+        f"      path: {json.dumps(cds_path)}\n"
+        f"      watched_directory: {{ path: {json.dumps(directory)} }}\n"
     )

@@ -1,13 +1,15 @@
 """Enforcement at the edge of the pure policy core: asks the engine, talks to the
-counter store (one round trip for all counters of a request), settles afterwards."""
+counter store (one round trip for all counters of a request, a second one only for a
+model on a provider account with quotas), settles afterwards."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.counters.values import (
@@ -20,6 +22,7 @@ from policy_sidecar.counters.values import (
 )
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.penalties import Penalty, PenaltyBox, penalty_key
+from policy_sidecar.policy.account_limits import account_policies
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Decision, Violation
 from policy_sidecar.policy.engine import PolicyEngine, merge
@@ -120,8 +123,11 @@ class Enforcer:
         penalties: PenaltyBox,
         clock: Callable[[], float] = time.time,
         store_errors: Callable[[str], None] = _ignore,
+        accounts: Mapping[str, ProviderAccount] | None = None,
     ) -> None:
         self._counters = counters
+        # Provider accounts by name (a live catalog): their quotas apply to their models.
+        self._accounts: Mapping[str, ProviderAccount] = accounts or {}
         self._penalties = penalties
         self._clock = clock
         self._store_errors = store_errors
@@ -139,19 +145,75 @@ class Enforcer:
             return Admission(local)
         now = self._clock()
         policies = engine.counters(identity, ctx.model)
+        quotas = self._quotas(deployment)
         try:
             if engine.has_penalties(identity):
                 penalty = await self._penalty(identity, now)
                 if penalty is not None:
                     return Admission(merge(local, penalty))
-            if not policies:
+            if not policies and not quotas:
                 return Admission(local)
-            ops = [p.op(identity, ctx, deployment) for p in policies]
-            result = await self._counters.check_and_add(ops, now)
+            result: CheckResult | None = None
+            if policies:
+                ops = [p.op(identity, ctx, deployment) for p in policies]
+                result = await self._counters.check_and_add(ops, now)
         except CounterStoreUnavailable as exc:
             return self._unavailable(local, policies, exc)
-        return self._interpret(
-            local, policies, ops_amounts=[o.amount for o in ops], result=result, now=now
+        if result is None:
+            admission = Admission(local)
+        else:
+            admission = self._interpret(
+                local, policies, ops_amounts=[o.amount for o in ops], result=result, now=now
+            )
+        if not quotas or admission.decision.denial is not None:
+            return admission
+        return await self._account_quotas(
+            admission, quotas, identity, ctx, deployment, app_result=result, now=now
+        )
+
+    def _quotas(self, deployment: ModelDeployment | None) -> tuple[CounterPolicy, ...]:
+        if deployment is None or deployment.account is None:
+            return ()
+        account = self._accounts.get(deployment.account)
+        return account_policies(account) if account is not None else ()
+
+    async def _account_quotas(
+        self,
+        admission: Admission,
+        quotas: Sequence[CounterPolicy],
+        identity: Identity,
+        ctx: PreRequestContext,
+        deployment: ModelDeployment | None,
+        *,
+        app_result: CheckResult | None,
+        now: float,
+    ) -> Admission:
+        """The account's counters, shared by every org: their keys hash to the account's
+        slot, not the org's, so they take a second call (Redis Cluster forbids one script
+        across slots). A denial gives back what the first call reserved."""
+        ops = [q.op(identity, ctx, deployment) for q in quotas]
+        try:
+            result = await self._counters.check_and_add(ops, now)
+        except CounterStoreUnavailable as exc:
+            # The provider still enforces its own quota: fail open, like a limit would.
+            self.unavailable_events += 1
+            self._store_errors("check")
+            log.warning("counter store unavailable for account quotas; failing open: %s", exc)
+            return replace(admission, counters_unavailable=True)
+        quota_admission = self._interpret(
+            admission.decision, quotas, ops_amounts=[o.amount for o in ops], result=result, now=now
+        )
+        headers = _tightest(admission.headers, quota_admission.headers)
+        if quota_admission.decision.denial is not None:
+            if app_result is not None and app_result.reservation is not None:
+                try:
+                    await self._counters.release(app_result.reservation, now)
+                except CounterStoreUnavailable as exc:
+                    self._store_errors("settle")
+                    log.warning("could not release a refused request's counters: %s", exc)
+            return replace(quota_admission, headers=headers)
+        return replace(
+            quota_admission, charges=admission.charges + quota_admission.charges, headers=headers
         )
 
     def _interpret(
@@ -253,12 +315,14 @@ class Enforcer:
             probe = TokenLimitPolicy.actual_for(c.count, actual_usage, deployment)
             if probe != c.amount:
                 adjustments.append(Adjustment(c.key, c.window, c.bucket_start, probe - c.amount))
-        if adjustments:
+        # One call per hash tag: an account's counters live in another Redis Cluster slot
+        # than the organisation's.
+        for group in _by_hash_tag(adjustments).values():
             try:
-                await self._counters.adjust(adjustments, self._clock())
+                await self._counters.adjust(group, self._clock())
             except CounterStoreUnavailable as exc:
                 self._store_errors("settle")
-                log.warning("could not settle %d token reservations: %s", len(adjustments), exc)
+                log.warning("could not settle %d token reservations: %s", len(group), exc)
 
     async def post_check(
         self, engine: PolicyEngine, identity: Identity, ctx: PostRequestContext
@@ -280,3 +344,26 @@ class Enforcer:
                 self._store_errors("penalty")
                 log.warning("could not set a post-check penalty: %s", exc)
         return violations
+
+
+def _by_hash_tag(adjustments: Sequence[Adjustment]) -> dict[str, list[Adjustment]]:
+    groups: dict[str, list[Adjustment]] = {}
+    for a in adjustments:
+        start = a.key.find("{")
+        end = a.key.find("}", start + 1)
+        tag = a.key[start + 1 : end] if start >= 0 and end > start + 1 else a.key
+        groups.setdefault(tag, []).append(a)
+    return groups
+
+
+def _tightest(first: Mapping[str, str], second: Mapping[str, str]) -> dict[str, str]:
+    """Per header family (requests, tokens), the headers of the lower remaining count."""
+    out = dict(first)
+    for unit in ("requests", "tokens"):
+        remaining = f"x-ratelimit-remaining-{unit}"
+        if remaining in second and (
+            remaining not in out or int(second[remaining]) < int(out[remaining])
+        ):
+            for name in ("limit", "remaining", "reset"):
+                out[f"x-ratelimit-{name}-{unit}"] = second[f"x-ratelimit-{name}-{unit}"]
+    return out

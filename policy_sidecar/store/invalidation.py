@@ -11,7 +11,9 @@ from typing import Literal, Protocol
 
 __all__ = ["ChangeAction", "ChangeKind", "NoopPublisher", "PolicyChange", "PolicyChangePublisher"]
 
-ChangeKind = Literal["policy", "application", "application_config", "api_key", "model"]
+ChangeKind = Literal[
+    "policy", "application", "application_config", "api_key", "model", "provider_account"
+]
 ChangeAction = Literal["created", "updated", "deleted"]
 
 

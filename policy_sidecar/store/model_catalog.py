@@ -16,12 +16,14 @@ def deployment_from(model: Model) -> ModelDeployment:
         name=model.name,
         provider=model.provider,
         upstream_model=model.upstream_model,
-        route=model.upstream_cluster or None,
+        # A model on an account goes to the account's cluster (named after it).
+        route=model.account or model.upstream_cluster or None,
         context_window=model.context_window,
         input_price_per_mtok=float(model.input_price_per_mtok),
         cached_input_price_per_mtok=float(model.cached_input_price_per_mtok),
         output_price_per_mtok=float(model.output_price_per_mtok),
         enabled=model.enabled,
+        account=model.account,
     )
 
 

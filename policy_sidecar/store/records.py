@@ -21,6 +21,7 @@ __all__ = [
     "Page",
     "Policy",
     "PolicyMode",
+    "ProviderAccountRow",
 ]
 
 T = TypeVar("T")
@@ -120,6 +121,28 @@ class Model:
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     cached_input_price_per_mtok: Decimal
+    enabled: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    # The provider account (by name) whose cluster serves this model; None: upstream_cluster.
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAccountRow:
+    """A stored provider account: the key is only named (`credential_ref`), never held."""
+
+    id: str
+    name: str
+    provider: str
+    base_host: str
+    port: int
+    credential_ref: str
+    ca_file: str | None
+    address: str | None
+    tokens_per_minute: int | None
+    requests_per_minute: int | None
     enabled: bool
     version: int
     created_at: datetime

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policy_sidecar.catalog.account_rules import account_problems
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.identity.resolver import Identity, hash_api_key
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition, Scope
@@ -44,11 +46,29 @@ class _App(_Strict):
     keys: list[_Key] = []
 
 
+_Provider = Literal["openai", "azure", "anthropic", "cohere", "gemini"]
+
+
+class _Account(_Strict):
+    name: Name
+    provider: _Provider
+    base_host: Name
+    credential_ref: Name
+    port: Annotated[int, Field(ge=1, le=65535)] = 443
+    ca_file: Name | None = None
+    address: Name | None = None
+    tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    enabled: bool = True
+
+
 class _Model(_Strict):
     name: Name
-    provider: Literal["openai", "azure", "anthropic", "cohere", "gemini"]
+    provider: _Provider
     upstream_model: Name | None = None
     route: Name | None = None
+    # A provider account (accounts[].name): routed to its cluster, under its quotas.
+    account: Name | None = None
     context_window: Annotated[int, Field(gt=0)] | None = None
     input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     cached_input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
@@ -78,6 +98,7 @@ class _File(_Strict):
     version: Literal[1] = 1
     unknown_paths: Literal["deny", "passthrough"] = "deny"
     applications: list[_App] = []
+    accounts: list[_Account] = []
     models: list[_Model] = []
     policies: list[_Policy] = []
 
@@ -93,6 +114,7 @@ class StandaloneConfig:
     keys: Mapping[str, Identity]  # by key hash
     models: Mapping[str, ModelDeployment]
     policies: tuple[PolicyDefinition, ...]
+    accounts: Mapping[str, ProviderAccount] = field(default_factory=dict)
 
 
 def load_standalone_config(path: str | Path) -> StandaloneConfig:
@@ -142,15 +164,44 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
             key_id = key.id or f"{app.id}/{key.environment}/{digest[:8]}"
             keys[digest] = Identity(app.id, app.org_id, key.environment, key_id)
 
+    accounts: dict[str, ProviderAccount] = {}
+    for i, acc in enumerate(raw.accounts):
+        if acc.name in accounts:
+            raise fail(("accounts", i, "name"), f"duplicate account '{acc.name}'")
+        for field_name, problem in account_problems(
+            name=acc.name,
+            base_host=acc.base_host,
+            credential_ref=acc.credential_ref,
+            ca_file=acc.ca_file,
+        ):
+            raise fail(("accounts", i, field_name), problem)
+        accounts[acc.name] = ProviderAccount(**acc.model_dump())
+
     models: dict[str, ModelDeployment] = {}
     for m, model in enumerate(raw.models):
         if model.name in models:
             raise fail(("models", m, "name"), f"duplicate model '{model.name}'")
+        route = model.route
+        if model.account is not None:
+            account = accounts.get(model.account)
+            if account is None:
+                known = ", ".join(sorted(accounts)) or "none declared"
+                raise fail(("models", m, "account"), f"unknown account '{model.account}' ({known})")
+            if model.route is not None:
+                raise fail(("models", m, "route"), "give either 'route' or 'account', not both")
+            if account.provider != model.provider:
+                raise fail(
+                    ("models", m, "account"),
+                    f"account '{account.name}' is a {account.provider} account,"
+                    f" not {model.provider}",
+                )
+            route = account.cluster
         models[model.name] = ModelDeployment(
             name=model.name,
             provider=model.provider,
             upstream_model=model.upstream_model or model.name,
-            route=model.route,
+            route=route,
+            account=model.account,
             context_window=model.context_window,
             input_price_per_mtok=model.input_price_per_mtok,
             cached_input_price_per_mtok=model.cached_input_price_per_mtok,
@@ -187,6 +238,7 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
         keys=keys,
         models=models,
         policies=tuple(policies),
+        accounts=accounts,
     )
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.asyncio import Redis
 
+from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.store.account_catalog import AccountCatalog
 from policy_sidecar.store.identity_cache import CachedIdentityResolver
 from policy_sidecar.store.listener import InvalidationListener
 from policy_sidecar.store.model_catalog import ModelCatalog
 from policy_sidecar.store.policy_cache import CachedPolicySource
 from policy_sidecar.store.postgres import (
+    AccountRepository,
     ApiKeyRepository,
     ModelRepository,
     PolicyRepository,
@@ -38,8 +41,14 @@ class Production:
     models: ModelCatalog
     usage_sink: PostgresUsageSink
     listener: InvalidationListener | None
+    accounts: AccountCatalog
+    # Called after the accounts were reloaded (the CDS writer, on the first worker).
+    on_accounts: Callable[[Iterable[ProviderAccount]], Awaitable[None]] | None = None
 
     async def on_change(self, kind: str) -> None:
+        loaded = kind in ("provider_account", "*") and await self.accounts.refresh()
+        if loaded and self.on_accounts is not None:
+            await self.on_accounts(self.accounts.values())
         if kind in ("policy", "*"):
             await self.policies.invalidate()
         if kind in ("api_key", "application", "application_config", "*"):
@@ -86,6 +95,7 @@ async def open_production(
     keys = ApiKeyRepository(pool)
     policies_repo = PolicyRepository(pool)
     models_repo = ModelRepository(pool)
+    accounts_repo = AccountRepository(pool)
     production = Production(
         pool=pool,
         redis=redis,
@@ -107,8 +117,12 @@ async def open_production(
         ),
         usage_sink=PostgresUsageSink(UsageRepository(pool)),
         listener=None,
+        accounts=AccountCatalog(
+            lambda: _all_pages(lambda token: accounts_repo.list(page_size=500, page_token=token))
+        ),
     )
     await production.models.refresh()
+    await production.accounts.refresh()
     production.identities.start()
     if redis is not None:
         production.listener = InvalidationListener(redis, production.on_change)

@@ -24,6 +24,8 @@
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 | POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
+| POLICY_SIDECAR_CDS_PATH | (none: no account clusters) | CDS file of the accounts' clusters |
+| POLICY_SIDECAR_CREDENTIALS_DIR | /etc/policy-sidecar/credentials | Envoy's `<ref>.yaml` secrets |
 | PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
 
 Nothing else in the package reads the environment: `read_environment` is the one
@@ -87,6 +89,8 @@ class Settings:
     metrics_multiproc_dir: str | None = None
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
     unknown_paths: Literal["deny", "passthrough"] = "deny"
+    cds_path: str | None = None
+    credentials_dir: str = "/etc/policy-sidecar/credentials"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +142,8 @@ class Settings:
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             cel_engine=_cel_engine(get("CEL_ENGINE")),
             unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
+            cds_path=get("CDS_PATH"),
+            credentials_dir=get("CREDENTIALS_DIR") or defaults.credentials_dir,
         )
 
 

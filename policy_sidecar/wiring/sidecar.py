@@ -21,6 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import CatalogPriceBook
 from policy_sidecar.counters.memory import InMemoryCounterStore
@@ -51,6 +52,7 @@ from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 from policy_sidecar.usage.spool import Spool, SpoolLockedError
+from policy_sidecar.wiring.account_clusters import AccountClusterWriter
 from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
 
@@ -120,6 +122,8 @@ class Source:
     policies: PolicySource
     models: Mapping[str, ModelDeployment]
     unknown_paths: UnknownPaths
+    # Provider accounts by name: their quotas apply to the models on them.
+    accounts: Mapping[str, ProviderAccount]
 
 
 def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
@@ -128,6 +132,7 @@ def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
         policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
         models=config.models,
         unknown_paths=config.unknown_paths,
+        accounts=config.accounts,
     )
 
 
@@ -137,6 +142,7 @@ def production_source(settings: Settings, production: Production) -> Source:
         policies=production.policies,
         models=production.models,
         unknown_paths=settings.unknown_paths,
+        accounts=production.accounts,
     )
 
 
@@ -152,7 +158,12 @@ def build_services(
     return Services(
         identities=source.identities,
         policies=source.policies,
-        enforcer=Enforcer(counters, penalties, store_errors=observe_counter_store_error),
+        enforcer=Enforcer(
+            counters,
+            penalties,
+            store_errors=observe_counter_store_error,
+            accounts=source.accounts,
+        ),
         providers=default_registry(),
         estimator=estimator,
         recorder=recorder,
@@ -188,6 +199,13 @@ async def serve_worker(
     else:
         source = standalone_source(settings, load_config(settings))
         sink = JsonlFileSink(settings.usage_file)
+    if settings.cds_path and port == settings.ports[0]:
+        writer = AccountClusterWriter(settings.cds_path, settings.credentials_dir)
+        if production is not None:
+            production.on_accounts = writer.write
+            await writer.write(production.accounts.values())
+        else:
+            await writer.write(load_config(settings).accounts.values())
     recorder = build_recorder(settings, sink, port=port, models=source.models)
     services = build_services(
         settings, source, MeteredRecorder(recorder), estimator, counters, penalties

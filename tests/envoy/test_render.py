@@ -11,6 +11,7 @@ import yaml
 
 from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
+from policy_sidecar.envoy.cds import write_cds_file
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import secret_file_text
 
@@ -72,6 +73,32 @@ def test_checked_in_config_matches_the_template() -> None:
         )
     )
     assert shipped.read_text() == expected, "run the command in envoy/README.md"
+
+
+def test_a_cds_path_adds_watched_file_based_cds(tmp_path: Path) -> None:
+
+    base = EnvoyOptions(listen_port=1, admin_port=2, upstream_port=3, sidecar_ports=(4,))
+    assert "dynamic_resources" not in render_envoy_config(base)
+    path = str(tmp_path / "cds" / "clusters.json")
+    config = yaml.safe_load(
+        render_envoy_config(
+            EnvoyOptions(
+                listen_port=1, admin_port=2, upstream_port=3, sidecar_ports=(4,), cds_path=path
+            )
+        )
+    )
+    source = config["dynamic_resources"]["cds_config"]["path_config_source"]
+    assert source == {"path": path, "watched_directory": {"path": str(tmp_path / "cds")}}
+
+
+def test_the_cds_file_is_replaced_atomically_and_only_on_change(tmp_path: Path) -> None:
+
+    path = tmp_path / "clusters.json"
+    assert write_cds_file(path, [{"name": "a"}])
+    assert not write_cds_file(path, [{"name": "a"}])
+    assert write_cds_file(path, [])
+    assert yaml.safe_load(path.read_text()) == {"resources": []}
+    assert [p.name for p in tmp_path.iterdir()] == ["clusters.json"]  # no temp file left
 
 
 ACCOUNTS = (

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("id", "name", "provider", "upstream_model", "upstream_cluster", "context_window", "input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok", "enabled", "version", "create_time", "update_time")
+    __slots__ = ("id", "name", "provider", "upstream_model", "upstream_cluster", "context_window", "input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok", "enabled", "version", "create_time", "update_time", "account")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Model(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     provider: str
@@ -38,7 +39,8 @@ class Model(_message.Message):
     version: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., upstream_cluster: _Optional[str] = ..., context_window: _Optional[int] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., cached_input_price_per_mtok: _Optional[str] = ..., enabled: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    account: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., upstream_cluster: _Optional[str] = ..., context_window: _Optional[int] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., cached_input_price_per_mtok: _Optional[str] = ..., enabled: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
     __slots__ = ("model",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policy_sidecar.store.postgres.accounts import AccountRepository
 from policy_sidecar.store.postgres.applications import ApplicationRepository
 from policy_sidecar.store.postgres.configs import ApplicationConfigRepository
 from policy_sidecar.store.postgres.deployments import ModelRepository
@@ -20,6 +21,7 @@ from policy_sidecar.store.postgres.usage import UsageRepository
 from policy_sidecar.store.postgres.usage_queries import UsageQueries
 
 __all__ = [
+    "AccountRepository",
     "AlreadyExistsError",
     "ApiKeyRepository",
     "ApplicationConfigRepository",

@@ -38,6 +38,7 @@ class ModelRepository:
         output_price_per_mtok: Decimal = Decimal(0),
         cached_input_price_per_mtok: Decimal = Decimal(0),
         enabled: bool = True,
+        account: str | None = None,
     ) -> Model:
         async with self._pool.connection() as conn, conn.transaction():
             with translate_errors(_KIND):
@@ -46,8 +47,8 @@ class ModelRepository:
                     Model,
                     "INSERT INTO models (name, provider, upstream_model, upstream_cluster,"
                     " context_window, input_price_per_mtok, output_price_per_mtok,"
-                    " cached_input_price_per_mtok, enabled)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                    " cached_input_price_per_mtok, enabled, account)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                     (
                         name,
                         provider,
@@ -58,6 +59,7 @@ class ModelRepository:
                         output_price_per_mtok,
                         cached_input_price_per_mtok,
                         enabled,
+                        account,
                     ),
                 )
         assert model is not None
@@ -83,6 +85,7 @@ class ModelRepository:
         *,
         provider: str | None = None,
         enabled: bool | None = None,
+        account: str | None = None,
         page_size: int = 100,
         page_token: str | None = None,
     ) -> Page[Model]:
@@ -92,7 +95,7 @@ class ModelRepository:
                 Model,
                 kind=_KIND,
                 table="models",
-                filters={"provider": provider, "enabled": enabled},
+                filters={"provider": provider, "enabled": enabled, "account": account},
                 page_size=page_size,
                 page_token=page_token,
             )
@@ -111,6 +114,7 @@ class ModelRepository:
         output_price_per_mtok: Decimal | Unset = UNSET,
         cached_input_price_per_mtok: Decimal | Unset = UNSET,
         enabled: bool | Unset = UNSET,
+        account: str | Unset | None = UNSET,
     ) -> Model:
         changes: dict[str, Any] = _crud.set_fields(
             name=name,
@@ -122,6 +126,7 @@ class ModelRepository:
             output_price_per_mtok=output_price_per_mtok,
             cached_input_price_per_mtok=cached_input_price_per_mtok,
             enabled=enabled,
+            account=account,
         )
         async with self._pool.connection() as conn, conn.transaction():
             with translate_errors(_KIND):

@@ -15,6 +15,7 @@ from psycopg import errors as pg_errors
 
 __all__ = [
     "AlreadyExistsError",
+    "InUseError",
     "InvalidError",
     "NotFoundError",
     "StoreError",
@@ -51,6 +52,16 @@ class VersionConflictError(StoreError):
         self.key = key
         self.expected = expected
         self.actual = actual
+
+
+class InUseError(StoreError):
+    """The row cannot be deleted: other rows still refer to it."""
+
+    def __init__(self, kind: str, key: str, reason: str) -> None:
+        super().__init__(f"{kind} {key!r} is in use: {reason}")
+        self.kind = kind
+        self.key = key
+        self.reason = reason
 
 
 class InvalidError(StoreError):

@@ -1,0 +1,155 @@
+"""A provider account's quotas: one counter shared by every org on the account, checked
+before the request leaves, in a second call whose keys share the account's hash tag."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import pytest
+
+from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import Adjustment, CheckResult, CounterOp, Reservation
+from policy_sidecar.identity.resolver import Identity
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
+from policy_sidecar.policy import PolicyEngine
+from policy_sidecar.policy.account_limits import account_key
+from policy_sidecar.providers import Usage
+from tests.conftest import FakeClock
+
+from .test_enforcer import REDIS_URL, ctx, rate_policy, token_policy
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
+    if request.param == "memory":
+        yield InMemoryCounterStore()
+        return
+    redis_store = RedisCounterStore.from_url(REDIS_URL)
+    yield redis_store
+    await redis_store.aclose()
+
+
+_TAG = re.compile(r"\{([^}]*)\}")
+
+
+class OneSlotPerCall:
+    """Wraps a store and fails a call whose keys carry more than one hash tag: what
+    Redis Cluster answers with CROSSSLOT."""
+
+    def __init__(self, inner: CounterStore) -> None:
+        self.inner = inner
+        self.calls: list[set[str]] = []
+
+    def _check(self, keys: Sequence[str]) -> None:
+        tags = {_TAG.search(k).group(1) for k in keys}  # type: ignore[union-attr]
+        assert len(tags) == 1, f"one call across slots: {sorted(tags)}"
+        self.calls.append(tags)
+
+    async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
+        self._check([o.key for o in ops])
+        return await self.inner.check_and_add(ops, now)
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        self._check([a.key for a in adjustments])
+        await self.inner.adjust(adjustments, now)
+
+    async def settle(self, reservation: Reservation, actual: Mapping[str, int], now: float) -> None:
+        await self.inner.settle(reservation, actual, now)
+
+    async def release(self, reservation: Reservation, now: float) -> None:
+        self._check([e.key for e in reservation.entries])
+        await self.inner.release(reservation, now)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def setup(
+    store: CounterStore, **quotas: int
+) -> tuple[Enforcer, OneSlotPerCall, ModelDeployment, str]:
+    name = f"acc-{uuid.uuid4().hex[:8]}"
+    account = ProviderAccount(
+        name=name,
+        provider="openai",
+        base_host="api.openai.com",
+        credential_ref="k",
+        **quotas,  # type: ignore[arg-type]
+    )
+    wrapped = OneSlotPerCall(store)
+    enforcer = Enforcer(wrapped, InMemoryPenaltyBox(), FakeClock(), accounts={name: account})
+    deployment = ModelDeployment(
+        name="gpt-4o-mini",
+        provider="openai",
+        upstream_model="gpt-4o-mini",
+        route=name,
+        account=name,
+    )
+    return enforcer, wrapped, deployment, name
+
+
+def org(name: str) -> Identity:
+    return Identity(
+        app_id="a", org_id=f"{name}-{uuid.uuid4().hex[:8]}", environment="dev", key_id="k"
+    )
+
+
+async def test_the_account_rpm_is_shared_across_orgs(store: CounterStore) -> None:
+    enforcer, _, deployment, name = setup(store, requests_per_minute=3)
+    engine = PolicyEngine([])
+    acme, globex = org("acme"), org("globex")
+    decisions = [
+        await enforcer.admit(engine, who, ctx(who, 10, 10), deployment)
+        for who in (acme, globex, acme, globex)
+    ]
+    assert [d.decision.allowed for d in decisions] == [True, True, True, False]
+    denial = decisions[-1].decision.denial
+    assert denial is not None
+    assert (denial.status, denial.policy_id) == (429, f"account:{name}:requests_per_minute")
+    assert f"provider account '{name}'" in denial.message
+    assert denial.details["retry_after_seconds"] >= 1
+    assert decisions[0].headers["x-ratelimit-limit-requests"] == "3"
+    # A model on no account is not counted against it.
+    other = ModelDeployment(name="m", provider="openai", upstream_model="m")
+    assert (await enforcer.admit(engine, acme, ctx(acme, 1, 1), other)).decision.allowed
+
+
+async def test_an_account_denial_gives_back_the_apps_counters(store: CounterStore) -> None:
+    enforcer, wrapped, deployment, _ = setup(store, requests_per_minute=1)
+    engine = PolicyEngine([rate_policy(2)])
+    who = org("acme")
+    assert (await enforcer.admit(engine, who, ctx(who, 1, 1), deployment)).decision.allowed
+    refused = await enforcer.admit(engine, who, ctx(who, 1, 1), deployment)
+    assert refused.decision.denial is not None
+    assert refused.decision.denial.policy_id.startswith("account:")
+    # The app's limit (2) still has room for exactly one more: the refusal took nothing.
+    other = ModelDeployment(name="m", provider="openai", upstream_model="m")
+    assert (await enforcer.admit(engine, who, ctx(who, 1, 1), other)).decision.allowed
+    assert not (await enforcer.admit(engine, who, ctx(who, 1, 1), other)).decision.allowed
+    # Every call stayed within one hash tag (Redis Cluster): the org's or the account's.
+    assert all(len(tags) == 1 for tags in wrapped.calls)
+
+
+async def test_the_account_tpm_is_reserved_and_settled(store: CounterStore) -> None:
+    enforcer, wrapped, deployment, name = setup(store, tokens_per_minute=1_000)
+    engine = PolicyEngine([token_policy(100_000)])
+    who = org("acme")
+    first = await enforcer.admit(engine, who, ctx(who, 300, 400), deployment)  # 300 + 200
+    assert first.decision.allowed
+    assert {c.key for c in first.charges} >= {account_key(name, "tokens")}
+    assert first.headers["x-ratelimit-remaining-tokens"] == "500"  # the tighter: the account's
+    await enforcer.settle(first.charges, Usage(300, 50, 350), deployment, estimated_prompt=300)
+    tags = set().union(*wrapped.calls[-2:])
+    assert len(tags) == 2  # settled in two calls: the org's slot and the account's
+    # 350 settled + 600 fits 1,000; had the 500 reserved stayed, it would not.
+    second = await enforcer.admit(engine, who, ctx(who, 400, 400), deployment)
+    assert second.decision.allowed
+    third = await enforcer.admit(engine, org("globex"), ctx(who, 100, 0), deployment)
+    assert third.decision.denial is not None
+    assert third.decision.denial.policy_id == f"account:{name}:tokens_per_minute"
