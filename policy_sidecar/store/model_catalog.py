@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
 
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.store.records import Model
@@ -18,11 +19,15 @@ def deployment_from(model: Model) -> ModelDeployment:
         upstream_model=model.upstream_model,
         route=model.upstream_cluster or None,
         context_window=model.context_window,
-        input_price_per_mtok=float(model.input_price_per_mtok),
-        cached_input_price_per_mtok=float(model.cached_input_price_per_mtok),
-        output_price_per_mtok=float(model.output_price_per_mtok),
+        input_price_per_mtok=_price(model.input_price_per_mtok),
+        cached_input_price_per_mtok=_price(model.cached_input_price_per_mtok),
+        output_price_per_mtok=_price(model.output_price_per_mtok),
         enabled=model.enabled,
     )
+
+
+def _price(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 class ModelCatalog(Mapping[str, ModelDeployment]):

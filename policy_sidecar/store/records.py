@@ -117,9 +117,10 @@ class Model:
     upstream_model: str
     upstream_cluster: str
     context_window: int | None
-    input_price_per_mtok: Decimal
-    output_price_per_mtok: Decimal
-    cached_input_price_per_mtok: Decimal
+    # None: unpriced (unknown, not free).
+    input_price_per_mtok: Decimal | None
+    output_price_per_mtok: Decimal | None
+    cached_input_price_per_mtok: Decimal | None
     enabled: bool
     version: int
     created_at: datetime

@@ -50,9 +50,10 @@ class _Model(_Strict):
     upstream_model: Name | None = None
     route: Name | None = None
     context_window: Annotated[int, Field(gt=0)] | None = None
-    input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    cached_input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    output_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    # Omitted or null: unpriced (refused or reported by ``unpriced``); 0: free.
+    input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    cached_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     enabled: bool = True
 
 
@@ -77,6 +78,7 @@ class _Policy(_Strict):
 class _File(_Strict):
     version: Literal[1] = 1
     unknown_paths: Literal["deny", "passthrough"] = "deny"
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
     applications: list[_App] = []
     models: list[_Model] = []
     policies: list[_Policy] = []
@@ -93,6 +95,7 @@ class StandaloneConfig:
     keys: Mapping[str, Identity]  # by key hash
     models: Mapping[str, ModelDeployment]
     policies: tuple[PolicyDefinition, ...]
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
 
 
 def load_standalone_config(path: str | Path) -> StandaloneConfig:
@@ -184,6 +187,7 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
     return StandaloneConfig(
         source=source,
         unknown_paths=raw.unknown_paths,
+        unpriced=raw.unpriced,
         keys=keys,
         models=models,
         policies=tuple(policies),

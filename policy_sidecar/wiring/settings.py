@@ -22,6 +22,7 @@
 | POLICY_SIDECAR_METRICS_DETAILED_LABELS | true | app and model labels on metrics (false: "all") |
 | POLICY_SIDECAR_CEL_ENGINE | cel-expr | `cel-expr` (official C++ runtime) or `cel-python` |
 | POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
+| POLICY_SIDECAR_UNPRICED | deny | production: unpriced models `deny` (403) or `allow_and_report` |
 | PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
 
 Nothing else in the package reads the environment; the one write is
@@ -66,6 +67,7 @@ class Settings:
     metrics_multiproc_dir: str | None = None
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
     unknown_paths: Literal["deny", "passthrough"] = "deny"
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +111,7 @@ class Settings:
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             cel_engine=_cel_engine(get("CEL_ENGINE")),
             unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
+            unpriced=_unpriced(get("UNPRICED")),
         )
 
 
@@ -181,3 +184,11 @@ def _positive_int(name: str, value: str | None, default: int) -> int:
     if result < 1:
         raise SettingsError(f"{PREFIX}{name}: must be at least 1")
     return result
+
+
+def _unpriced(value: str | None) -> Literal["deny", "allow_and_report"]:
+    if value is None or value == "deny":
+        return "deny"
+    if value == "allow_and_report":
+        return "allow_and_report"
+    raise SettingsError(f"{PREFIX}UNPRICED: expected deny or allow_and_report, got {value!r}")

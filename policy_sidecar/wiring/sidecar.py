@@ -27,7 +27,7 @@ from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.extproc.server import ExternalProcessor
-from policy_sidecar.extproc.services import Services, UnknownPaths, UsageRecorder
+from policy_sidecar.extproc.services import Services, UnknownPaths, Unpriced, UsageRecorder
 from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
@@ -120,6 +120,7 @@ class Source:
     policies: PolicySource
     models: Mapping[str, ModelDeployment]
     unknown_paths: UnknownPaths
+    unpriced: Unpriced = "deny"
 
 
 def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
@@ -128,6 +129,7 @@ def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
         policies=StaticPolicySource(PolicyEngine(config.policies, cel_engine=settings.cel_engine)),
         models=config.models,
         unknown_paths=config.unknown_paths,
+        unpriced=config.unpriced,
     )
 
 
@@ -137,6 +139,7 @@ def production_source(settings: Settings, production: Production) -> Source:
         policies=production.policies,
         models=production.models,
         unknown_paths=settings.unknown_paths,
+        unpriced=settings.unpriced,
     )
 
 
@@ -159,6 +162,7 @@ def build_services(
         models=source.models,
         prices=CatalogPriceBook(source.models),
         unknown_paths=source.unknown_paths,
+        unpriced=source.unpriced,
         inject_stream_usage=settings.inject_stream_usage,
     )
 

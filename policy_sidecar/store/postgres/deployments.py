@@ -34,9 +34,9 @@ class ModelRepository:
         upstream_model: str,
         upstream_cluster: str,
         context_window: int | None = None,
-        input_price_per_mtok: Decimal = Decimal(0),
-        output_price_per_mtok: Decimal = Decimal(0),
-        cached_input_price_per_mtok: Decimal = Decimal(0),
+        input_price_per_mtok: Decimal | None = None,
+        output_price_per_mtok: Decimal | None = None,
+        cached_input_price_per_mtok: Decimal | None = None,
         enabled: bool = True,
     ) -> Model:
         async with self._pool.connection() as conn, conn.transaction():
@@ -107,9 +107,9 @@ class ModelRepository:
         upstream_model: str | Unset = UNSET,
         upstream_cluster: str | Unset = UNSET,
         context_window: int | Unset | None = UNSET,
-        input_price_per_mtok: Decimal | Unset = UNSET,
-        output_price_per_mtok: Decimal | Unset = UNSET,
-        cached_input_price_per_mtok: Decimal | Unset = UNSET,
+        input_price_per_mtok: Decimal | Unset | None = UNSET,
+        output_price_per_mtok: Decimal | Unset | None = UNSET,
+        cached_input_price_per_mtok: Decimal | Unset | None = UNSET,
         enabled: bool | Unset = UNSET,
     ) -> Model:
         changes: dict[str, Any] = _crud.set_fields(
