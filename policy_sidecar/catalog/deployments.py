@@ -21,3 +21,6 @@ class ModelDeployment:
     cached_input_price_per_mtok: float | None = 0.0
     output_price_per_mtok: float | None = 0.0
     enabled: bool = True
+    # The price book version these prices are (Postgres); None: not versioned (the
+    # standalone file). Stamped on every usage row priced with them.
+    price_version: int | None = None

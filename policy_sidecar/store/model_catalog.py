@@ -23,6 +23,7 @@ def deployment_from(model: Model) -> ModelDeployment:
         cached_input_price_per_mtok=_price(model.cached_input_price_per_mtok),
         output_price_per_mtok=_price(model.output_price_per_mtok),
         enabled=model.enabled,
+        price_version=model.price_version,
     )
 
 

@@ -125,6 +125,8 @@ class Model:
     version: int
     created_at: datetime
     updated_at: datetime
+    # The price book version of the current prices (a new one on every price change).
+    price_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

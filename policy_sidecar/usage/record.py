@@ -55,6 +55,9 @@ class UsageRecord:
     # metered route matched (docs/usage-recording.md, "Units").
     unit: str | None = None
     quantity: float = 0.0
+    # The price book version ``cost_usd`` was computed with (docs/providers.md, "Price
+    # versions"); None when unpriced or the prices are not versioned (standalone).
+    price_version: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.
