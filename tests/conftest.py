@@ -43,12 +43,18 @@ applications:
 models:
   - name: gpt-4o-mini
     provider: openai
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
   - name: gpt-4o
     provider: openai
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
   - name: fast
     provider: openai
     upstream_model: gpt-4o-mini
     route: cluster-b
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
   - name: retired
     provider: openai
     enabled: false

@@ -72,7 +72,9 @@ def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]
         out["context_window"] = m.context_window or None
     for name in _PRICES:
         if name in paths:
-            out[name] = parse_decimal(getattr(m, name), f"model.{name}", v)
+            # "" (or never set): unpriced, which is not free; "0" is free.
+            text = getattr(m, name).strip()
+            out[name] = parse_decimal(text, f"model.{name}", v) if text else None
     if "enabled" in paths:
         out["enabled"] = m.enabled
     return out

@@ -18,6 +18,12 @@ The formula, prices in USD per million tokens as on `ModelDeployment`::
   the Gemini parser adds ``thoughtsTokenCount`` in): they are priced as output once,
   never added a second time.
 - Negative counts count as 0.
+- A price is nullable: None is *unpriced* (unknown), 0 is free. A token route needs the
+  input and output prices (`missing_prices`); without one the cost is None, never 0,
+  and the request is refused or allowed and reported by the ``unpriced`` rule
+  (docs/providers.md, "Unpriced models"). A missing cached-input price falls back to
+  the input price, as a 0 one does (a cached price never set must not make cached
+  prompts free).
 
 Prices are read from the catalogue on every call (a dict lookup: the catalogue is
 cached in process and refreshed on change), so a price change applies from the next
@@ -32,21 +38,39 @@ from typing import Protocol
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.providers.base import Usage
 
-__all__ = ["CatalogPriceBook", "PriceBook", "cost_usd"]
+__all__ = ["CatalogPriceBook", "PriceBook", "cost_usd", "missing_prices"]
 
 _PER_MILLION = 1_000_000.0
 
 
-def cost_usd(usage: Usage, deployment: ModelDeployment) -> float:
-    """The cost of ``usage`` at ``deployment``'s prices (see the module docstring)."""
+def missing_prices(deployment: ModelDeployment, unit: str | None = "tokens") -> tuple[str, ...]:
+    """The names of the prices ``unit`` is billed by that ``deployment`` lacks (None).
+
+    Every metered route bills tokens today (``providers.units``); a route of another
+    unit whose price the catalogue cannot hold yet is unpriced as a whole.
+    """
+    if unit not in (None, "tokens"):
+        return (f"price per {unit}",)
+    return tuple(
+        name
+        for name in ("input_price_per_mtok", "output_price_per_mtok")
+        if getattr(deployment, name) is None
+    )
+
+
+def cost_usd(usage: Usage, deployment: ModelDeployment) -> float | None:
+    """The cost of ``usage`` at ``deployment``'s prices (see the module docstring);
+    None when the deployment is unpriced."""
+    input_price = deployment.input_price_per_mtok
+    output_price = deployment.output_price_per_mtok
+    if input_price is None or output_price is None:
+        return None
     prompt = max(usage.prompt_tokens, 0)
     cached = min(max(usage.cached_tokens, 0), prompt)
     completion = max(usage.completion_tokens, 0)
-    cached_price = deployment.cached_input_price_per_mtok or deployment.input_price_per_mtok
+    cached_price = deployment.cached_input_price_per_mtok or input_price
     return (
-        (prompt - cached) * deployment.input_price_per_mtok
-        + cached * cached_price
-        + completion * deployment.output_price_per_mtok
+        (prompt - cached) * input_price + cached * cached_price + completion * output_price
     ) / _PER_MILLION
 
 
@@ -104,5 +128,5 @@ class CatalogPriceBook:
         return None if deployment is None else cost_usd(usage, deployment)
 
 
-def _prices(m: ModelDeployment) -> tuple[float, float, float]:
+def _prices(m: ModelDeployment) -> tuple[float | None, float | None, float | None]:
     return (m.input_price_per_mtok, m.cached_input_price_per_mtok, m.output_price_per_mtok)

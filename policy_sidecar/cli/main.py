@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from policy_sidecar.cli.prices import add_prices_parser
 from policy_sidecar.envoy.accounts_file import load_accounts_file
 from policy_sidecar.envoy.render import CREDENTIALS_DIR, EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import SYSTEM_CA
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin", help="run the admin gRPC service (settings: docs/admin.md)")
     admin.add_argument("--port", type=int, help="gRPC port (POLICY_SIDECAR_ADMIN_PORT)")
     admin.set_defaults(func=_admin)
+
+    add_prices_parser(sub)
 
     demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
     demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")

@@ -15,6 +15,8 @@ from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.pricing import missing_prices
 from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.handover import to_metadata
@@ -31,7 +33,14 @@ from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.engine import PolicyEngine
 from policy_sidecar.providers import load_body
 from policy_sidecar.providers.base import Provider, Route, Usage
-from policy_sidecar.providers.paths import free_route, has_query_key, without_query_key
+from policy_sidecar.providers.paths import (
+    canonical_path,
+    free_route,
+    has_query_key,
+    without_query_key,
+)
+from policy_sidecar.providers.units import route_unit
+from policy_sidecar.providers.unmetered import not_metered
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,18 @@ class _Denial:
     policy_id: str | None = None
     details: dict[str, Any] | None = None
     headers: Mapping[str, str] | None = None
+
+
+def _unpriced(model: str, deployment: ModelDeployment, route: Route) -> _Denial | None:
+    """The refusal of a model whose route's price is not set (``unpriced: deny``)."""
+    missing = missing_prices(deployment, route_unit(route.provider, route.operation))
+    if not missing:
+        return None
+    message = (
+        f"model '{model}' has no price set for {', '.join(missing)}: its usage cannot be"
+        " metered, so it is refused until the platform team sets the price (0 for free)"
+    )
+    return _Denial(403, "model_unpriced", message, details={"missing_prices": list(missing)})
 
 
 _FAILURE: dict[str, Any] = {
@@ -111,6 +132,10 @@ class PolicyProcessor:
             )
             return self._deny(_Denial(403, "environment_disabled", message))
         self._identity = identity
+        unmetered = not_metered(path, headers)
+        if unmetered is not None:
+            message = f"{method} {canonical_path(path)}: {unmetered}"
+            return self._deny(_Denial(403, "endpoint_not_metered", message))
         declared = headers.get("content-length", "")
         if declared.isdigit():
             engine = await self._engine_for(identity)
@@ -159,6 +184,10 @@ class PolicyProcessor:
             return self._deny(_Denial(404, "model_not_found", f"model '{model}' is not deployed"))
         if deployment is not None and not deployment.enabled:
             return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
+        if deployment is not None and self._s.unpriced == "deny":
+            unpriced = _unpriced(model, deployment, route)
+            if unpriced is not None:
+                return self._deny(unpriced)
         estimated = await self._s.estimator.estimate_async(provider.name, parsed)
         facts = replace(
             self._facts,

@@ -21,6 +21,7 @@ from policy_sidecar.usage.record import UsageRecord
 log = logging.getLogger(__name__)
 
 UnknownPaths: TypeAlias = Literal["deny", "passthrough"]
+Unpriced: TypeAlias = Literal["deny", "allow_and_report"]
 
 
 class UsageRecorder(Protocol):
@@ -41,6 +42,9 @@ class Services:
     # A path that is neither a provider's metered endpoint nor a free route (listing
     # models): 404 (the default), or let it through unmetered.
     unknown_paths: UnknownPaths = "deny"
+    # A deployed model without the price its route bills by: 403 ``model_unpriced``
+    # (the default), or allowed and recorded with ``cost_usd`` None.
+    unpriced: Unpriced = "deny"
     # Prices for usage records and post-checks; None: `CatalogPriceBook(models)`.
     prices: PriceBook | None = None
     # Ask OpenAI-style streams for their usage chunk so usage is always known.

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from policy_sidecar.catalog.pricing import CatalogPriceBook
+from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.attributes import attributes_from_request
 from policy_sidecar.extproc.charging import estimated_usage
@@ -183,14 +183,17 @@ class UsageObserver:
     ) -> None:
         charged = estimate or usage
         prices = self._s.prices or CatalogPriceBook(self._s.models)
-        # Priced once, here, at the catalogue's current prices, before the post-checks.
-        cost = prices.cost(charged or Usage(), h.requested_model, h.served_model)
+        # Priced once, here, at the catalogue's current prices, before the post-checks;
+        # one lookup, so the cost and the price version stamped with it always agree.
+        deployment = prices.deployment(h.requested_model, h.served_model)
+        cost = None if deployment is None else cost_usd(charged or Usage(), deployment)
+        version = deployment.price_version if deployment is not None and cost is not None else None
         violations: tuple[str, ...] = ()
         try:
             await self._s.enforcer.settle(
                 h.charges,
                 charged,
-                prices.deployment(h.requested_model, h.served_model),
+                deployment,
                 estimated_prompt=h.estimated_tokens,
             )
             if h.provider is not None and usage is not None:
@@ -202,7 +205,9 @@ class UsageObserver:
                 for v in found:
                     observe_violation(v.policy_type, v.policy_id, "post_violation")
         finally:
-            self._s.recorder.record(replace(record, cost_usd=cost, post_violations=violations))
+            self._s.recorder.record(
+                replace(record, cost_usd=cost, price_version=version, post_violations=violations)
+            )
 
 
 def post_context(

@@ -29,12 +29,14 @@ MICRO = 1_000_000
 
 def cost_micro_usd(usage: Usage, deployment: ModelDeployment | None) -> int:
     """Cost in micro-dollars (rounded up) by the one formula, `pricing.cost_usd`;
-    0 without a deployment (an unpriced model does not consume a cost budget)."""
-    if deployment is None:
+    0 without a deployment or without its prices (an unpriced model, allowed only by
+    ``unpriced: allow_and_report``, does not consume a cost budget; it is reported)."""
+    cost = None if deployment is None else cost_usd(usage, deployment)
+    if cost is None:
         return 0
     # Rounded to a millionth of a micro-dollar first: float noise (1500.0000000000002)
     # must not round a whole micro-dollar up.
-    return math.ceil(round(cost_usd(usage, deployment) * MICRO, 6))
+    return math.ceil(round(cost * MICRO, 6))
 
 
 def _scope_parts(

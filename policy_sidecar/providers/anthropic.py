@@ -92,7 +92,25 @@ def extract(obj: Any) -> Raw | None:
     # message_start nests the message; message_delta and JSON bodies have usage on top.
     message = obj.get("message")
     usage = message.get("usage") if isinstance(message, dict) else obj.get("usage")
-    return int_fields(usage, _FIELDS) or None
+    return billed_iterations(usage) or int_fields(usage, _FIELDS) or None
+
+
+def billed_iterations(usage: Any) -> Raw | None:
+    """The sum over ``usage.iterations``, or None when there are none.
+
+    A response that ran server-side compaction reports each sampling step it billed
+    (the compaction summary, then the message) in ``usage.iterations``; the top-level
+    figures are the last step's only and leave the compaction out. What is billed, and
+    so what is metered, is the sum over the iterations.
+    """
+    iterations = usage.get("iterations") if isinstance(usage, dict) else None
+    if not isinstance(iterations, list):
+        return None
+    total: Raw = {}
+    for step in iterations:
+        for name, value in int_fields(step, _FIELDS).items():
+            total[name] = total.get(name, 0) + value
+    return total or None
 
 
 def to_usage(raw: Raw) -> Usage | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
 
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.store.records import Model
@@ -19,12 +20,17 @@ def deployment_from(model: Model) -> ModelDeployment:
         # A model on an account goes to the account's cluster (named after it).
         route=model.account or model.upstream_cluster or None,
         context_window=model.context_window,
-        input_price_per_mtok=float(model.input_price_per_mtok),
-        cached_input_price_per_mtok=float(model.cached_input_price_per_mtok),
-        output_price_per_mtok=float(model.output_price_per_mtok),
+        input_price_per_mtok=_price(model.input_price_per_mtok),
+        cached_input_price_per_mtok=_price(model.cached_input_price_per_mtok),
+        output_price_per_mtok=_price(model.output_price_per_mtok),
         enabled=model.enabled,
         account=model.account,
+        price_version=model.price_version,
     )
+
+
+def _price(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 class ModelCatalog(Mapping[str, ModelDeployment]):

@@ -118,15 +118,18 @@ class Model:
     upstream_model: str
     upstream_cluster: str
     context_window: int | None
-    input_price_per_mtok: Decimal
-    output_price_per_mtok: Decimal
-    cached_input_price_per_mtok: Decimal
+    # None: unpriced (unknown, not free).
+    input_price_per_mtok: Decimal | None
+    output_price_per_mtok: Decimal | None
+    cached_input_price_per_mtok: Decimal | None
     enabled: bool
     version: int
     created_at: datetime
     updated_at: datetime
     # The provider account (by name) whose cluster serves this model; None: upstream_cluster.
     account: str | None = None
+    # The price book version of the current prices (a new one on every price change).
+    price_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

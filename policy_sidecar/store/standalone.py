@@ -70,9 +70,10 @@ class _Model(_Strict):
     # A provider account (accounts[].name): routed to its cluster, under its quotas.
     account: Name | None = None
     context_window: Annotated[int, Field(gt=0)] | None = None
-    input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    cached_input_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
-    output_price_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    # Omitted or null: unpriced (refused or reported by ``unpriced``); 0: free.
+    input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    cached_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     enabled: bool = True
 
 
@@ -97,6 +98,7 @@ class _Policy(_Strict):
 class _File(_Strict):
     version: Literal[1] = 1
     unknown_paths: Literal["deny", "passthrough"] = "deny"
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
     applications: list[_App] = []
     accounts: list[_Account] = []
     models: list[_Model] = []
@@ -115,6 +117,7 @@ class StandaloneConfig:
     models: Mapping[str, ModelDeployment]
     policies: tuple[PolicyDefinition, ...]
     accounts: Mapping[str, ProviderAccount] = field(default_factory=dict)
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
 
 
 def load_standalone_config(path: str | Path) -> StandaloneConfig:
@@ -235,6 +238,7 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
     return StandaloneConfig(
         source=source,
         unknown_paths=raw.unknown_paths,
+        unpriced=raw.unpriced,
         keys=keys,
         models=models,
         policies=tuple(policies),

@@ -13,7 +13,8 @@ turns each such value into one the database stores, and says what it changed in
 * text: at most `MAX_TEXT` characters, no NUL, no unpaired surrogates; lists of text
   (violations, flags) at most `MAX_ITEMS` entries.
 * token counts: 0 to `MAX_TOKENS`; byte counts 0 to `MAX_BYTES`; status 0 to 999;
-  latencies and cost finite (else None) and not negative.
+  latencies and cost finite (else None) and not negative; the billed ``quantity``
+  finite, 0 to `MAX_QUANTITY` (else 0).
 
 `bound_record(bound_record(r)) == bound_record(r)`; a record already in bounds is
 returned as is (no copy), which is the case for every request but a hostile one.
@@ -35,6 +36,7 @@ __all__ = [
     "FLAG_VALUE_OUT_OF_RANGE",
     "MAX_BYTES",
     "MAX_ITEMS",
+    "MAX_QUANTITY",
     "MAX_REQUEST_ID",
     "MAX_TEXT",
     "MAX_TOKENS",
@@ -51,6 +53,8 @@ MAX_BYTES: Final = 2**53
 MAX_MS: Final = 1e12
 #: numeric(20, 10) holds less than 1e10.
 MAX_COST_USD: Final = 1e9
+#: A quantity in any unit (tokens, images, seconds…); numeric(20, 6) holds < 1e14.
+MAX_QUANTITY: Final = 1e12
 
 FLAG_REQUEST_ID_REPLACED: Final = "request_id_replaced"
 FLAG_TEXT_TRUNCATED: Final = "text_truncated"
@@ -62,7 +66,7 @@ _ID_NAMESPACE: Final = uuid.UUID("6f1c3b7e-4a52-4d8e-9c1a-2b7e5d0f9a31")
 
 _TEXT_FIELDS: Final = (
     "org_id", "app_id", "environment", "api_key_id", "provider", "operation",
-    "requested_model", "served_model", "denied_by", "client_request_id",
+    "requested_model", "served_model", "denied_by", "client_request_id", "unit",
 )  # fmt: skip
 _LIST_FIELDS: Final = ("shadow_violations", "post_violations")
 _TOKEN_FIELDS: Final = (
@@ -109,6 +113,9 @@ def bound_record(record: UsageRecord) -> UsageRecord:
             # NaN or infinity would poison every rollup sum it joins.
             changes[name] = min(max(value, 0.0), ceiling) if math.isfinite(value) else None
             _flag(flags, FLAG_VALUE_OUT_OF_RANGE)
+    if (q := _clamp_quantity(record.quantity)) is not None:
+        changes["quantity"] = q
+        _flag(flags, FLAG_VALUE_OUT_OF_RANGE)
     old_flags = record.usage_flags
     new_flags = tuple(clean_text(f) for f in old_flags[:MAX_ITEMS])
     new_flags += tuple(f for f in flags if f not in new_flags)
@@ -150,6 +157,19 @@ def _clamp_int(value: object, ceiling: int) -> int | None:
     except (TypeError, ValueError, OverflowError):
         return 0
     return min(max(n, 0), ceiling)
+
+
+def _clamp_quantity(value: object) -> float | None:
+    """The bounded quantity, or None when `value` is already a float in bounds."""
+    if type(value) in (int, float) and 0.0 <= value <= MAX_QUANTITY:  # type: ignore[operator]
+        return None
+    try:
+        q = float(value)  # type: ignore[arg-type]  # an int or str from an old spool
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if not math.isfinite(q):
+        return 0.0
+    return min(max(q, 0.0), MAX_QUANTITY)
 
 
 def _flag(flags: list[str], flag: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from policy_sidecar.catalog.deployments import ModelDeployment
-from policy_sidecar.catalog.pricing import CatalogPriceBook, PriceBook
+from policy_sidecar.catalog.pricing import CatalogPriceBook, PriceBook, cost_usd
 from policy_sidecar.providers.base import Usage
 from policy_sidecar.usage.record import UsageRecord
 
@@ -40,8 +40,12 @@ class Pricing:
         return self.book.cost(record_usage(record), record.requested_model, record.served_model)
 
     def apply(self, record: UsageRecord) -> UsageRecord:
-        """`record` with `cost_usd` set, or unchanged when it has one or no price is known."""
+        """`record` with `cost_usd` (and the price version it was computed with) set, or
+        unchanged when it has a cost or no price is known."""
         if record.cost_usd is not None:
             return record
-        cost = self.cost(record)
-        return record if cost is None else replace(record, cost_usd=cost)
+        deployment = self.book.deployment(record.requested_model, record.served_model)
+        cost = None if deployment is None else cost_usd(record_usage(record), deployment)
+        if deployment is None or cost is None:
+            return record
+        return replace(record, cost_usd=cost, price_version=deployment.price_version)

@@ -50,6 +50,14 @@ class UsageRecord:
     # ``request_id`` was replaced; and what ``usage.bounds`` changed (docs/usage-recording.md).
     client_request_id: str | None = None
     usage_flags: tuple[str, ...] = ()
+    # What the route bills by (``providers.units``: tokens, images, characters, seconds,
+    # search_units, requests) and how much of it this request used; None and 0 when no
+    # metered route matched (docs/usage-recording.md, "Units").
+    unit: str | None = None
+    quantity: float = 0.0
+    # The price book version ``cost_usd`` was computed with (docs/providers.md, "Price
+    # versions"); None when unpriced or the prices are not versioned (standalone).
+    price_version: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.

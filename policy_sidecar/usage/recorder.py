@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from policy_sidecar.usage.backoff import Backoff
 from policy_sidecar.usage.bounds import bound_record
 from policy_sidecar.usage.cost import Pricing
+from policy_sidecar.usage.metering import metered
 from policy_sidecar.usage.metrics import RecorderMetrics, default_metrics
 from policy_sidecar.usage.record import UsageRecord
 from policy_sidecar.usage.sinks import UsageSink
@@ -104,7 +105,7 @@ class BatchingRecorder:
 
     def record(self, record: UsageRecord) -> None:
         try:
-            record = self._bounded(record)
+            record = metered(self._bounded(record))
             if self._closed:
                 self._spiller.drop([record], "recorder closed")
             elif len(self._queue) < self._max_queue:
@@ -261,7 +262,7 @@ class BatchingRecorder:
         # Spooled by an older version, a record may be out of bounds: bounded here (the
         # same record always gets the same replacement id); anything the sink still
         # refuses is quarantined by the writer, so no record can block the replay.
-        records = [self._bounded(r, replayed=True) for r in batch.records]
+        records = [metered(self._bounded(r, replayed=True)) for r in batch.records]
         if not await self._writer.store(records):
             self._count_retried(len(batch.records))
             self._go_down()

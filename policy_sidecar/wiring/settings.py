@@ -26,6 +26,7 @@
 | POLICY_SIDECAR_UNKNOWN_PATHS | deny | production: `deny` (404) or `passthrough` unknown paths |
 | POLICY_SIDECAR_CDS_PATH | (none: no account clusters) | CDS file of the accounts' clusters |
 | POLICY_SIDECAR_CREDENTIALS_DIR | /etc/policy-sidecar/credentials | Envoy's `<ref>.yaml` secrets |
+| POLICY_SIDECAR_UNPRICED | deny | production: unpriced models `deny` (403) or `allow_and_report` |
 | PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
 
 Nothing else in the package reads the environment: `read_environment` is the one
@@ -91,6 +92,7 @@ class Settings:
     unknown_paths: Literal["deny", "passthrough"] = "deny"
     cds_path: str | None = None
     credentials_dir: str = "/etc/policy-sidecar/credentials"
+    unpriced: Literal["deny", "allow_and_report"] = "deny"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +146,7 @@ class Settings:
             unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
             cds_path=get("CDS_PATH"),
             credentials_dir=get("CREDENTIALS_DIR") or defaults.credentials_dir,
+            unpriced=_unpriced(get("UNPRICED")),
         )
 
 
@@ -216,3 +219,11 @@ def _positive_int(name: str, value: str | None, default: int) -> int:
     if result < 1:
         raise SettingsError(f"{PREFIX}{name}: must be at least 1")
     return result
+
+
+def _unpriced(value: str | None) -> Literal["deny", "allow_and_report"]:
+    if value is None or value == "deny":
+        return "deny"
+    if value == "allow_and_report":
+        return "allow_and_report"
+    raise SettingsError(f"{PREFIX}UNPRICED: expected deny or allow_and_report, got {value!r}")

@@ -28,7 +28,7 @@ from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.extproc.server import ExternalProcessor
-from policy_sidecar.extproc.services import Services, UnknownPaths, UsageRecorder
+from policy_sidecar.extproc.services import Services, UnknownPaths, Unpriced, UsageRecorder
 from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
@@ -124,6 +124,7 @@ class Source:
     unknown_paths: UnknownPaths
     # Provider accounts by name: their quotas apply to the models on them.
     accounts: Mapping[str, ProviderAccount]
+    unpriced: Unpriced = "deny"
 
 
 def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
@@ -133,6 +134,7 @@ def standalone_source(settings: Settings, config: StandaloneConfig) -> Source:
         models=config.models,
         unknown_paths=config.unknown_paths,
         accounts=config.accounts,
+        unpriced=config.unpriced,
     )
 
 
@@ -143,6 +145,7 @@ def production_source(settings: Settings, production: Production) -> Source:
         models=production.models,
         unknown_paths=settings.unknown_paths,
         accounts=production.accounts,
+        unpriced=settings.unpriced,
     )
 
 
@@ -170,6 +173,7 @@ def build_services(
         models=source.models,
         prices=CatalogPriceBook(source.models),
         unknown_paths=source.unknown_paths,
+        unpriced=source.unpriced,
         inject_stream_usage=settings.inject_stream_usage,
     )
 

@@ -29,7 +29,8 @@ async def test_crud(client: Client, publisher) -> None:
     ).model
     assert created.id.startswith("mdl_")
     assert (created.input_price_per_mtok, created.output_price_per_mtok) == ("0.15", "0.6")
-    assert created.cached_input_price_per_mtok == "0"
+    # Never set: unpriced ("" on the wire, NULL in the table; cached falls back to input).
+    assert created.cached_input_price_per_mtok == ""
     by_name = await client.models.GetModel(pb.GetModelRequest(id="gpt-4o-mini"), metadata=READ)
     by_id = await client.models.GetModel(pb.GetModelRequest(id=created.id), metadata=READ)
     assert by_name.model == by_id.model == created
@@ -87,3 +88,12 @@ async def test_duplicate_name(client: Client) -> None:
     await client.models.CreateModel(pb.CreateModelRequest(model=MINI), metadata=AUTH)
     exc = await fails(client.models.CreateModel(pb.CreateModelRequest(model=MINI), metadata=AUTH))
     assert exc.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_an_empty_price_is_unpriced_and_zero_is_free(client: Client) -> None:
+    unpriced = _model(name="unpriced", input_price_per_mtok="", output_price_per_mtok="")
+    free = _model(name="free", input_price_per_mtok="0", output_price_per_mtok="0")
+    a = await client.models.CreateModel(pb.CreateModelRequest(model=unpriced), metadata=AUTH)
+    b = await client.models.CreateModel(pb.CreateModelRequest(model=free), metadata=AUTH)
+    assert (a.model.input_price_per_mtok, a.model.output_price_per_mtok) == ("", "")
+    assert (b.model.input_price_per_mtok, b.model.output_price_per_mtok) == ("0", "0")

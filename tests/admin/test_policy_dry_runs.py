@@ -271,6 +271,8 @@ async def test_cost_limit_uses_the_model_prices(client: Client) -> None:
                 upstream_model="gpt-4o-mini",
                 upstream_cluster="openai",
                 input_price_per_mtok="0.15",
+                # Set, or the model is unpriced (an empty price is not 0).
+                output_price_per_mtok="0",
             )
         ),
         metadata=AUTH,
@@ -300,6 +302,8 @@ async def test_cel_post_check_on_cost_sees_the_model_prices(client: Client) -> N
                 upstream_model="gpt-4o-mini",
                 upstream_cluster="openai",
                 input_price_per_mtok="0.15",
+                # Set, or the model is unpriced (an empty price is not 0).
+                output_price_per_mtok="0",
             )
         ),
         metadata=AUTH,

@@ -8,7 +8,7 @@ import pytest
 
 from policy_sidecar.admin.policy_check import priced
 from policy_sidecar.catalog.deployments import ModelDeployment
-from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
+from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd, missing_prices
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.limits import TokenLimitPolicy, cost_micro_usd
 from policy_sidecar.providers.base import Usage
@@ -136,3 +136,46 @@ def test_dry_run_prices_the_sample_with_the_same_formula() -> None:
     )
     assert priced(post, PRICED).cost_usd == cost_usd(usage(1000, 200, cached=400), PRICED)
     assert priced(post, None).cost_usd is None
+
+
+UNPRICED = ModelDeployment(
+    "u", "openai", "gpt-x", input_price_per_mtok=None, output_price_per_mtok=None
+)
+FREE = ModelDeployment("f", "openai", "gpt-x", input_price_per_mtok=0.0, output_price_per_mtok=0.0)
+
+
+def test_an_unpriced_deployment_has_no_cost_not_a_zero_one() -> None:
+    u = usage(1000, 200)
+    assert cost_usd(u, UNPRICED) is None
+    assert cost_usd(u, replace(PRICED, output_price_per_mtok=None)) is None
+    assert CatalogPriceBook({"u": UNPRICED}).cost(u, "u") is None
+    # A cost budget is not consumed by an unpriced model (allowed only when reported).
+    assert cost_micro_usd(u, UNPRICED) == 0
+
+
+def test_zero_is_free_and_priced() -> None:
+    assert cost_usd(usage(1000, 200), FREE) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("deployment", "unit", "missing"),
+    [
+        (PRICED, "tokens", ()),
+        (FREE, "tokens", ()),
+        (UNPRICED, "tokens", ("input_price_per_mtok", "output_price_per_mtok")),
+        (replace(PRICED, input_price_per_mtok=None), "tokens", ("input_price_per_mtok",)),
+        # A missing cached price falls back to the input price: not missing.
+        (replace(PRICED, cached_input_price_per_mtok=None), "tokens", ()),
+        (PRICED, None, ()),
+        (PRICED, "images", ("price per images",)),
+    ],
+)
+def test_missing_prices_name_what_the_route_needs(
+    deployment: ModelDeployment, unit: str | None, missing: tuple[str, ...]
+) -> None:
+    assert missing_prices(deployment, unit) == missing
+
+
+def test_a_missing_cached_price_falls_back_to_the_input_price() -> None:
+    d = replace(PRICED, cached_input_price_per_mtok=None)
+    assert cost_usd(usage(prompt=1000, cached=400), d) == pytest.approx(1000 * 2.5 / 1e6)

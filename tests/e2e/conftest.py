@@ -23,8 +23,8 @@ applications:
       - environment: dev
         key: {KEY}
 models:
-  - {{name: gpt-4o-mini, provider: openai}}
-  - {{name: gpt-4o, provider: openai}}
+  - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+  - {{name: gpt-4o, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
 policies:
   - id: pol-allow
     name: mini only

@@ -27,9 +27,16 @@ applications:
       - environment: dev
         key: {KEY}
 models:
-  - {{{{name: gpt-4o-mini, provider: openai}}}}
-  - {{{{name: gpt-4o, provider: openai}}}}
-  - {{{{name: gemini-2.0-flash, provider: gemini}}}}
+  - name: gpt-4o-mini
+    provider: openai
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
+  - {{{{name: gpt-4o, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}}}
+  - name: gemini-2.0-flash
+    provider: gemini
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
+  - {{{{name: no-price, provider: openai, upstream_model: gpt-4o-mini}}}}
 policies:
   - id: pol-allow
     name: no gpt-4o
@@ -59,8 +66,15 @@ def test_edge(edge_stack: Stack, request: pytest.FixtureRequest) -> None:
         edge_checks.check_unmetered_endpoints_are_denied(url, KEY)
     else:
         # Opting in forwards unknown endpoints unmetered, and only those.
-        reply = edge_checks.send(url, "POST", "/v1/batches", key=KEY, body={})
+        reply = edge_checks.send(url, "POST", "/v1/assistants", key=KEY, body={})
         assert reply.upstream == "fake-provider"
+    edge_checks.check_not_metered_endpoints_are_denied(url, KEY)
+    # A deployed model without prices is refused (unpriced: deny, the default).
+    unpriced = {**edge_checks.CHAT, "model": "no-price"}
+    reply = edge_checks.send(url, "POST", "/v1/chat/completions", key=KEY, body=unpriced)
+    assert (reply.status, reply.upstream) == (403, None), reply
+    assert reply.error["code"] == "model_unpriced", reply
+    assert "input_price_per_mtok" in reply.error["message"], reply
     edge_checks.check_free_routes_are_allowed(url, KEY)
     edge_checks.check_no_spelling_bypasses_policy(url, KEY)
     edge_checks.check_internal_headers_never_pass(url, KEY)

@@ -28,11 +28,30 @@ applications:
     org_id: any-org
     keys: [{{environment: dev, key: {KEY}}}]
 models:
-  - {{name: gpt-4o-mini, provider: openai}}
-  - {{name: ghost, provider: openai, upstream_model: gpt-4o-mini, route: nosuch}}
-  - {{name: closed, provider: openai, upstream_model: gpt-4o-mini, route: closedport}}
-  - {{name: claude-ghost, provider: anthropic, route: nosuch}}
-  - {{name: tls, provider: openai, upstream_model: gpt-4o-mini, route: tlsplain}}
+  - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+  - name: ghost
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: nosuch
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
+  - name: closed
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: closedport
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
+  - name: claude-ghost
+    provider: anthropic
+    route: nosuch
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
+  - name: tls
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: tlsplain
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
 """
 # A cluster that speaks TLS to the plain-HTTP fake provider: the handshake fails.
 TLS_SOCKET = """    transport_socket:

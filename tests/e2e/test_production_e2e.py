@@ -271,13 +271,22 @@ def test_usage_rows_and_rollups_match_what_every_provider_reported(
         assert row["app_id"] == env.app_id
         assert row["api_key_id"] == env.key_id
         assert row["usage_reported"] is True
+        # Every metered route here bills tokens: the row says so, with the billed total.
+        assert (row["unit"], float(row["quantity"])) == ("tokens", row["total_tokens"]), rid
     # Cost from the deployment's prices per million tokens (gpt-4o-mini: 0.15 in, 0.60 out).
     oai_row = found[f"oai-{run_id}-0"]
     want_cost = (oai_row["prompt_tokens"] * 0.15 + oai_row["completion_tokens"] * 0.60) / 1e6
     assert float(oai_row["cost_usd"]) == pytest.approx(want_cost, rel=1e-6)
+    # Stamped with the price book version it was priced with (the model's current one).
+    with psycopg.connect(env.dsn) as conn:
+        current = conn.execute(
+            "SELECT price_version FROM models WHERE name = 'gpt-4o-mini'"
+        ).fetchone()
+    assert current is not None and oai_row["price_version"] == current[0] is not None
     row = found[denied]
     assert (row["decision"], row["status_code"], row["requested_model"]) == ("deny", 403, "gpt-4o")
     assert row["denied_by"] is not None
+    assert (row["unit"], float(row["quantity"])) == ("tokens", 0.0)
 
     async def totals() -> Any:
         pool = await open_pool(env.dsn)

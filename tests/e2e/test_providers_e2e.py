@@ -281,8 +281,13 @@ def test_model_deployment_routes_to_its_cluster(tmp_path: Path) -> None:
         OPEN_CONFIG
         + """
 models:
-  - {name: gpt-4o-mini, provider: openai}
-  - {name: fast, provider: openai, upstream_model: gpt-4o-mini, route: secondary}
+  - {name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}
+  - name: fast
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: secondary
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
 """
     )
     stack = new_stack(tmp_path, workers=1)

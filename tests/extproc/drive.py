@@ -36,7 +36,12 @@ applications:
 models:
   - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15,
       output_price_per_mtok: 0.6}}
-  - {{name: fast, provider: openai, upstream_model: gpt-4o-mini, route: cluster-b}}
+  - name: fast
+    provider: openai
+    upstream_model: gpt-4o-mini
+    route: cluster-b
+    input_price_per_mtok: 0.15
+    output_price_per_mtok: 0.6
 policies:
   - id: p-size
     name: one MiB

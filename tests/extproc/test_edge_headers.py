@@ -28,10 +28,8 @@ def status_of(response: object) -> int | None:
         ("GET", "/v1/models/gpt-4o-mini", None),
         ("GET", "/v1beta/models", None),
         ("POST", "/v1/images/generations", 404),
-        ("POST", "/v1/batches", 404),
         ("POST", "/v1/audio/speech", 404),
-        ("POST", "/v1/files", 404),
-        ("GET", "/v1/files", 404),
+        ("POST", "/v1/assistants", 404),
         ("GET", "/v1/models/", 404),
         ("DELETE", "/v1/models/ft-x", 404),
     ],
@@ -102,3 +100,34 @@ async def test_query_key_works_on_gemini_and_is_not_forwarded(
     assert status_of(response) is None
     mutation = response.request_headers.response.header_mutation
     assert header_dict(mutation)[":path"] == forwarded
+
+
+@pytest.mark.parametrize("rule", ["deny", "passthrough"])
+@pytest.mark.parametrize(
+    ("method", "path", "extra"),
+    [
+        ("POST", "/v1/batches", {}),
+        ("GET", "/v1/files", {}),
+        ("POST", "/v1/messages/batches", {}),
+        ("GET", "/v1/realtime?model=gpt-realtime", {}),
+        ("GET", "/v1/responses", {"connection": "Upgrade", "upgrade": "websocket"}),
+    ],
+)
+async def test_unmetered_endpoints_are_403_even_when_unknown_paths_pass_through(
+    make_services: Callable[..., Services],
+    recorder: ListRecorder,
+    rule: str,
+    method: str,
+    path: str,
+    extra: dict[str, str],
+) -> None:
+    p = PolicyProcessor(make_services(unknown_paths=rule))
+    body = b"{}" if method == "POST" else None
+    headers = request_headers(KEY, path=path, method=method, body=body, extra=extra)
+    response = await p.on_request_headers(headers)
+    assert status_of(response) == 403
+    error = json.loads(response.immediate_response.body)["error"]
+    assert error["code"] == "endpoint_not_metered"
+    assert "not metered" in error["message"]
+    [record] = recorder.records
+    assert (record.decision, record.status_code, record.app_id) == ("deny", 403, "app1")

@@ -224,7 +224,7 @@ async def test_unknown_path_rule(
 ) -> None:
     p = PolicyProcessor(make_services(unknown_paths=rule))
     response = await p.on_request_headers(
-        request_headers(KEY, path="/v1/batches", method="GET", body=None)
+        request_headers(KEY, path="/v1/assistants", method="GET", body=None)
     )
     if expect_status is None:
         assert response.WhichOneof("response") == "request_headers"

@@ -36,6 +36,14 @@ CASES = [
     ),
     ("/v1/messages", "anthropic/messages_response.json", False, Usage(188107, 393, 188500, 0)),
     ("/v1/messages", "anthropic/messages_stream.txt", True, Usage(188113, 15, 188128, 188086)),
+    # Server-side compaction: billed = the sum over usage.iterations (180000 + 23000 in,
+    # 3500 + 1000 out), not the top-level figures (23000 / 1000) that leave it out.
+    (
+        "/v1/messages",
+        "anthropic/messages_compaction_response.json",
+        False,
+        Usage(203000, 4500, 207500, 0),
+    ),
     ("/v1/chat", "cohere/v1_chat_response.json", False, Usage(31, 17, 48)),
     ("/v1/chat", "cohere/v1_chat_stream.txt", True, Usage(31, 12, 43)),
     ("/v2/chat", "cohere/v2_chat_response.json", False, Usage(5, 418, 423)),
@@ -145,3 +153,26 @@ def test_large_json_body_reads_usage_from_tail() -> None:
     )
     assert len(body) > 2 * 1024 * 1024
     assert parse("/v1/embeddings", body, streaming=False) == Usage(4242, 0, 4242)
+
+
+def test_anthropic_iterations_sum_every_billed_field() -> None:
+    from policy_sidecar.providers.anthropic import billed_iterations, extract
+
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "iterations": [
+            {"type": "compaction", "input_tokens": 100, "output_tokens": 30,
+             "cache_read_input_tokens": 40},
+            {"type": "message", "input_tokens": 10, "output_tokens": 5,
+             "cache_creation_input_tokens": 7, "cache_read_input_tokens": 2},
+            "garbage",
+        ],
+    }  # fmt: skip
+    assert billed_iterations(usage) == {
+        "input": 110, "output": 35, "cache_read": 42, "cache_creation": 7
+    }  # fmt: skip
+    # No iterations, an empty or malformed list: the top-level figures.
+    for iterations in ([], None, "x", [{"type": "message"}]):
+        top = extract({"usage": {"input_tokens": 10, "output_tokens": 5, "iterations": iterations}})
+        assert top == {"input": 10, "output": 5}

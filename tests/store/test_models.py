@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from policy_sidecar.store.model_catalog import deployment_from
 from policy_sidecar.store.postgres import (
     AlreadyExistsError,
     InvalidError,
@@ -86,3 +87,22 @@ async def test_invalid(models: ModelRepository, kwargs: dict[str, object]) -> No
     }
     with pytest.raises(InvalidError):
         await models.create(**args)  # type: ignore[arg-type]
+
+
+async def test_a_price_never_set_is_null_unpriced_and_zero_is_free(
+    models: ModelRepository,
+) -> None:
+    unpriced = await models.create(
+        name="new", provider="openai", upstream_model="new", upstream_cluster="openai"
+    )
+    assert unpriced.input_price_per_mtok is None and unpriced.output_price_per_mtok is None
+    d = deployment_from(unpriced)
+    assert (d.input_price_per_mtok, d.output_price_per_mtok) == (None, None)
+    free = await models.update(
+        unpriced.id,
+        version=1,
+        input_price_per_mtok=Decimal(0),
+        output_price_per_mtok=Decimal(0),
+    )
+    d = deployment_from(free)
+    assert (d.input_price_per_mtok, d.output_price_per_mtok) == (0.0, 0.0)

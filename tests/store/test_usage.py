@@ -25,7 +25,8 @@ async def test_insert_roundtrips_every_field(pool: Pool) -> None:
     rec = make_records(1, start=T0, span=timedelta(seconds=1))[0]
     rec = UsageRecord(**{**rec.to_json_dict(), "started_at": rec.started_at,
                          "shadow_violations": ("a", "b"), "post_violations": ("c",),
-                         "cost_usd": 0.0123, "latency_ms": 12.5})  # fmt: skip
+                         "cost_usd": 0.0123, "latency_ms": 12.5, "unit": "seconds",
+                         "quantity": 12.25})  # fmt: skip
     assert await UsageRepository(pool).insert_batch([rec]) == 1
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT * FROM usage_metrics")
@@ -37,7 +38,7 @@ async def test_insert_roundtrips_every_field(pool: Pool) -> None:
         got = stored[field]
         if field == "started_at":
             got = got.isoformat()
-        elif field == "cost_usd":
+        elif field in ("cost_usd", "quantity"):
             got = float(got)
         assert got == value, field
 

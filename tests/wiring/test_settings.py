@@ -43,6 +43,7 @@ def test_bad_ports(text: str) -> None:
         ("GRACE_SECONDS", "soon"),
         ("GRACE_SECONDS", "-1"),
         ("UNKNOWN_PATHS", "allow"),
+        ("UNPRICED", "allow"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -56,6 +57,15 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 def test_unknown_paths_are_denied_unless_set(value: str | None, rule: str) -> None:
     env = {} if value is None else {"POLICY_SIDECAR_UNKNOWN_PATHS": value}
     assert Settings.from_env(env).unknown_paths == rule
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [(None, "deny"), ("deny", "deny"), ("allow_and_report", "allow_and_report")],
+)
+def test_unpriced_models_are_denied_unless_set(value: str | None, rule: str) -> None:
+    env = {} if value is None else {"POLICY_SIDECAR_UNPRICED": value}
+    assert Settings.from_env(env).unpriced == rule
 
 
 def test_usage_recorder_settings() -> None:

@@ -37,7 +37,7 @@ def _row(r: UsageRecord) -> tuple[object, ...]:
         # Binary COPY wants a Decimal for numeric; repr gives the shortest exact decimal.
         None if r.cost_usd is None else Decimal(repr(r.cost_usd)), r.denied_by,
         list(r.shadow_violations), list(r.post_violations), r.client_request_id,
-        list(r.usage_flags),
+        list(r.usage_flags), r.unit, Decimal(repr(float(r.quantity))), r.price_version,
     )  # fmt: skip
 
 
