@@ -215,6 +215,8 @@ def test_an_account_created_at_run_time_reaches_envoy_and_serves_its_models(
                         provider="openai",
                         upstream_model="gpt-4o-mini",
                         account="tls-acc",
+                        input_price_per_mtok="0.15",
+                        output_price_per_mtok="0.6",
                         enabled=True,
                     )
                     await models_pb2_grpc.ModelServiceStub(channel).CreateModel(

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.e2e
 
 OPENAI_HOST = "api.openai.com"
 AZURE_HOST = "contoso.openai.azure.com"
+# Priced: an unpriced model is refused before it reaches the provider.
+PRICES = "input_price_per_mtok: 0.1, output_price_per_mtok: 1"
 CONFIG = f"""
 version: 1
 applications:
@@ -41,11 +43,13 @@ applications:
     org_id: tls-org
     keys: [{{environment: dev, key: {KEY}}}]
 models:
-  - {{name: gpt-4o-mini, provider: openai, route: openai-main}}
-  - {{name: wrong-ca, provider: openai, upstream_model: gpt-4o-mini, route: openai-wrong-ca}}
-  - {{name: wrong-san, provider: openai, upstream_model: gpt-4o-mini, route: openai-wrong-san}}
-  - {{name: busy, provider: openai, upstream_model: gpt-4o-mini, route: openai-busy}}
-  - {{name: gpt-4o, provider: azure, route: azure-eu}}
+  - {{name: gpt-4o-mini, provider: openai, route: openai-main, {PRICES}}}
+  - {{name: wrong-ca, provider: openai, upstream_model: gpt-4o-mini,
+      route: openai-wrong-ca, {PRICES}}}
+  - {{name: wrong-san, provider: openai, upstream_model: gpt-4o-mini,
+      route: openai-wrong-san, {PRICES}}}
+  - {{name: busy, provider: openai, upstream_model: gpt-4o-mini, route: openai-busy, {PRICES}}}
+  - {{name: gpt-4o, provider: azure, route: azure-eu, {PRICES}}}
 """
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi."}]}
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
