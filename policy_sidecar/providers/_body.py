@@ -67,6 +67,12 @@ def load_body(data: bytes) -> dict[str, Any]:
         body = json.loads(data, parse_float=_finite, parse_constant=_no_constant)
     except RecursionError:  # far deeper than the limit: the C parser gave up first
         raise _nested_too_deeply() from None
+    except ValueError as exc:
+        # An integer longer than Python's int conversion limit (4300 digits): say so
+        # plainly rather than echo the interpreter's advice about sys settings.
+        if "integer string conversion" in str(exc):
+            raise RequestError("a number in the body has too many digits") from None
+        raise
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     # Counting opening brackets (in any encoding) bounds the depth: most bodies stop here.

@@ -69,6 +69,28 @@ def _model(body: Mapping[str, Any], deployment: str | None) -> str:
     return req_model(body)
 
 
+# OpenAI's documented bound on `n` (and `best_of`): choices generated per request.
+MAX_CHOICES = 128
+
+
+def _choices(body: Mapping[str, Any], *keys: str) -> int:
+    """How many completions one request generates (`n`, `best_of`): each is billed."""
+    most = 1
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if not is_int(value) or not 1 <= value <= MAX_CHOICES:
+            raise RequestError(f"'{key}' must be an integer from 1 to {MAX_CHOICES}")
+        most = max(most, int(value))
+    return most
+
+
+def _times(tokens: int | None, choices: int) -> int | None:
+    """The output budget of the whole request: every choice may use ``max_tokens``."""
+    return None if tokens is None else tokens * choices
+
+
 def parse_chat(body: Mapping[str, Any], *, model_default: str | None = None) -> ParsedRequest:
     messages: list[PromptMessage] = []
     extra: list[str] = []
@@ -92,7 +114,9 @@ def parse_chat(body: Mapping[str, Any], *, model_default: str | None = None) -> 
     return ParsedRequest(
         model=_model(body, model_default),
         stream=opt_bool(body, "stream"),
-        max_output_tokens=first_int(body, "max_completion_tokens", "max_tokens"),
+        max_output_tokens=_times(
+            first_int(body, "max_completion_tokens", "max_tokens"), _choices(body, "n")
+        ),
         messages=tuple(messages),
         extra_text=tuple(extra),
         image_count=images,
@@ -131,7 +155,9 @@ def parse_completion(body: Mapping[str, Any], *, model_default: str | None = Non
         model=_model(body, model_default),
         stream=opt_bool(body, "stream"),
         # The API's default is 16 when max_tokens is absent.
-        max_output_tokens=16 if max_tokens is None else max_tokens,
+        max_output_tokens=_times(
+            16 if max_tokens is None else max_tokens, _choices(body, "n", "best_of")
+        ),
         extra_text=tuple(texts),
         pretokenized_tokens=tokens,
     )

@@ -86,6 +86,14 @@ async def test_pagination_and_filters(client: Client) -> None:
         if not token:
             break
     assert seen == ids and pages == 3
+    # A token is opaque: a guessed id, another list's token or garbage is refused, never
+    # silently taken as a position in the list.
+    for bad in (ids[1], "!!not-a-token", "cG9saWN5fGEx"):  # the last: "policy|a1"
+        exc = await fails(
+            client.apps.ListApplications(pb.ListApplicationsRequest(page_token=bad), metadata=AUTH)
+        )
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(field_violations(exc)) == {"page_token"}
     exc = await fails(
         client.apps.ListApplications(pb.ListApplicationsRequest(page_size=501), metadata=AUTH)
     )

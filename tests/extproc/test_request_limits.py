@@ -54,6 +54,14 @@ CASES: list[tuple[str, str, bytes, str]] = [
     ("max_tokens true", "openai-chat", chat(max_tokens=True), "got boolean"),
     ("max_tokens 1e400", "openai-chat", b'{"model":"m","messages":[],"max_tokens":1e400}', "1e400"),
     ("temperature 1e400", "openai-chat", chat()[:-1] + b',"temperature":1e400}', "out of range"),
+    (
+        "temperature 5,001 digits",
+        "openai-chat",
+        chat()[:-1] + b',"temperature":' + b"1" * 5001 + b"}",
+        "a number in the body has too many digits",
+    ),
+    ("n 400 digits", "openai-chat", chat(n=HUGE), "'n' must be an integer from 1 to 128"),
+    ("n zero", "openai-chat", chat(n=0), "'n' must be an integer from 1 to 128"),
     ("temperature NaN", "openai-chat", chat()[:-1] + b',"temperature":NaN}', "NaN"),
     (
         "responses max_output_tokens",

@@ -176,6 +176,20 @@ CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 
 
+def test_every_choice_may_use_max_tokens() -> None:
+    """`n` completions (and `best_of` on completions) each may run to max_tokens: the
+    request's output budget, which the token limits reserve, is their product."""
+    chat = parse(CHAT, {"model": "m", "messages": [], "max_tokens": 100, "n": 3})
+    assert chat.max_output_tokens == 300
+    assert parse(CHAT, {"model": "m", "messages": [], "n": 3}).max_output_tokens is None
+    completion = parse("/v1/completions", {"model": "m", "prompt": "x", "n": 2, "best_of": 5})
+    assert completion.max_output_tokens == 16 * 5
+    with pytest.raises(RequestError, match="'n' must be an integer from 1 to 128"):
+        parse(CHAT, {"model": "m", "messages": [], "n": 129})
+    with pytest.raises(RequestError, match="'best_of' must be an integer from 1 to 128"):
+        parse("/v1/completions", {"model": "m", "prompt": "x", "best_of": 1.5})
+
+
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [

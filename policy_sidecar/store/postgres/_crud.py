@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Mapping, Sequence
 from enum import Enum
@@ -48,6 +50,23 @@ def check_page_size(kind: str, page_size: int) -> None:
         raise InvalidError(kind, "page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
 
 
+def page_token_for(kind: str, cursor: str) -> str:
+    """An opaque token for the page after ``cursor`` in a list of ``kind``."""
+    return base64.urlsafe_b64encode(f"{kind}|{cursor}".encode()).decode()
+
+
+def cursor_of(kind: str, token: str) -> str:
+    """The cursor in a token from ``page_token_for(kind, …)``; anything else is
+    ``InvalidError`` naming ``page_token`` (a guessed id never silently pages)."""
+    try:
+        found, sep, cursor = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidError(kind, "page_token", "not a token from this list") from exc
+    if not sep or found != kind or not cursor:
+        raise InvalidError(kind, "page_token", "not a token from this list")
+    return cursor
+
+
 async def fetch_one(
     conn: AsyncConnection[Any],
     row_type: type[T],
@@ -81,7 +100,7 @@ async def list_page(
             params.append(value)
     if page_token is not None:
         where.append(sql.SQL("{} > %s").format(sql.Identifier(cursor_column)))
-        params.append(page_token)
+        params.append(cursor_of(kind, page_token))
     query = sql.SQL("SELECT * FROM {} {} ORDER BY {} LIMIT %s").format(
         sql.Identifier(table),
         sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
@@ -93,7 +112,7 @@ async def list_page(
         rows = await cur.fetchall()
     more = len(rows) > page_size
     items = tuple(rows[:page_size])
-    token = str(getattr(items[-1], cursor_column)) if more else None
+    token = page_token_for(kind, str(getattr(items[-1], cursor_column))) if more else None
     return Page(items, token)
 
 
