@@ -101,6 +101,8 @@ class CounterPolicy(ABC):
         )
 
     def violation(self, state: CounterState, amount: int, now: float) -> Violation:
+        if amount > self.limit:
+            return self._never_fits(amount)
         retry = state.retry_at if state.retry_at is not None else state.reset_at
         retry_after = max(1, math.ceil(retry - now))
         observed = state.used if state.used > self.limit else state.used + amount
@@ -128,6 +130,37 @@ class CounterPolicy(ABC):
                 "retry_after_seconds": retry_after,
             },
         )
+
+    def _never_fits(self, amount: int) -> Violation:
+        """The request alone needs more than the whole limit: no window will ever admit
+        it, so no Retry-After (an SDK would retry in vain); a 400 that says what to change."""
+        return Violation(
+            policy_id=self.definition.id,
+            policy_name=self.definition.name,
+            policy_type=self.definition.type,
+            shadow=self.shadow,
+            status=400,
+            code="request_exceeds_limit",
+            message=(
+                f"this request alone needs {self._amount_text(amount)}, more than the"
+                f" {self.definition.type.replace('_', ' ')} of {self.text(self.limit)} per"
+                f" {self.config.window} allows: it cannot be admitted in any window; lower"
+                f" max_tokens or the prompt, or raise the limit (policy"
+                f" '{self.definition.name}', id {self.definition.id})"
+            ),
+            details={
+                "policy_id": self.definition.id,
+                "policy_name": self.definition.name,
+                "limit": self._shown(self.limit),
+                "observed": self._shown(amount),
+                "window": self.config.window,
+                "unit": self._unit_name(),
+            },
+        )
+
+    def _amount_text(self, value: int) -> str:
+        shown = self.text(value)
+        return shown if shown.startswith("$") else f"{shown} {self._unit_name().replace('_', ' ')}"
 
     def _shown(self, value: int) -> int | float:
         return value

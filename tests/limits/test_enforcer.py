@@ -127,6 +127,29 @@ async def test_shadow_counter_reports_but_never_blocks(store: CounterStore) -> N
     assert "x-ratelimit-limit-requests" not in second.headers  # shadow limits are not advertised
 
 
+async def test_a_request_bigger_than_the_whole_limit_is_a_400_without_retry_after(
+    store: CounterStore,
+) -> None:
+    """Waiting never helps a request that alone exceeds the limit: no Retry-After (an SDK
+    would retry it in vain), a 400 saying what to change; the window is left untouched."""
+    enforcer = Enforcer(store, InMemoryPenaltyBox(), FakeClock())
+    engine = PolicyEngine([token_policy(1_000)])
+    who = caller()
+    # A 1,100-token prompt: more than the whole hourly limit before any output.
+    denial = (await enforcer.admit(engine, who, ctx(who, 1_100, 0), None)).decision.denial
+    assert denial is not None
+    assert (denial.status, denial.code) == (400, "request_exceeds_limit")
+    assert "retry_after_seconds" not in denial.details
+    assert (denial.details["limit"], denial.details["observed"]) == (1_000, 1_100)
+    assert "needs 1100 total tokens" in denial.message and "lower max_tokens" in denial.message
+    # One that fits the limit but not what is left of the window still waits: a 429.
+    fits = await enforcer.admit(engine, who, ctx(who, 600, 0), None)
+    assert fits.decision.allowed
+    late = (await enforcer.admit(engine, who, ctx(who, 600, 0), None)).decision.denial
+    assert late is not None and (late.status, late.code) == (429, "token_limit_exceeded")
+    assert late.details["retry_after_seconds"] >= 1
+
+
 class DownStore(InMemoryCounterStore):
     async def check_and_add(self, ops, now):  # type: ignore[no-untyped-def,override]
         raise CounterStoreUnavailable("redis unavailable: connection refused")

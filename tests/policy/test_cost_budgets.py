@@ -83,10 +83,15 @@ async def test_a_cost_budget_is_not_advertised_as_tokens() -> None:
 async def test_cost_denials_and_dry_runs_print_dollars() -> None:
     enforcer = Enforcer(InMemoryCounterStore(), InMemoryPenaltyBox(), FakeClock())
     budget = _limit("budget", count="cost_usd", limit_usd=0.00005)
-    denial = (await enforcer.admit(PolicyEngine([budget]), WHO, _ctx(60), MODEL)).decision.denial
+    assert (await enforcer.admit(PolicyEngine([budget]), WHO, _ctx(30), MODEL)).decision.allowed
+    denial = (await enforcer.admit(PolicyEngine([budget]), WHO, _ctx(30), MODEL)).decision.denial
     assert denial is not None
     assert "limit $0.00005 per 1h, would reach $0.00006" in denial.message
     assert "e-0" not in denial.message
+    # A request that alone costs more than the budget: a 400 in dollars, no retry.
+    alone = (await enforcer.admit(PolicyEngine([budget]), WHO, _ctx(60), MODEL)).decision.denial
+    assert alone is not None and alone.status == 400
+    assert "needs $0.00006, more than the token limit of $0.00005 per 1h" in alone.message
 
     dry = evaluate(budget, _ctx(60), None, deployment=MODEL, counter_used=10, now=0.0)
     assert "counts $0.00006 toward a limit of $0.00005 per 1h with $0.00001 already" in dry.reason
