@@ -143,6 +143,24 @@ def test_a_healthy_first_account_answers_alone_with_its_key(env: Env) -> None:
     assert env.fakes["openai-busy"].by_request_id(rid) == []
 
 
+def test_an_account_answering_5xx_again_and_again_is_taken_out(env: Env) -> None:
+    """Outlier detection: after 5 consecutive 5xx the host is ejected, so the group
+    sends the next requests straight to the next account, without the failed attempt."""
+    down = env.fakes["openai-down"]
+    tried: list[int] = []
+    for _ in range(10):
+        rid = str(uuid.uuid4())
+        status, _, body = send(
+            env.stack, "/v1/chat/completions", {**CHAT, "model": "after-503"}, request_id=rid
+        )
+        assert status == 200, body
+        tried.append(len(down.by_request_id(rid)))
+        if tried[-1] == 0:
+            break
+    assert tried[-1] == 0, tried  # ejected: no attempt at the down account any more
+    assert sum(tried) <= 5, tried
+
+
 def test_no_other_accounts_key_ever_reached_an_account(env: Env) -> None:
     for name, fake in env.fakes.items():
         keys = {r["headers"].get("authorization") for r in fake.received()}

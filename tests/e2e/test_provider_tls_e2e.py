@@ -130,12 +130,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         ("gemini-prod", "gemini", GEMINI_HOST, "good", ()),
     ]
     try:
-        for name, provider, host, cert, extra in plan:
+        for name, provider, host, cert_name, extra in plan:
             port = free_port()
             stack.start_fake_provider(
                 name,
                 port,
-                args=["--tls-cert", str(workdir / f"{cert}.pem"), *extra],
+                args=["--tls-cert", str(workdir / f"{cert_name}.pem"), *extra],
                 route=False,
             )
             fakes[name] = Fake(port)
