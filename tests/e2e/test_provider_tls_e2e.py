@@ -302,6 +302,11 @@ def test_the_upstream_model_replaces_the_clients_in_the_body(env: Env) -> None:
             "/v1beta/models/flash:streamGenerateContent?alt=sse",
             "/v1beta/models/gemini-2.0-flash-001:streamGenerateContent?alt=sse",
         ),
+        # A key in the query never reaches the provider, with the path rewritten too.
+        (
+            f"/v1beta/models/flash:streamGenerateContent?key={KEY}&alt=sse",
+            "/v1beta/models/gemini-2.0-flash-001:streamGenerateContent?alt=sse",
+        ),
     ],
 )
 def test_gemini_gets_the_upstream_model_in_the_path(env: Env, sent: str, expected: str) -> None:
