@@ -24,9 +24,21 @@ VALUES ('mdl_compose_mini', 'gpt-4o-mini', 'openai', 'gpt-4o-mini', 'upstream', 
        ('mdl_compose_4o', 'gpt-4o', 'openai', 'gpt-4o', 'secondary', 2.50, 10.00)
 ON CONFLICT DO NOTHING;
 
+-- The real OpenAI account of deploy/compose/provider-accounts.yaml (its key file is in
+-- deploy/compose/credentials/, a placeholder until replaced) and a model on it.
+INSERT INTO provider_accounts (id, name, provider, base_host, credential_ref)
+VALUES ('acc_compose_openai', 'openai-prod', 'openai', 'api.openai.com', 'openai-prod')
+ON CONFLICT DO NOTHING;
+
+INSERT INTO models (id, name, provider, upstream_model, upstream_cluster, account,
+                    input_price_per_mtok, output_price_per_mtok)
+VALUES ('mdl_compose_openai', 'gpt-4o-mini-openai', 'openai', 'gpt-4o-mini', '',
+        'openai-prod', 0.15, 0.60)
+ON CONFLICT DO NOTHING;
+
 INSERT INTO policies (id, name, type, app_id, mode, priority, config)
 VALUES ('pol_compose_models', 'cheap models only', 'model_allowlist', 'app_compose_demo',
-        'enforce', 100, '{"models": ["gpt-4o-mini"]}')
+        'enforce', 100, '{"models": ["gpt-4o-mini", "gpt-4o-mini-openai"]}')
 ON CONFLICT DO NOTHING;
 
 COMMIT;

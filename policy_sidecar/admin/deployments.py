@@ -15,6 +15,7 @@ from policy_sidecar.admin.convert import (
 )
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import models_pb2 as pb
+from policy_sidecar.catalog.deployments import azure_problems
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.store.postgres import AccountRepository, ModelRepository, NotFoundError
 from policy_sidecar.store.records import Model
@@ -24,7 +25,9 @@ __all__ = ["ModelServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 _PRICES = ("input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok")
 _TEXT = ("name", "provider", "upstream_model", "upstream_cluster")
-_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled", "account")
+# Optional text: empty is unset (None).
+_AZURE = ("azure_deployment", "api_version")
+_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled", "account", *_AZURE)
 
 
 def model_message(model: Model) -> pb.Model:
@@ -40,6 +43,8 @@ def model_message(model: Model) -> pb.Model:
         cached_input_price_per_mtok=decimal_text(model.cached_input_price_per_mtok),
         enabled=model.enabled,
         account=model.account or "",
+        azure_deployment=model.azure_deployment or "",
+        api_version=model.api_version or "",
         version=model.version,
         create_time=timestamp(model.created_at),
         update_time=timestamp(model.updated_at),
@@ -77,6 +82,9 @@ def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]
             out[name] = parse_decimal(text, f"model.{name}", v) if text else None
     if "enabled" in paths:
         out["enabled"] = m.enabled
+    for name in _AZURE:
+        if name in paths:
+            out[name] = getattr(m, name).strip() or None
     return out
 
 
@@ -84,6 +92,15 @@ class ModelServicer:
     def __init__(self, repo: ModelRepository, accounts: AccountRepository) -> None:
         self._repo = repo
         self._accounts = accounts
+
+    @staticmethod
+    def _check_azure(fields: dict[str, Any], provider: str | None, v: Violations) -> None:
+        """The Azure fields' format, and only on an azure model (``provider``: the
+        model's provider after the change, None when not known)."""
+        for name, problem in azure_problems(
+            provider, fields.get("azure_deployment"), fields.get("api_version")
+        ):
+            v.add(f"model.{name}", problem)
 
     async def _check_account(self, fields: dict[str, Any], v: Violations) -> None:
         """An account named must exist, and serve the model's provider when both are given."""
@@ -107,6 +124,7 @@ class ModelServicer:
         v = Violations()
         fields = _fields(request.model, frozenset(_MUTABLE), v)
         await self._check_account(fields, v)
+        self._check_azure(fields, fields.get("provider"), v)
         v.check()
         return pb.CreateModelResponse(model=model_message(await self._repo.create(**fields)))
 
@@ -143,6 +161,10 @@ class ModelServicer:
         paths = mask_paths(request.update_mask, _MUTABLE)
         fields = _fields(request.model, paths, v)
         await self._check_account(fields, v)
+        provider = fields.get("provider")
+        if provider is None and (fields.get("azure_deployment") or fields.get("api_version")):
+            provider = (await self._repo.get(request.model.id)).provider
+        self._check_azure(fields, provider, v)
         v.check()
         model = await self._repo.update(request.model.id, version=request.model.version, **fields)
         return pb.UpdateModelResponse(model=model_message(model))

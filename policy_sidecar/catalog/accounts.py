@@ -64,3 +64,15 @@ class ProviderAccount:
     @property
     def credential_header(self) -> CredentialHeader:
         return CREDENTIAL_HEADERS[self.provider]
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackGroup:
+    """Accounts serving the same deployments, tried in order: an Envoy cluster (named
+    after the group) that a model's route can name. Each attempt carries the key of
+    the account it goes to."""
+
+    # Also the Envoy cluster name (ACCOUNT_NAME), distinct from every account's.
+    name: str
+    # Account names, highest priority first; at least two, one provider.
+    accounts: tuple[str, ...]

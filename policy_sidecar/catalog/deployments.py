@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Final
+
+# Safe in a path segment and a query value: what Azure allows in a deployment name.
+AZURE_DEPLOYMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# "2024-10-21", "2025-04-01-preview", "preview", "latest".
+API_VERSION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,39}$")
+
+
+def azure_problems(
+    provider: str | None, azure_deployment: str | None, api_version: str | None
+) -> list[tuple[str, str]]:
+    """``(field, problem)`` of a deployment's Azure fields (the same rules as the CHECK
+    constraints of 0007_azure_deployments.sql); ``provider`` None: not known here."""
+    problems = []
+    if azure_deployment is not None and not AZURE_DEPLOYMENT.match(azure_deployment):
+        problems.append(("azure_deployment", "letters, digits, '.', '_' and '-' only, at most 64"))
+    if api_version is not None and not API_VERSION.match(api_version):
+        problems.append(("api_version", "letters, digits, '.' and '-' only, e.g. 2024-10-21"))
+    for name, value in (("azure_deployment", azure_deployment), ("api_version", api_version)):
+        if value is not None and provider is not None and provider != "azure":
+            problems.append((name, f"only an azure deployment has one, not {provider}"))
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +49,9 @@ class ModelDeployment:
     # The price book version these prices are (Postgres); None: not versioned (the
     # standalone file). Stamped on every usage row priced with them.
     price_version: int | None = None
+    # Azure OpenAI only: the deployment's name at Azure (default: upstream_model) and
+    # the ``api-version`` its deployment path is called with. With an api_version, a
+    # request goes to ``/openai/deployments/{name}/...?api-version=...``; without, to
+    # the ``/openai/v1/`` paths with the name as the body's ``model``.
+    azure_deployment: str | None = None
+    api_version: str | None = None

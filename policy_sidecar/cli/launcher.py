@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.envoy.cds import cds_text
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.wiring.settings import child_environment
@@ -124,6 +124,8 @@ class Stack:
     # Provider accounts (TLS clusters) and where Envoy reads their keys.
     accounts: list[ProviderAccount] = field(default_factory=list)
     credentials_dir: Path | None = None
+    # Accounts tried in order, one Envoy cluster per group.
+    fallback_groups: list[FallbackGroup] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -177,6 +179,7 @@ class Stack:
                     routes=tuple((n, "127.0.0.1", p) for n, p in self.routes.items()),
                     cds_path=str(self.cds_path) if self.cds_path is not None else None,
                     accounts=tuple(self.accounts),
+                    fallback_groups=tuple(self.fallback_groups),
                     credentials_dir=str(self.credentials_dir or self.workdir / "credentials"),
                 )
             )

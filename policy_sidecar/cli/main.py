@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policy_sidecar.cli.prices import add_prices_parser
-from policy_sidecar.envoy.accounts_file import load_accounts_file
+from policy_sidecar.envoy.accounts_file import load_accounts_file, load_fallback_groups
 from policy_sidecar.envoy.render import CREDENTIALS_DIR, EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import SYSTEM_CA
 from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports
@@ -98,11 +98,8 @@ def _render_envoy(args: argparse.Namespace) -> int:
         ports = parse_ports(args.sidecar_ports)
         routes = tuple(_parse_route(r) for r in args.route)
         accounts = load_accounts_file(Path(args.accounts)) if args.accounts else ()
-    except (SettingsError, ValueError) as exc:
-        print(f"policy-sidecar: {exc}", file=sys.stderr)
-        return 2
-    print(
-        render_envoy_config(
+        groups = load_fallback_groups(Path(args.accounts)) if args.accounts else ()
+        config = render_envoy_config(
             EnvoyOptions(
                 listen_port=args.listen_port,
                 admin_port=args.admin_port,
@@ -113,12 +110,15 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 routes=routes,
                 cds_path=args.cds_path,
                 accounts=accounts,
+                fallback_groups=groups,
                 credentials_dir=args.credentials_dir,
                 system_ca=args.system_ca,
             )
-        ),
-        end="",
-    )
+        )
+    except (SettingsError, ValueError) as exc:
+        print(f"policy-sidecar: {exc}", file=sys.stderr)
+        return 2
+    print(config, end="")
     return 0
 
 

@@ -14,7 +14,12 @@ from typing import Any, get_args
 
 import yaml
 
-from policy_sidecar.catalog.accounts import ACCOUNT_NAME, ProviderAccount, ProviderName
+from policy_sidecar.catalog.accounts import (
+    ACCOUNT_NAME,
+    FallbackGroup,
+    ProviderAccount,
+    ProviderName,
+)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ProviderAccount)}
 _REQUIRED = ("name", "provider", "base_host", "credential_ref")
@@ -22,13 +27,41 @@ _INTS = ("port", "tokens_per_minute", "requests_per_minute")
 _STRINGS = ("name", "provider", "base_host", "credential_ref", "ca_file", "address")
 
 
-def load_accounts_file(path: Path) -> tuple[ProviderAccount, ...]:
+def _document(path: Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("provider_accounts"), list):
         raise ValueError(f"{path}: expected a 'provider_accounts' list")
+    unknown = sorted(set(document) - {"provider_accounts", "fallback_groups"})
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return document
+
+
+def load_fallback_groups(path: Path) -> tuple[FallbackGroup, ...]:
+    """The optional ``fallback_groups`` list: ``{name, accounts: [first, then, ...]}``.
+    Whether the accounts exist and agree is checked when the clusters are rendered."""
+    items = _document(path).get("fallback_groups") or []
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: 'fallback_groups' must be a list")
+    groups = []
+    for i, item in enumerate(items):
+        where = f"{path}: fallback_groups[{i}]"
+        if not isinstance(item, dict) or set(item) != {"name", "accounts"}:
+            raise ValueError(f"{where}: expected exactly 'name' and 'accounts'")
+        name, accounts = item["name"], item["accounts"]
+        if not isinstance(name, str) or not ACCOUNT_NAME.match(name):
+            raise ValueError(f"{where}: 'name' must be lowercase letters, digits, -")
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            raise ValueError(f"{where}: 'accounts' must be a list of account names")
+        groups.append(FallbackGroup(name, tuple(accounts)))
+    return tuple(groups)
+
+
+def load_accounts_file(path: Path) -> tuple[ProviderAccount, ...]:
+    document = _document(path)
     accounts = tuple(
         parse_account(item, f"{path}: provider_accounts[{i}]")
         for i, item in enumerate(document["provider_accounts"])

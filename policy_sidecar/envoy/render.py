@@ -11,9 +11,13 @@ from typing import Any
 
 import yaml
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
-from policy_sidecar.envoy.upstreams import SYSTEM_CA, render_account_clusters
+from policy_sidecar.envoy.upstreams import (
+    SYSTEM_CA,
+    render_account_clusters,
+    render_fallback_clusters,
+)
 
 # Where the shipped configs mount the provider keys (one SDS file per account).
 CREDENTIALS_DIR = "/etc/envoy/credentials"
@@ -74,12 +78,15 @@ class EnvoyOptions:
     accounts: tuple[ProviderAccount, ...] = ()
     credentials_dir: str = CREDENTIALS_DIR
     system_ca: str = SYSTEM_CA
+    # Accounts tried in order, one cluster each (a model's route names the group).
+    fallback_groups: tuple[FallbackGroup, ...] = ()
 
 
 def render_envoy_config(options: EnvoyOptions) -> str:
     if not options.sidecar_ports:
         raise ValueError("at least one sidecar port is needed")
     names = [name for name, _, _ in options.routes] + [a.cluster for a in options.accounts]
+    names += [g.name for g in options.fallback_groups]
     if "upstream" in names or "policy_sidecar" in names or len(set(names)) != len(names):
         raise ValueError("route cluster names must be distinct and not upstream/policy_sidecar")
     template = Template(resources.files(__package__).joinpath("envoy.yaml").read_text())
@@ -110,11 +117,18 @@ def render_envoy_config(options: EnvoyOptions) -> str:
             ]
             + [
                 _account_yaml(cluster, options.buffer_limit_bytes)
-                for cluster in render_account_clusters(
-                    options.accounts,
-                    credentials_dir=options.credentials_dir,
-                    system_ca=options.system_ca,
-                )
+                for cluster in [
+                    *render_account_clusters(
+                        options.accounts,
+                        credentials_dir=options.credentials_dir,
+                        system_ca=options.system_ca,
+                    ),
+                    *render_fallback_clusters(
+                        options.fallback_groups,
+                        options.accounts,
+                        credentials_dir=options.credentials_dir,
+                    ),
+                ]
             ]
         ),
     )

@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from policy_sidecar.catalog.accounts import ACCOUNT_NAME, ProviderAccount
+from policy_sidecar.catalog.accounts import ACCOUNT_NAME, FallbackGroup, ProviderAccount
 
 SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
 CLUSTER_TYPE: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -43,6 +43,21 @@ _GENERIC_TYPE: Final = (
 _CODEC_TYPE: Final = (
     "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 )
+_AGGREGATE_TYPE: Final = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
+_MUTATION_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+)
+_MATCHER_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+)
+_HEADER_INPUT_TYPE: Final = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
+_SKIP_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+)
+# The endpoint metadata namespace, and the header that carries an attempt's account
+# between a fallback group's upstream filters (removed before the request leaves).
+_META: Final = "policy_sidecar"
+ATTEMPT_ACCOUNT_HEADER: Final = "x-policy-sidecar-account"
 # Long enough for a distant provider's TLS handshake on a slow link.
 CONNECT_TIMEOUT: Final = "5s"
 
@@ -113,7 +128,10 @@ def account_cluster(
                                 },
                                 # auto_host_rewrite puts this in `host`.
                                 "hostname": account.base_host,
-                            }
+                            },
+                            # Which account a host is: a fallback group's attempt
+                            # picks its key by it.
+                            "metadata": {"filter_metadata": {_META: {"account": account.name}}},
                         }
                     ]
                 }
@@ -139,6 +157,125 @@ def account_cluster(
             "interval": "10s",
             "base_ejection_time": "30s",
             "max_ejection_percent": 100,
+        },
+    }
+
+
+def render_fallback_clusters(
+    groups: Sequence[FallbackGroup],
+    accounts: Sequence[ProviderAccount],
+    *,
+    credentials_dir: str,
+) -> list[dict[str, Any]]:
+    """One aggregate cluster per group: Envoy tries the accounts' clusters in order (the
+    routes' ``previous_priorities`` retry moves to the next one on a 429, a 503, a
+    reset or a refused connection). An aggregate cluster runs *its own* upstream
+    filters, not the member's, so the group's filters give each attempt its account's
+    key: the chosen host's ``account`` metadata goes into a header, each account's
+    credential injector runs only when the header names it, and the header is removed.
+    Raises ValueError on an unknown, disabled or repeated account, a group mixing
+    providers, fewer than two accounts, or a name taken by an account."""
+    by_name = {a.name: a for a in accounts}
+    clusters = []
+    for group in groups:
+        members = _members(group, by_name)
+        clusters.append(
+            {
+                "@type": CLUSTER_TYPE,
+                "name": group.name,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "lb_policy": "CLUSTER_PROVIDED",
+                "cluster_type": {
+                    "name": "envoy.clusters.aggregate",
+                    "typed_config": {
+                        "@type": _AGGREGATE_TYPE,
+                        "clusters": [m.cluster for m in members],
+                    },
+                },
+                "typed_extension_protocol_options": {
+                    _HTTP_OPTIONS: {
+                        "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                        "explicit_http_config": {"http_protocol_options": {}},
+                        "http_filters": [
+                            _attempt_account(set_it=True),
+                            *(_only_for(m, credentials_dir) for m in members),
+                            _attempt_account(set_it=False),
+                            {
+                                "name": "envoy.filters.http.upstream_codec",
+                                "typed_config": {"@type": _CODEC_TYPE},
+                            },
+                        ],
+                    }
+                },
+            }
+        )
+    return clusters
+
+
+def _members(group: FallbackGroup, by_name: dict[str, ProviderAccount]) -> list[ProviderAccount]:
+    if not ACCOUNT_NAME.match(group.name) or group.name in by_name:
+        raise ValueError(f"fallback group {group.name!r}: a plain name no account has")
+    if len(group.accounts) < 2 or len(set(group.accounts)) != len(group.accounts):
+        raise ValueError(f"fallback group {group.name!r}: two or more distinct accounts")
+    members = []
+    for name in group.accounts:
+        account = by_name.get(name)
+        if account is None or not account.enabled:
+            raise ValueError(f"fallback group {group.name!r}: no enabled account {name!r}")
+        members.append(account)
+    if len({m.provider for m in members}) != 1:
+        raise ValueError(f"fallback group {group.name!r}: its accounts are of one provider")
+    return members
+
+
+def _attempt_account(*, set_it: bool) -> dict[str, Any]:
+    """Sets the header to the attempt's account (the chosen host's metadata), or removes it."""
+    if set_it:
+        mutation: dict[str, Any] = {
+            "append": {
+                "header": {
+                    "key": ATTEMPT_ACCOUNT_HEADER,
+                    "value": f"%UPSTREAM_METADATA({_META}:account)%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        }
+    else:
+        mutation = {"remove": ATTEMPT_ACCOUNT_HEADER}
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _MUTATION_TYPE,
+            "mutations": {"request_mutations": [mutation]},
+        },
+    }
+
+
+def _only_for(account: ProviderAccount, credentials_dir: str) -> dict[str, Any]:
+    """The account's credential injector, skipped unless the attempt goes to it."""
+    not_this_account = {
+        "not_matcher": {
+            "single_predicate": {
+                "input": {
+                    "name": "attempt-account",
+                    "typed_config": {
+                        "@type": _HEADER_INPUT_TYPE,
+                        "header_name": ATTEMPT_ACCOUNT_HEADER,
+                    },
+                },
+                "value_match": {"exact": account.name},
+            }
+        }
+    }
+    skip = {"action": {"name": "skip", "typed_config": {"@type": _SKIP_TYPE}}}
+    return {
+        "name": f"credential-{account.name}",
+        "typed_config": {
+            "@type": _MATCHER_TYPE,
+            "extension_config": _credential_injector(account, credentials_dir),
+            "xds_matcher": {
+                "matcher_list": {"matchers": [{"predicate": not_this_account, "on_match": skip}]}
+            },
         },
     }
 

@@ -6,7 +6,6 @@ request may go upstream and hands what it learned to the usage filter as metadat
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from policy_sidecar.providers.paths import (
 )
 from policy_sidecar.providers.units import route_unit
 from policy_sidecar.providers.unmetered import not_metered
+from policy_sidecar.providers.upstream_request import upstream_request
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class PolicyProcessor:
         self._rate_headers: Mapping[str, str] = {}
         self._provider: Provider | None = None
         self._route: Route | None = None
+        self._path = ""
         self.done = False
 
     async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
@@ -109,6 +110,7 @@ class PolicyProcessor:
             headers.get("x-request-id") or str(uuid.uuid4()), self._s.clock(), self._route
         )
         query_key = has_query_key(path)
+        self._path = without_query_key(path) if query_key else path  # as it goes upstream
         owner = self._route.provider if self._route else (free.provider if free else None)
         query_allowed = owner in QUERY_KEY_PROVIDERS
         if query_key and not query_allowed:
@@ -214,11 +216,10 @@ class PolicyProcessor:
         self._facts = replace(facts, shadow=self._facts.shadow, charges=admission.charges)
         self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
-        patch = dict(patch or {})
-        if deployment is not None and deployment.upstream_model != model and "model" in body:
-            patch["model"] = deployment.upstream_model
-        new_body = json.dumps({**body, **patch}).encode() if patch else None
-        set_headers = {}
+        # The deployment's path (Azure, Gemini) and upstream model; None: unchanged.
+        upstream = upstream_request(deployment, route, self._path, body, patch)
+        new_body = upstream.body
+        set_headers = {} if upstream.path is None else {":path": upstream.path}
         if new_body is not None:
             set_headers["content-length"] = str(len(new_body))
         if deployment is not None and deployment.route:

@@ -29,10 +29,11 @@ CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
 # tests can check what Envoy forwarded upstream.
 RECEIVED_PATH_HEADER = "x-fake-received-path"
 RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
-# Every request that reached the fake (path, headers with values), newest last, as
-# JSON: tests check what Envoy sent upstream, keys included. Asked directly, not
-# through Envoy.
+# Every request that reached the fake (path, headers with values, the body's first
+# RECEIVED_BODY_BYTES), newest last, as JSON: tests check what Envoy sent upstream, keys
+# included. Asked directly, not through Envoy.
 RECEIVED_PATH = "/_fake/received"
+RECEIVED_BODY_BYTES = 64 * 1024
 DEFAULT_COMPLETION_TOKENS = 12
 # Like a real model's output cap: the fake writes text for every completion token, so an
 # absurd max_tokens (2^31) must not make it allocate gigabytes.
@@ -97,7 +98,14 @@ class FakeProvider:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        self.received.append({"path": request.raw_path, "headers": headers})
+        raw = await request.read()
+        self.received.append(
+            {
+                "path": request.raw_path,
+                "headers": headers,
+                "body": raw[:RECEIVED_BODY_BYTES].decode("utf-8", "replace"),
+            }
+        )
         if self._status is not None and self._status_left != 0:
             if self._status_left is not None:
                 self._status_left -= 1
@@ -109,7 +117,7 @@ class FakeProvider:
             return _error(404, f"Unknown request URL: {request.method} {request.path}")
         _, route = matched
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):

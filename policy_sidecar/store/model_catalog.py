@@ -26,6 +26,8 @@ def deployment_from(model: Model) -> ModelDeployment:
         enabled=model.enabled,
         account=model.account,
         price_version=model.price_version,
+        azure_deployment=model.azure_deployment,
+        api_version=model.api_version,
     )
 
 

@@ -130,6 +130,9 @@ class Model:
     account: str | None = None
     # The price book version of the current prices (a new one on every price change).
     price_version: int | None = None
+    # Azure only: the deployment's name at Azure and its path's api-version.
+    azure_deployment: str | None = None
+    api_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from policy_sidecar.catalog.account_rules import account_problems
 from policy_sidecar.catalog.accounts import ProviderAccount
-from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.catalog.deployments import ModelDeployment, azure_problems
 from policy_sidecar.identity.resolver import Identity, hash_api_key
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition, Scope
 from policy_sidecar.store.yamlpos import Path as YamlPath
@@ -62,6 +63,14 @@ class _Account(_Strict):
     enabled: bool = True
 
 
+def _date_text(value: Any) -> Any:
+    """YAML reads an unquoted ``2024-10-21`` as a date: take it as the text it was."""
+    return value.isoformat() if isinstance(value, date) else value
+
+
+_ApiVersion = Annotated[str, BeforeValidator(_date_text), Field(min_length=1, max_length=40)]
+
+
 class _Model(_Strict):
     name: Name
     provider: _Provider
@@ -75,6 +84,9 @@ class _Model(_Strict):
     cached_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     enabled: bool = True
+    # Azure only: the deployment's name at Azure, and its deployment path's api-version.
+    azure_deployment: Name | None = None
+    api_version: _ApiVersion | None = None
 
 
 class _Scope(_Strict):
@@ -199,6 +211,10 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
                     f" not {model.provider}",
                 )
             route = account.cluster
+        for field_name, problem in azure_problems(
+            model.provider, model.azure_deployment, model.api_version
+        ):
+            raise fail(("models", m, field_name), problem)
         models[model.name] = ModelDeployment(
             name=model.name,
             provider=model.provider,
@@ -210,6 +226,8 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
             cached_input_price_per_mtok=model.cached_input_price_per_mtok,
             output_price_per_mtok=model.output_price_per_mtok,
             enabled=model.enabled,
+            azure_deployment=model.azure_deployment,
+            api_version=model.api_version,
         )
 
     policies: list[PolicyDefinition] = []

@@ -72,6 +72,11 @@ def _model(**changes: object) -> pb.Model:
         (_model(input_price_per_mtok="cheap"), {"model.input_price_per_mtok"}),
         (_model(output_price_per_mtok="-1"), {"model.output_price_per_mtok"}),
         (_model(context_window=-5), {"model.context_window"}),
+        (_model(api_version="2024-10-21"), {"model.api_version"}),  # not an azure model
+        (
+            _model(provider="azure", azure_deployment="a/b", api_version="x&y=1"),
+            {"model.azure_deployment", "model.api_version"},
+        ),
         (
             pb.Model(),
             {"model.name", "model.provider", "model.upstream_model", "model.upstream_cluster"},
@@ -97,3 +102,45 @@ async def test_an_empty_price_is_unpriced_and_zero_is_free(client: Client) -> No
     b = await client.models.CreateModel(pb.CreateModelRequest(model=free), metadata=AUTH)
     assert (a.model.input_price_per_mtok, a.model.output_price_per_mtok) == ("", "")
     assert (b.model.input_price_per_mtok, b.model.output_price_per_mtok) == ("0", "0")
+
+
+async def test_an_azure_deployment_name_and_api_version_round_trip(client: Client) -> None:
+    azure = _model(
+        name="gpt-4o-eu", provider="azure", azure_deployment="gpt4o-eu", api_version="2024-10-21"
+    )
+    created = (
+        await client.models.CreateModel(pb.CreateModelRequest(model=azure), metadata=AUTH)
+    ).model
+    assert (created.azure_deployment, created.api_version) == ("gpt4o-eu", "2024-10-21")
+    # An update naming only the version is checked against the stored provider.
+    bad = await fails(
+        client.models.UpdateModel(
+            pb.UpdateModelRequest(
+                model=pb.Model(id=created.id, version=1, api_version="2024&x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["api_version"]),
+            ),
+            metadata=AUTH,
+        )
+    )
+    assert set(field_violations(bad)) == {"model.api_version"}
+    cleared = (
+        await client.models.UpdateModel(
+            pb.UpdateModelRequest(
+                model=pb.Model(id=created.id, version=1),
+                update_mask=field_mask_pb2.FieldMask(paths=["api_version"]),
+            ),
+            metadata=AUTH,
+        )
+    ).model
+    assert (cleared.azure_deployment, cleared.api_version) == ("gpt4o-eu", "")
+    mini = (await client.models.CreateModel(pb.CreateModelRequest(model=MINI), metadata=AUTH)).model
+    refused = await fails(
+        client.models.UpdateModel(
+            pb.UpdateModelRequest(
+                model=pb.Model(id=mini.id, version=1, api_version="2024-10-21"),
+                update_mask=field_mask_pb2.FieldMask(paths=["api_version"]),
+            ),
+            metadata=AUTH,
+        )
+    )
+    assert set(field_violations(refused)) == {"model.api_version"}

@@ -52,7 +52,14 @@ COMPOSE_RENDER_ARGS = [
     "--upstream-port", "8081",
     "--sidecar-ports", "50051-50052",
     "--route", "secondary=fake-provider-secondary:8082",
+    "--accounts", str(ROOT / "deploy/compose/provider-accounts.yaml"),
+    "--credentials-dir", "/etc/envoy/credentials",
 ]  # fmt: skip
+# The compose gateway's provider accounts, and their key files (placeholders) mounted
+# into the Envoy container.
+COMPOSE_ACCOUNTS_FILE = "deploy/compose/provider-accounts.yaml"
+COMPOSE_CREDENTIALS_SOURCE = "./deploy/compose/credentials"
+COMPOSE_CREDENTIALS_DIR = "/etc/envoy/credentials"
 K8S_RENDER_ARGS = [
     "render-envoy",
     "--listen-port", "10000",

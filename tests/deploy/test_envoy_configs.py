@@ -10,6 +10,7 @@ from policy_sidecar.envoy.upstreams import secret_file_text
 
 from . import contract
 from .helpers import (
+    compose_services,
     envoy_validate,
     k8s_envoy_config,
     k8s_object,
@@ -29,7 +30,12 @@ def test_k8s_configmap_envoy_config_is_the_rendered_one() -> None:
 
 
 def test_envoy_accepts_every_shipped_config(tmp_path: Path) -> None:
-    envoy_validate(contract.COMPOSE_ENVOY_FILE.read_text(), tmp_path, "compose")
+    # compose: the key files shipped in the repository (placeholders), where they are mounted.
+    compose = contract.COMPOSE_ENVOY_FILE.read_text().replace(
+        contract.COMPOSE_CREDENTIALS_DIR,
+        str(contract.ROOT / contract.COMPOSE_CREDENTIALS_SOURCE),
+    )
+    envoy_validate(compose, tmp_path, "compose")
     # Envoy refuses a config whose key files are missing: the Secret's files, here.
     credentials = tmp_path / "credentials"
     credentials.mkdir()
@@ -57,6 +63,25 @@ def test_k8s_mounts_a_key_for_every_provider_account() -> None:
     secret = k8s_object("Secret", contract.K8S_CREDENTIALS_SECRET)
     accounts = load_accounts_file(contract.ROOT / contract.K8S_ACCOUNTS_FILE)
     assert sorted(secret["stringData"]) == sorted(f"{a.credential_ref}.yaml" for a in accounts)
+
+
+def test_compose_mounts_a_placeholder_key_for_every_provider_account() -> None:
+    (envoy,) = [s for name, s in compose_services().items() if name == "envoy"]
+    mounts = [v.split(":") for v in envoy["volumes"]]
+    assert [
+        contract.COMPOSE_CREDENTIALS_SOURCE,
+        contract.COMPOSE_CREDENTIALS_DIR,
+        "ro",
+    ] in mounts
+    accounts = load_accounts_file(contract.ROOT / contract.COMPOSE_ACCOUNTS_FILE)
+    assert [a.provider for a in accounts] == ["openai"]
+    directory = contract.ROOT / contract.COMPOSE_CREDENTIALS_SOURCE
+    shipped = sorted(p.name for p in directory.iterdir())
+    assert shipped == sorted(f"{a.credential_ref}.yaml" for a in accounts)
+    for account in accounts:
+        text = (directory / f"{account.credential_ref}.yaml").read_text()
+        # The file Envoy expects, with a placeholder: never a real key in the repository.
+        assert text == secret_file_text(account.credential_ref, "sk-placeholder-replace-me")
 
 
 def test_envoy_reaches_the_sidecar_on_localhost_in_every_deployment() -> None:

@@ -67,11 +67,15 @@ async def test_seed_creates_a_usable_demo_key(schema_dsn: str) -> None:
         assert [d.type for d in definitions if d is not None] == ["model_allowlist"]
 
         page = await ModelRepository(pool).list(page_size=10)
-        clusters = {m.name: m.upstream_cluster for m in page.items}
+        clusters = {m.name: m.account or m.upstream_cluster for m in page.items}
     finally:
         await pool.close()
     # Every seeded model routes to a cluster the compose Envoy config defines.
     envoy = render(contract.COMPOSE_RENDER_ARGS)
-    assert clusters == {"gpt-4o-mini": "upstream", "gpt-4o": "secondary"}
+    assert clusters == {
+        "gpt-4o-mini": "upstream",
+        "gpt-4o": "secondary",
+        "gpt-4o-mini-openai": "openai-prod",  # the provider account's cluster
+    }
     for cluster in clusters.values():
         assert f"- name: {cluster}\n" in envoy

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 OPENAI_HOST = "api.openai.com"
 AZURE_HOST = "contoso.openai.azure.com"
+GEMINI_HOST = "generativelanguage.googleapis.com"
 # Priced: an unpriced model is refused before it reaches the provider.
 PRICES = "input_price_per_mtok: 0.1, output_price_per_mtok: 1"
 CONFIG = f"""
@@ -50,6 +51,15 @@ models:
       route: openai-wrong-san, {PRICES}}}
   - {{name: busy, provider: openai, upstream_model: gpt-4o-mini, route: openai-busy, {PRICES}}}
   - {{name: gpt-4o, provider: azure, route: azure-eu, {PRICES}}}
+  # The deployment decides the path, the api-version and the model the provider gets.
+  - {{name: gpt-4o-eu, provider: azure, route: azure-eu, upstream_model: gpt-4o,
+      azure_deployment: gpt4o-eu-prod, api_version: 2024-10-21, {PRICES}}}
+  - {{name: gpt-4o-v1, provider: azure, route: azure-eu, upstream_model: gpt4o-eu-prod,
+      {PRICES}}}
+  - {{name: gpt-4o-pinned, provider: openai, route: openai-main,
+      upstream_model: gpt-4o-2024-08-06, {PRICES}}}
+  - {{name: flash, provider: gemini, route: gemini-prod, upstream_model: gemini-2.0-flash-001,
+      {PRICES}}}
 """
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi."}]}
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
@@ -98,7 +108,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ca_file = workdir / "test-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     certs = {
-        "good": ca.issue_cert(OPENAI_HOST, AZURE_HOST),
+        "good": ca.issue_cert(OPENAI_HOST, AZURE_HOST, GEMINI_HOST),
         "wrong-ca": other_ca.issue_cert(OPENAI_HOST),
         "wrong-san": ca.issue_cert("not-the-provider.example.com"),
     }
@@ -117,14 +127,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         ("openai-wrong-san", "openai", OPENAI_HOST, "wrong-san", ()),
         ("openai-busy", "openai", OPENAI_HOST, "good", ("--status", "429", "--status-count", "1")),
         ("azure-eu", "azure", AZURE_HOST, "good", ()),
+        ("gemini-prod", "gemini", GEMINI_HOST, "good", ()),
     ]
     try:
-        for name, provider, host, cert, extra in plan:
+        for name, provider, host, cert_name, extra in plan:
             port = free_port()
             stack.start_fake_provider(
                 name,
                 port,
-                args=["--tls-cert", str(workdir / f"{cert}.pem"), *extra],
+                args=["--tls-cert", str(workdir / f"{cert_name}.pem"), *extra],
                 route=False,
             )
             fakes[name] = Fake(port)
@@ -216,6 +227,104 @@ def test_the_azure_path_and_api_version_reach_azure_with_its_key(env: Env) -> No
     assert seen["headers"]["api-key"] == "sk-azure-eu-1"
     assert seen["headers"]["host"] == AZURE_HOST
     assert "authorization" not in seen["headers"]
+
+
+def test_an_openai_call_reaches_the_azure_deployment_path_with_its_api_version(
+    env: Env,
+) -> None:
+    rid = str(uuid.uuid4())
+    sent = {**CHAT, "model": "gpt-4o-eu"}
+    status, _, body = send(env.stack, "/v1/chat/completions", sent, request_id=rid)
+    assert status == 200, body
+    (seen,) = env.fakes["azure-eu"].by_request_id(rid)
+    assert (
+        seen["path"] == "/openai/deployments/gpt4o-eu-prod/chat/completions?api-version=2024-10-21"
+    )
+    assert seen["headers"]["api-key"] == "sk-azure-eu-1"
+    assert "authorization" not in seen["headers"]
+    assert json.loads(seen["body"]) == sent  # unchanged: Azure reads the path
+    (record,) = usage_records(env.stack, {rid})
+    assert (record["requested_model"], record["served_model"]) == ("gpt-4o-eu", "gpt-4o")
+    assert record["decision"] == "allow" and record["completion_tokens"] > 0
+
+
+def test_a_client_api_version_is_replaced_by_the_deployments(env: Env) -> None:
+    rid = str(uuid.uuid4())
+    path = "/openai/deployments/gpt-4o-eu/chat/completions?api-version=2023-05-15"
+    status, _, body = send(env.stack, path, {"messages": CHAT["messages"]}, request_id=rid)
+    assert status == 200, body
+    (seen,) = env.fakes["azure-eu"].by_request_id(rid)
+    assert (
+        seen["path"] == "/openai/deployments/gpt4o-eu-prod/chat/completions?api-version=2024-10-21"
+    )
+
+
+def test_without_an_api_version_azure_gets_the_v1_path_and_its_deployment_as_model(
+    env: Env,
+) -> None:
+    rid = str(uuid.uuid4())
+    sent = {**CHAT, "model": "gpt-4o-v1", "stream": True}
+    status, _, body = send(env.stack, "/v1/chat/completions", sent, request_id=rid)
+    assert status == 200, body
+    (seen,) = env.fakes["azure-eu"].by_request_id(rid)
+    assert seen["path"] == "/openai/v1/chat/completions"
+    assert json.loads(seen["body"])["model"] == "gpt4o-eu-prod"
+    assert seen["headers"]["api-key"] == "sk-azure-eu-1"
+    (record,) = usage_records(env.stack, {rid})
+    assert (record["requested_model"], record["served_model"]) == ("gpt-4o-v1", "gpt4o-eu-prod")
+    assert record["completion_tokens"] > 0  # the stream's usage was read
+
+
+def test_the_upstream_model_replaces_the_clients_in_the_body(env: Env) -> None:
+    rid = str(uuid.uuid4())
+    sent = {**CHAT, "model": "gpt-4o-pinned"}
+    status, _, body = send(env.stack, "/v1/chat/completions", sent, request_id=rid)
+    assert status == 200, body
+    (seen,) = env.fakes["openai-main"].by_request_id(rid)
+    assert seen["path"] == "/v1/chat/completions"
+    assert json.loads(seen["body"]) == {**sent, "model": "gpt-4o-2024-08-06"}
+    (record,) = usage_records(env.stack, {rid})
+    assert (record["requested_model"], record["served_model"]) == (
+        "gpt-4o-pinned",
+        "gpt-4o-2024-08-06",
+    )
+    assert record["decision"] == "allow" and record["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (
+            "/v1beta/models/flash:generateContent",
+            "/v1beta/models/gemini-2.0-flash-001:generateContent",
+        ),
+        (
+            "/v1beta/models/flash:streamGenerateContent?alt=sse",
+            "/v1beta/models/gemini-2.0-flash-001:streamGenerateContent?alt=sse",
+        ),
+        # A key in the query never reaches the provider, with the path rewritten too.
+        (
+            f"/v1beta/models/flash:streamGenerateContent?key={KEY}&alt=sse",
+            "/v1beta/models/gemini-2.0-flash-001:streamGenerateContent?alt=sse",
+        ),
+    ],
+)
+def test_gemini_gets_the_upstream_model_in_the_path(env: Env, sent: str, expected: str) -> None:
+    rid = str(uuid.uuid4())
+    request = {"contents": [{"role": "user", "parts": [{"text": "Say hi."}]}]}
+    status, _, body = send(env.stack, sent, request, request_id=rid)
+    assert status == 200, body
+    (seen,) = env.fakes["gemini-prod"].by_request_id(rid)
+    assert seen["path"] == expected
+    assert seen["headers"]["x-goog-api-key"] == "sk-gemini-prod-1"
+    assert seen["headers"]["host"] == GEMINI_HOST
+    assert json.loads(seen["body"]) == request
+    (record,) = usage_records(env.stack, {rid})
+    assert (record["requested_model"], record["served_model"]) == (
+        "flash",
+        "gemini-2.0-flash-001",
+    )
+    assert record["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize("model", ["wrong-ca", "wrong-san"])

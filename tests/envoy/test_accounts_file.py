@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from policy_sidecar.catalog.accounts import ProviderAccount
-from policy_sidecar.envoy.accounts_file import load_accounts_file
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
+from policy_sidecar.envoy.accounts_file import load_accounts_file, load_fallback_groups
 
 GOOD = """
 provider_accounts:
@@ -64,3 +64,28 @@ def test_a_bad_file_is_refused_naming_the_field(tmp_path: Path, text: str, error
     path.write_text(text)
     with pytest.raises(ValueError, match=error):
         load_accounts_file(path)
+
+
+def test_fallback_groups_are_read_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(GOOD + "fallback_groups:\n  - {name: any, accounts: [openai-prod, azure-eu]}\n")
+    assert load_fallback_groups(path) == (FallbackGroup("any", ("openai-prod", "azure-eu")),)
+    path.write_text(GOOD)
+    assert load_fallback_groups(path) == ()
+
+
+@pytest.mark.parametrize(
+    ("tail", "error"),
+    [
+        ("fallback_groups: {name: x}\n", "must be a list"),
+        ("fallback_groups:\n  - {name: x}\n", "exactly 'name' and 'accounts'"),
+        ("fallback_groups:\n  - {name: X_Y, accounts: [a, b]}\n", "'name' must be"),
+        ("fallback_groups:\n  - {name: x, accounts: a}\n", "list of account names"),
+        ("fallback_group: []\n", "unknown key"),
+    ],
+)
+def test_a_bad_fallback_group_is_refused_naming_it(tmp_path: Path, tail: str, error: str) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(GOOD + tail)
+    with pytest.raises(ValueError, match=error):
+        load_fallback_groups(path)

@@ -11,6 +11,7 @@ import yaml
 
 from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
+from policy_sidecar.cli.main import build_parser
 from policy_sidecar.envoy.cds import write_cds_file
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import secret_file_text
@@ -153,3 +154,30 @@ def test_envoy_validates_a_config_with_accounts(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ACCOUNTS_WITH_GROUP = """
+provider_accounts:
+  - {name: openai-prod, provider: openai, base_host: api.openai.com, credential_ref: openai-prod}
+  - {name: openai-spare, provider: openai, base_host: api.openai.com, credential_ref: openai-spare}
+fallback_groups:
+  - {name: openai-any, accounts: [openai-prod, openai-spare]}
+"""
+
+
+def test_render_envoy_renders_the_fallback_groups_of_the_accounts_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text(ACCOUNTS_WITH_GROUP)
+    parser = build_parser()
+    args = parser.parse_args(["render-envoy", "--accounts", str(accounts)])
+    assert args.func(args) == 0
+    clusters = yaml.safe_load(capsys.readouterr().out)["static_resources"]["clusters"]
+    (group,) = [c for c in clusters if c["name"] == "openai-any"]
+    assert group["cluster_type"]["typed_config"]["clusters"] == ["openai-prod", "openai-spare"]
+    # A group naming an unknown account: refused with the group and the account named.
+    accounts.write_text(ACCOUNTS_WITH_GROUP.replace("[openai-prod, openai-spare]", "[a, b]"))
+    args = parser.parse_args(["render-envoy", "--accounts", str(accounts)])
+    assert args.func(args) == 2
+    assert "fallback group 'openai-any': no enabled account 'a'" in capsys.readouterr().err

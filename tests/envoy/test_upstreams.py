@@ -12,12 +12,15 @@ import pytest
 import trustme
 import yaml
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.envoy.upstreams import (
+    ATTEMPT_ACCOUNT_HEADER,
     CLUSTER_TYPE,
     SECRET_TYPE,
+    account_cluster,
     render_account_clusters,
+    render_fallback_clusters,
     secret_file_text,
 )
 
@@ -129,12 +132,13 @@ def test_the_secret_file_names_the_credential() -> None:
 def test_envoy_accepts_the_clusters(tmp_path: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
-    for ref in ("openai-prod", "azure-eu-key"):
+    for ref in ("openai-prod", "azure-eu-key", "openai-spare"):
         (creds / f"{ref}.yaml").write_text(secret_file_text(ref, "k"))
     ca = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))
-    accounts = [OPENAI, dataclasses.replace(AZURE, ca_file=str(ca))]
+    accounts = [OPENAI, dataclasses.replace(AZURE, ca_file=str(ca)), SPARE]
     clusters = render_account_clusters(accounts, credentials_dir=str(creds))
+    clusters += render_fallback_clusters([GROUP], accounts, credentials_dir=str(creds))
     for cluster in clusters:
         del cluster["@type"]
     bootstrap = {
@@ -150,3 +154,62 @@ def test_envoy_accepts_the_clusters(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SPARE = dataclasses.replace(OPENAI, name="openai-spare", credential_ref="openai-spare")
+GROUP = FallbackGroup("openai-any", ("openai-prod", "openai-spare"))
+
+
+def test_a_fallback_group_tries_its_accounts_in_order_each_with_its_key() -> None:
+    (cluster,) = render_fallback_clusters([GROUP], [OPENAI, SPARE], credentials_dir="/c")
+    assert cluster["name"] == "openai-any"
+    assert cluster["cluster_type"]["typed_config"]["clusters"] == ["openai-prod", "openai-spare"]
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    names = [f["name"] for f in options["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "credential-openai-prod",
+        "credential-openai-spare",
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.upstream_codec",
+    ]
+    # Each account's own injector, run only for the attempt that goes to it.
+    spare = options["http_filters"][2]["typed_config"]
+    assert spare["extension_config"]["typed_config"] == injector(account_cluster(SPARE, "/c"))
+    (matcher,) = spare["xds_matcher"]["matcher_list"]["matchers"]
+    assert matcher["predicate"]["not_matcher"]["single_predicate"]["value_match"] == {
+        "exact": "openai-spare"
+    }
+    # The header naming the attempt's account comes from the chosen host, then goes.
+    first, last = options["http_filters"][0], options["http_filters"][3]
+    (set_it,) = first["typed_config"]["mutations"]["request_mutations"]
+    assert set_it["append"]["header"] == {
+        "key": ATTEMPT_ACCOUNT_HEADER,
+        "value": "%UPSTREAM_METADATA(policy_sidecar:account)%",
+    }
+    assert last["typed_config"]["mutations"]["request_mutations"] == [
+        {"remove": ATTEMPT_ACCOUNT_HEADER}
+    ]
+    (endpoint,) = account_cluster(SPARE, "/c")["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["metadata"] == {
+        "filter_metadata": {"policy_sidecar": {"account": "openai-spare"}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("group", "error"),
+    [
+        (FallbackGroup("openai-any", ("openai-prod",)), "two or more distinct"),
+        (FallbackGroup("openai-any", ("openai-prod", "openai-prod")), "two or more distinct"),
+        (FallbackGroup("openai-any", ("openai-prod", "ghost")), "no enabled account 'ghost'"),
+        (FallbackGroup("openai-prod", ("openai-prod", "openai-spare")), "no account has"),
+        (FallbackGroup("mixed", ("openai-prod", "azure-eu")), "one provider"),
+        (FallbackGroup("off", ("openai-prod", "disabled")), "no enabled account 'disabled'"),
+    ],
+)
+def test_a_bad_fallback_group_is_refused(group: FallbackGroup, error: str) -> None:
+    disabled = dataclasses.replace(SPARE, name="disabled", enabled=False)
+    with pytest.raises(ValueError, match=error):
+        render_fallback_clusters([group], [OPENAI, SPARE, AZURE, disabled], credentials_dir="/c")

@@ -75,6 +75,10 @@ async def test_list_filters_and_pagination(models: ModelRepository) -> None:
         {"context_window": 0},
         {"input_price_per_mtok": Decimal(-1)},
         {"upstream_cluster": ""},
+        # Azure fields: only on an azure model, and safe in a path and a query.
+        {"api_version": "2024-10-21"},
+        {"provider": "azure", "api_version": "2024&x=1"},
+        {"provider": "azure", "azure_deployment": "a/b"},
     ],
 )
 async def test_invalid(models: ModelRepository, kwargs: dict[str, object]) -> None:
@@ -106,3 +110,20 @@ async def test_a_price_never_set_is_null_unpriced_and_zero_is_free(
     )
     d = deployment_from(free)
     assert (d.input_price_per_mtok, d.output_price_per_mtok) == (0.0, 0.0)
+
+
+async def test_an_azure_model_keeps_its_deployment_name_and_api_version(
+    models: ModelRepository,
+) -> None:
+    model = await models.create(
+        name="gpt-4o-eu",
+        provider="azure",
+        upstream_model="gpt-4o",
+        upstream_cluster="azure-eu",
+        azure_deployment="gpt4o-eu",
+        api_version="2024-10-21",
+    )
+    d = deployment_from(model)
+    assert (d.azure_deployment, d.api_version) == ("gpt4o-eu", "2024-10-21")
+    cleared = await models.update(model.id, version=1, api_version=None)
+    assert (cleared.azure_deployment, cleared.api_version) == ("gpt4o-eu", None)

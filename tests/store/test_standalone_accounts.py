@@ -103,3 +103,35 @@ def test_catalog_routes_a_stored_model_on_an_account_to_its_cluster() -> None:
     )
     deployment = deployment_from(model)
     assert (deployment.route, deployment.account) == ("openai-prod", "openai-prod")
+
+
+AZURE = """\
+models:
+  - name: gpt-4o
+    provider: azure
+    upstream_model: gpt-4o-2024-08-06
+    azure_deployment: gpt4o-eu
+    api_version: 2024-10-21
+"""
+
+
+def test_an_azure_deployment_keeps_its_name_and_api_version() -> None:
+    # Unquoted, YAML reads the version as a date: it is taken as the text written.
+    model = parse_standalone_config(AZURE, source="c.yaml").models["gpt-4o"]
+    assert (model.azure_deployment, model.api_version) == ("gpt4o-eu", "2024-10-21")
+    assert model.upstream_model == "gpt-4o-2024-08-06"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "fragment"),
+    [
+        ("api_version: 2024-10-21", "api_version: '2024&x=1'", 6, "models[0].api_version"),
+        ("azure_deployment: gpt4o-eu", "azure_deployment: a/b", 5, "models[0].azure_deployment"),
+        ("provider: azure", "provider: openai", 5, "only an azure deployment has one"),
+    ],
+)
+def test_azure_fields_are_checked(old: str, new: str, line: int, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_standalone_config(AZURE.replace(old, new), source="c.yaml")
+    assert f"c.yaml:{line}:" in str(err.value)
+    assert fragment in str(err.value)

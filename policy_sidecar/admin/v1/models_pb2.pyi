@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("id", "name", "provider", "upstream_model", "upstream_cluster", "context_window", "input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok", "enabled", "version", "create_time", "update_time", "account")
+    __slots__ = ("id", "name", "provider", "upstream_model", "upstream_cluster", "context_window", "input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok", "enabled", "version", "create_time", "update_time", "account", "azure_deployment", "api_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class Model(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AZURE_DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     provider: str
@@ -40,7 +42,9 @@ class Model(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     account: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., upstream_cluster: _Optional[str] = ..., context_window: _Optional[int] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., cached_input_price_per_mtok: _Optional[str] = ..., enabled: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ...) -> None: ...
+    azure_deployment: str
+    api_version: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., upstream_cluster: _Optional[str] = ..., context_window: _Optional[int] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., cached_input_price_per_mtok: _Optional[str] = ..., enabled: _Optional[bool] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ..., azure_deployment: _Optional[str] = ..., api_version: _Optional[str] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
     __slots__ = ("model",)

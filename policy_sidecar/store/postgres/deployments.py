@@ -39,6 +39,8 @@ class ModelRepository:
         cached_input_price_per_mtok: Decimal | None = None,
         enabled: bool = True,
         account: str | None = None,
+        azure_deployment: str | None = None,
+        api_version: str | None = None,
     ) -> Model:
         async with self._pool.connection() as conn, conn.transaction():
             with translate_errors(_KIND):
@@ -47,8 +49,9 @@ class ModelRepository:
                     Model,
                     "INSERT INTO models (name, provider, upstream_model, upstream_cluster,"
                     " context_window, input_price_per_mtok, output_price_per_mtok,"
-                    " cached_input_price_per_mtok, enabled, account)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                    " cached_input_price_per_mtok, enabled, account, azure_deployment,"
+                    " api_version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                     (
                         name,
                         provider,
@@ -60,6 +63,8 @@ class ModelRepository:
                         cached_input_price_per_mtok,
                         enabled,
                         account,
+                        azure_deployment,
+                        api_version,
                     ),
                 )
         assert model is not None
@@ -115,6 +120,8 @@ class ModelRepository:
         cached_input_price_per_mtok: Decimal | Unset | None = UNSET,
         enabled: bool | Unset = UNSET,
         account: str | Unset | None = UNSET,
+        azure_deployment: str | Unset | None = UNSET,
+        api_version: str | Unset | None = UNSET,
     ) -> Model:
         changes: dict[str, Any] = _crud.set_fields(
             name=name,
@@ -127,6 +134,8 @@ class ModelRepository:
             cached_input_price_per_mtok=cached_input_price_per_mtok,
             enabled=enabled,
             account=account,
+            azure_deployment=azure_deployment,
+            api_version=api_version,
         )
         async with self._pool.connection() as conn, conn.transaction():
             with translate_errors(_KIND):
