@@ -1,6 +1,6 @@
 """The audit log: who changed which configuration row, when, from what to what.
 
-Rows of `audit_events` are written by triggers (sql/0007_audit.sql) in the same
+Rows of `audit_events` are written by triggers (sql/0008_audit.sql) in the same
 transaction as the change. The triggers learn who is writing from two
 transaction-local settings that `write_transaction` sets from `audit_context`, a
 context variable the admin server sets per call (token name, gRPC method). Repository
