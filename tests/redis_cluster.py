@@ -1,0 +1,143 @@
+"""A real three-master Redis Cluster on loopback, for tests and the bench.
+
+Three ``redis-server --cluster-enabled yes`` processes on free ports (each also needs
+its cluster-bus port, ``port + 10000``, free), joined by ``redis-cli --cluster create``;
+``start()`` returns once every node reports ``cluster_state:ok`` and agrees on the slot
+map. Nothing is persisted; ``stop()`` terminates the processes and removes the node
+files. The Debian ``redis-server`` package ships both binaries (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["LocalRedisCluster", "free_cluster_port"]
+
+_BUS_OFFSET = 10_000
+_DEADLINE_S = 60.0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster-bus port (``port + 10000``) is free too."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        bus = port + _BUS_OFFSET
+        if port in taken or bus in taken or bus > 65535:
+            continue
+        if _port_free(bus):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class LocalRedisCluster:
+    """Three masters, no replicas, on 127.0.0.1."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.masters = masters
+        self.ports: list[int] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The sidecar's cluster URL: every master as a startup node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{p}/0" for p in self.ports]
+
+    def start(self) -> None:
+        for binary in ("redis-server", "redis-cli"):
+            if shutil.which(binary) is None:
+                raise RuntimeError(f"{binary} is needed (.ci/run installs redis-server)")
+        self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-cluster-"))
+        taken: set[int] = set()
+        try:
+            for i in range(self.masters):
+                port = free_cluster_port(taken)
+                taken |= {port, port + _BUS_OFFSET}
+                self.ports.append(port)
+                self._procs.append(self._server(port, self._dir / f"node-{i}"))
+            for port in self.ports:
+                self._wait(lambda p=port: self._cli(p, "ping") == "PONG", f"node {port} up")
+            nodes = [f"127.0.0.1:{p}" for p in self.ports]
+            create = ["--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+            subprocess.run(
+                ["redis-cli", *create],
+                check=True,
+                capture_output=True,
+                timeout=_DEADLINE_S,
+            )
+            for port in self.ports:
+                self._wait(lambda p=port: self._ready(p), f"node {port} cluster_state:ok")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self._procs.clear()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _server(self, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+        workdir.mkdir(parents=True)
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", str(workdir / "nodes.conf"), "--dir", str(workdir)]
+        args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        log = (workdir / "redis.log").open("wb")
+        try:
+            return subprocess.Popen(["redis-server", *args], stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def _cli(self, port: int, *command: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout.strip()
+
+    def _ready(self, port: int) -> bool:
+        info = self._cli(port, "cluster", "info")
+        # Every node must know every master and see all 16384 slots served.
+        return (
+            "cluster_state:ok" in info
+            and "cluster_slots_ok:16384" in info
+            and f"cluster_known_nodes:{self.masters}" in info
+        )
+
+    def _wait(self, check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + _DEADLINE_S
+        while not check():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster not ready within {_DEADLINE_S}s: {what}")
+            time.sleep(0.1)
