@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -57,21 +57,30 @@ class ClusterUrl:
     base_url: str
 
 
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url.strip())
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket; the message has no URL
+        raise RedisUrlError(f"malformed URL: {exc}") from None
+
+
 def is_cluster_url(url: str) -> bool:
-    return urlsplit(url.strip()).scheme.lower() in _CLUSTER_SCHEMES
+    return _split(url).scheme.lower() in _CLUSTER_SCHEMES
 
 
 def check_redis_url(url: str) -> None:
     """Raise ``RedisUrlError`` for a URL neither client can use."""
-    scheme = urlsplit(url.strip()).scheme.lower()
+    scheme = _split(url).scheme.lower()
     if scheme in _CLUSTER_SCHEMES:
         parse_cluster_url(url)
+    elif not scheme:
+        raise RedisUrlError(f"no scheme; {_EXPECTED}")
     elif scheme not in _SINGLE_SCHEMES:
-        raise RedisUrlError(f"unknown scheme {scheme + '://' if scheme else '(none)'}; {_EXPECTED}")
+        raise RedisUrlError(f"unknown scheme {scheme}://; {_EXPECTED}")
 
 
 def parse_cluster_url(url: str) -> ClusterUrl:
-    parts = urlsplit(url.strip())
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in _CLUSTER_SCHEMES:
         raise RedisUrlError(f"not a cluster URL; {_EXPECTED}")
