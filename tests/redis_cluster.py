@@ -106,6 +106,12 @@ class LocalRedisCluster:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def kill_node(self, port: int) -> None:
+        """Stop one node for good (SIGKILL: no goodbye to its clients)."""
+        proc = self._procs[self.ports.index(port)]
+        proc.kill()
+        proc.wait(10)
+
     def _server(self, port: int, workdir: Path) -> subprocess.Popen[bytes]:
         workdir.mkdir(parents=True)
         args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
