@@ -15,7 +15,6 @@ from redis.exceptions import (
     ClusterDownError,
     ReadOnlyError,
     RedisClusterException,
-    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -132,12 +131,13 @@ _UNAVAILABLE = (
 
 
 class _CounterCluster(RedisCluster):
-    """Retries a command after a lost connection or during a failover (the client
-    refreshes the slot map first), never after a timeout: a timed-out script may have
-    run, and running it twice would count the request twice."""
+    """Retries a command after a lost connection only (the client refreshes its slot map
+    first), like the single Redis's pool: never after a timeout (a timed-out script may
+    have run, and running it twice would count the request twice), nor during a failover
+    (CLUSTERDOWN lasts seconds; the request fails open or closed at once instead)."""
 
-    # The base class types this as its own tuple; the retry loop only tests membership.
-    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+    # The base class types this as its own 4-tuple; the retry loop only tests membership.
+    ERRORS_ALLOW_RETRY = (RedisConnectionError,)  # type: ignore[assignment]
 
 
 class RedisCounterStore(SettlingMixin):
