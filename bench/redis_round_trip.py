@@ -3,8 +3,9 @@
     PYTHONPATH=. python bench/redis_round_trip.py [--calls 3000] [--concurrency 32]
         [--redis redis://127.0.0.1:6379/0] [--redis-cluster redis+cluster://h:p,...]
 
-Without ``--redis-cluster`` a private three-master cluster is started on loopback
-(redis-server and redis-cli needed). Measured per store: one ``check_and_add`` of two
+Without ``--redis`` a private redis-server, without ``--redis-cluster`` a private
+three-master cluster is started on loopback (redis-server and redis-cli needed): equal
+terms for both, where the shared server on 6379 also serves whatever else runs. Measured per store: one ``check_and_add`` of two
 counters (a request's rate and token limit: one EVALSHA), one after another (p50/p99),
 calls per second with ``--concurrency`` callers on one event loop (one worker), and
 the client's CPU time per call in that run (the Python cost of the client: less noisy
@@ -21,7 +22,7 @@ import uuid
 
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.values import CounterOp, Window, WindowUnit, counter_key
-from tests.redis_cluster import LocalRedisCluster
+from tests.redis_cluster import LocalRedis, LocalRedisCluster
 
 MINUTE = Window(WindowUnit.MINUTE)
 DAY = Window(WindowUnit.DAY)
@@ -81,18 +82,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis", default=None)
     parser.add_argument("--redis-cluster", default=None)
     args = parser.parse_args()
-    await measure("one Redis", args.redis, args.calls, args.concurrency)
-    local = None if args.redis_cluster else LocalRedisCluster()
-    if local is not None:
-        local.start()
-    try:
-        url = local.url if local is not None else args.redis_cluster
-        await measure("Redis Cluster (3 masters)", url, args.calls, args.concurrency)
-    finally:
-        if local is not None:
+    for label, url, local in (
+        ("one Redis", args.redis, LocalRedis()),
+        ("Redis Cluster (3 masters)", args.redis_cluster, LocalRedisCluster()),
+    ):
+        if url is None:
+            local.start()
+        try:
+            await measure(label, url or local.url, args.calls, args.concurrency)
+        finally:
             local.stop()
 
 

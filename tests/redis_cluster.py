@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["LocalRedisCluster", "free_cluster_port"]
+__all__ = ["LocalRedis", "LocalRedisCluster", "free_cluster_port"]
 
 _BUS_OFFSET = 10_000
 _DEADLINE_S = 60.0
@@ -147,3 +147,31 @@ class LocalRedisCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Redis Cluster not ready within {_DEADLINE_S}s: {what}")
             time.sleep(0.1)
+
+
+class LocalRedis(LocalRedisCluster):
+    """One plain redis-server (no cluster mode) on a free loopback port, started and
+    stopped the same way: the bench compares it with the cluster on equal terms (the
+    shared server on 6379 also serves every other test run on the machine)."""
+
+    def __init__(self) -> None:
+        super().__init__(masters=1)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-"))
+        try:
+            port = free_cluster_port(set())
+            self.ports.append(port)
+            workdir = self._dir / "node"
+            workdir.mkdir()
+            args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+            args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+            self._procs.append(subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL))
+            self._wait(lambda: self._cli(port, "ping") == "PONG", f"redis {port} up")
+        except BaseException:
+            self.stop()
+            raise
