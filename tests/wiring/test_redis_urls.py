@@ -8,6 +8,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from policy_sidecar.admin.settings import AdminSettings
+from policy_sidecar.counters.redis_store import RedisCounterStore
+from policy_sidecar.limits.penalties import RedisPenaltyBox
 from policy_sidecar.redis_clients import (
     RedisUrlError,
     check_redis_url,
@@ -16,6 +18,7 @@ from policy_sidecar.redis_clients import (
     parse_cluster_url,
 )
 from policy_sidecar.wiring.settings import Settings, SettingsError
+from policy_sidecar.wiring.sidecar import build_counters
 
 SECRET = "s3cret-Pa55"
 
@@ -115,3 +118,14 @@ def test_the_admin_setting_is_checked_too() -> None:
         AdminSettings.from_env(env)
     assert str(caught.value).startswith("POLICY_SIDECAR_REDIS_URL: unknown scheme cluster://")
     assert SECRET not in str(caught.value)
+
+
+async def test_the_sidecar_builds_cluster_counters_from_a_cluster_url() -> None:
+    counters, penalties = build_counters(
+        Settings(redis_url="redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+    )
+    try:
+        assert isinstance(counters, RedisCounterStore) and counters.is_cluster
+        assert isinstance(penalties, RedisPenaltyBox)
+    finally:
+        await counters.aclose()
