@@ -14,7 +14,7 @@ Redis. Errors never repeat the URL: it may hold a password.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
@@ -54,7 +54,7 @@ class ClusterUrl:
     credentials, TLS and query options every node connection shares."""
 
     nodes: tuple[tuple[str, int], ...]
-    base_url: str
+    base_url: str = field(repr=False)  # may hold a password
 
 
 def _split(url: str) -> SplitResult:
