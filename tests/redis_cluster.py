@@ -46,6 +46,10 @@ def free_cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+class _NodeExited(RuntimeError):
+    pass
+
+
 class LocalRedisCluster:
     """Three masters, no replicas, on 127.0.0.1."""
 
@@ -65,9 +69,21 @@ class LocalRedisCluster:
         return [f"redis://127.0.0.1:{p}/0" for p in self.ports]
 
     def start(self) -> None:
+        """Start the nodes and form the cluster; a node that exits at once (another
+        process took its port meanwhile) makes a fresh attempt on new ports."""
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is needed (.ci/run installs redis-server)")
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except _NodeExited:
+                if attempt == 2:
+                    raise
+
+    def _start(self) -> None:
+        self.ports = []
         self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-cluster-"))
         taken: set[int] = set()
         try:
@@ -76,8 +92,8 @@ class LocalRedisCluster:
                 taken |= {port, port + _BUS_OFFSET}
                 self.ports.append(port)
                 self._procs.append(self._server(port, self._dir / f"node-{i}"))
-            for port in self.ports:
-                self._wait(lambda p=port: self._cli(p, "ping") == "PONG", f"node {port} up")
+            for port, proc in zip(self.ports, self._procs, strict=True):
+                self._wait(lambda p=port: self._cli(p, "ping") == "PONG", f"node {port} up", proc)
             nodes = [f"127.0.0.1:{p}" for p in self.ports]
             create = ["--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
             subprocess.run(
@@ -141,9 +157,13 @@ class LocalRedisCluster:
             and f"cluster_known_nodes:{self.masters}" in info
         )
 
-    def _wait(self, check: Callable[[], bool], what: str) -> None:
+    def _wait(
+        self, check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None
+    ) -> None:
         deadline = time.monotonic() + _DEADLINE_S
         while not check():
+            if proc is not None and proc.poll() is not None:
+                raise _NodeExited(f"redis-server exited ({proc.returncode}): {what}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Redis Cluster not ready within {_DEADLINE_S}s: {what}")
             time.sleep(0.1)
