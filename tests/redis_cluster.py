@@ -51,17 +51,22 @@ class _NodeExited(RuntimeError):
 
 
 class LocalRedisCluster:
-    """Three masters, no replicas, on 127.0.0.1."""
+    """Three masters on 127.0.0.1; no replicas unless asked (then ``replicas`` per
+    master, and a short ``node_timeout_ms`` makes a failover take about a second)."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(
+        self, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int | None = None
+    ) -> None:
         self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
         self.ports: list[int] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._dir: Path | None = None
 
     @property
     def url(self) -> str:
-        """The sidecar's cluster URL: every master as a startup node."""
+        """The sidecar's cluster URL: every node as a startup node."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
     @property
@@ -87,7 +92,7 @@ class LocalRedisCluster:
         self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-cluster-"))
         taken: set[int] = set()
         try:
-            for i in range(self.masters):
+            for i in range(self.masters * (1 + self.replicas)):
                 port = free_cluster_port(taken)
                 taken |= {port, port + _BUS_OFFSET}
                 self.ports.append(port)
@@ -95,7 +100,8 @@ class LocalRedisCluster:
             for port, proc in zip(self.ports, self._procs, strict=True):
                 self._wait(lambda p=port: self._cli(p, "ping") == "PONG", f"node {port} up", proc)
             nodes = [f"127.0.0.1:{p}" for p in self.ports]
-            create = ["--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+            create = ["--cluster", "create", *nodes, "--cluster-replicas", str(self.replicas)]
+            create.append("--cluster-yes")
             subprocess.run(
                 ["redis-cli", *create],
                 check=True,
@@ -104,6 +110,8 @@ class LocalRedisCluster:
             )
             for port in self.ports:
                 self._wait(lambda p=port: self._ready(p), f"node {port} cluster_state:ok")
+                # A replica that has not finished its first sync cannot take over.
+                self._wait(lambda p=port: self._synced(p), f"node {port} replica in sync")
         except BaseException:
             self.stop()
             raise
@@ -122,6 +130,22 @@ class LocalRedisCluster:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot now."""
+        port = next(
+            p for p, proc in zip(self.ports, self._procs, strict=True) if proc.poll() is None
+        )
+        slot = int(self._cli(port, "cluster", "keyslot", key))
+        for line in self._cli(port, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for ranges in fields[8:]:
+                low, _, high = ranges.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise RuntimeError(f"no master serves slot {slot}")
+
     def kill_node(self, port: int) -> None:
         """Stop one node for good (SIGKILL: no goodbye to its clients)."""
         proc = self._procs[self.ports.index(port)]
@@ -133,6 +157,8 @@ class LocalRedisCluster:
         args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
         args += ["--cluster-config-file", str(workdir / "nodes.conf"), "--dir", str(workdir)]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if self.node_timeout_ms is not None:
+            args += ["--cluster-node-timeout", str(self.node_timeout_ms)]
         log = (workdir / "redis.log").open("wb")
         try:
             return subprocess.Popen(["redis-server", *args], stdout=log, stderr=subprocess.STDOUT)
@@ -154,8 +180,12 @@ class LocalRedisCluster:
         return (
             "cluster_state:ok" in info
             and "cluster_slots_ok:16384" in info
-            and f"cluster_known_nodes:{self.masters}" in info
+            and f"cluster_known_nodes:{self.masters * (1 + self.replicas)}" in info
         )
+
+    def _synced(self, port: int) -> bool:
+        info = self._cli(port, "info", "replication")
+        return "role:slave" not in info or "master_link_status:up" in info
 
     def _wait(
         self, check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None

@@ -110,3 +110,33 @@ async def test_an_unreachable_cluster_raises_unavailable() -> None:
             await store.adjust([Adjustment(op.key, MINUTE, int(T0), 1)], T0)
     finally:
         await store.aclose()
+
+
+async def test_the_store_recovers_by_itself_after_a_failover() -> None:
+    # A private cluster with one replica per master and a one-second node timeout: the
+    # master of the counter's slot is killed; calls fail as unavailable (never another
+    # error) until its replica has taken over, then count again without a restart.
+    cluster = LocalRedisCluster(replicas=1, node_timeout_ms=1000)
+    cluster.start()
+    store = patient_redis_store(cluster.url)
+    op = CounterOp(counter_key("org", "failover", "rl"), limit=10**6, window=MINUTE, amount=1)
+    try:
+        assert (await store.check_and_add([op], T0)).admitted
+        cluster.kill_node(cluster.master_of(op.key))
+        unavailable = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                result = await store.check_and_add([op], T0)
+                break
+            except CounterStoreUnavailable:
+                unavailable += 1
+                assert asyncio.get_running_loop().time() < deadline, "no failover in 30 s"
+                await asyncio.sleep(0.1)
+        assert result.admitted
+        assert unavailable >= 1  # the dead master was noticed, not silently skipped
+        # Later calls go straight to the new master.
+        assert (await store.check_and_add([op], T0)).admitted
+    finally:
+        await store.aclose()
+        cluster.stop()
