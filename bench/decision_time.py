@@ -1,6 +1,10 @@
 """Sidecar decision time: headers + body phases of the policy filter, in-process.
 
     python bench/decision_time.py [--requests 3000] [--redis redis://127.0.0.1:6379/0]
+        [--redis-cluster [redis+cluster://host:port,...]]
+
+``--redis-cluster`` alone starts a private three-master cluster on loopback (needs
+redis-server and redis-cli) and adds its line beside the single Redis's.
 
 Five policies apply to the caller: model_allowlist, request_size, custom_cel (pre
 check), rate_limit and token_limit (the two counters: one round trip). Measured is
@@ -30,6 +34,7 @@ from policy_sidecar.providers import default_registry
 from policy_sidecar.store.standalone import StandaloneIdentityResolver, parse_standalone_config
 from policy_sidecar.tokens import load_estimator
 from tests.extproc.messages import body, request_headers
+from tests.redis_cluster import LocalRedisCluster
 
 KEY = "ps-bench-key-0123456789abcdef"
 
@@ -101,6 +106,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-cluster", nargs="?", const="start", default=None)
     args = parser.parse_args()
     report("in-process counters", await run(InMemoryCounterStore(), args.requests))
     redis_store = RedisCounterStore.from_url(args.redis)
@@ -108,6 +114,20 @@ async def main() -> None:
         report("Redis counters (loopback)", await run(redis_store, args.requests))
     finally:
         await redis_store.aclose()
+    if args.redis_cluster is None:
+        return
+    local = LocalRedisCluster() if args.redis_cluster == "start" else None
+    if local is not None:
+        local.start()
+    try:
+        cluster_store = RedisCounterStore.from_url(local.url if local else args.redis_cluster)
+        try:
+            report("Redis Cluster counters", await run(cluster_store, args.requests))
+        finally:
+            await cluster_store.aclose()
+    finally:
+        if local is not None:
+            local.stop()
 
 
 if __name__ == "__main__":

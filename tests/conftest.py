@@ -23,6 +23,7 @@ from policy_sidecar.store.standalone import (
 from policy_sidecar.tokens import load_estimator
 from policy_sidecar.usage.record import UsageRecord
 from tests import log_secrets
+from tests.redis_cluster import LocalRedisCluster
 
 KEY = "ps-test-key-0123456789abcdef"
 OTHER_KEY = "ps-other-key-0123456789abcdef"
@@ -90,6 +91,18 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A private three-master Redis Cluster on loopback, shared by the session's tests
+    (each uses its own keys), started on first use and stopped at the end."""
+    cluster = LocalRedisCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

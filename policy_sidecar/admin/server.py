@@ -129,8 +129,7 @@ async def start_admin_server(
 
 async def serve_admin(settings: AdminSettings) -> None:
     """Run until SIGINT/SIGTERM: Postgres pool, optional Redis publisher, metrics."""
-    from redis.asyncio import Redis
-
+    from policy_sidecar.redis_clients import open_redis
     from policy_sidecar.store.redis_publisher import RedisPolicyChangePublisher
 
     stop = asyncio.Event()
@@ -139,7 +138,7 @@ async def serve_admin(settings: AdminSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     pool = await open_pool(settings.database_url, name="policy-sidecar-admin")
     metrics = AdminMetrics.create()
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = open_redis(settings.redis_url) if settings.redis_url else None
     publisher = (
         RedisPolicyChangePublisher(
             redis, on_result=lambda result: metrics.invalidations.labels(result).inc()

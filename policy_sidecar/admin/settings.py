@@ -6,7 +6,7 @@ sidecar's `wiring.settings.Settings`, through `wiring.settings.read_environment`
 | variable | default | meaning |
 | --- | --- | --- |
 | POLICY_SIDECAR_DATABASE_URL | (required) | Postgres URL |
-| POLICY_SIDECAR_REDIS_URL | (none: no invalidation published) | e.g. `redis://127.0.0.1:6379/0` |
+| POLICY_SIDECAR_REDIS_URL | (none: nothing published) | `redis://…` or `redis+cluster://…` |
 | POLICY_SIDECAR_ADMIN_HOST | 127.0.0.1 | address the admin gRPC server binds |
 | POLICY_SIDECAR_ADMIN_PORT | 50070 | admin gRPC port (0: any free port) |
 | POLICY_SIDECAR_ADMIN_METRICS_PORT | 9470 | Prometheus `/metrics` port (0: any free; -1: off) |
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from policy_sidecar.admin.auth import AdminToken, TokenError, parse_tokens
-from policy_sidecar.wiring.settings import SettingsError, read_environment
+from policy_sidecar.wiring.settings import SettingsError, read_environment, redis_url_setting
 
 __all__ = ["AdminSettings"]
 
@@ -62,7 +62,7 @@ class AdminSettings:
         return cls(
             database_url=database_url,
             tokens=tokens,
-            redis_url=get("REDIS_URL"),
+            redis_url=redis_url_setting("REDIS_URL", get("REDIS_URL")),
             host=get("ADMIN_HOST") or "127.0.0.1",
             port=_int("ADMIN_PORT", get("ADMIN_PORT"), 50070),
             metrics_port=_int("ADMIN_METRICS_PORT", get("ADMIN_METRICS_PORT"), 9470),

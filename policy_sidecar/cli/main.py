@@ -15,7 +15,7 @@ from policy_sidecar.cli.prices import add_prices_parser
 from policy_sidecar.envoy.accounts_file import load_accounts_file, load_fallback_groups
 from policy_sidecar.envoy.render import CREDENTIALS_DIR, EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import SYSTEM_CA
-from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports
+from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports, redis_url_setting
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.database_url:
             overrides["database_url"] = args.database_url
         if args.redis_url:
-            overrides["redis_url"] = args.redis_url
+            overrides["redis_url"] = redis_url_setting("REDIS_URL", args.redis_url)
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)

@@ -7,10 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policy_sidecar.counters.store import SettlingMixin
@@ -27,6 +34,14 @@ from policy_sidecar.counters.windows import (
     plan_bucket,
     ttl_ms,
     validate_ops,
+)
+from policy_sidecar.redis_clients import (
+    RedisClient,
+    check_redis_url,
+    is_cluster_url,
+    open_cluster,
+    parse_cluster_url,
+    ready,
 )
 
 __all__ = ["COUNTER_SCRIPT", "RedisCounterStore"]
@@ -108,7 +123,21 @@ _UNAVAILABLE = (
     ReadOnlyError,
     OSError,
     asyncio.TimeoutError,
+    # Redis Cluster: a failover under way, a slot nobody serves yet, no node reachable.
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
 )
+
+
+class _CounterCluster(RedisCluster):
+    """Retries a command after a lost connection only (the client refreshes its slot map
+    first), like the single Redis's pool: never after a timeout (a timed-out script may
+    have run, and running it twice would count the request twice), nor during a failover
+    (CLUSTERDOWN lasts seconds; the request fails open or closed at once instead)."""
+
+    # The base class types this as its own 4-tuple; the retry loop only tests membership.
+    ERRORS_ALLOW_RETRY = (RedisConnectionError,)  # type: ignore[assignment]
 
 
 class RedisCounterStore(SettlingMixin):
@@ -116,14 +145,29 @@ class RedisCounterStore(SettlingMixin):
 
     Every call is one EVALSHA of ``COUNTER_SCRIPT`` (loaded on first use and again after
     NOSCRIPT, e.g. when Redis restarted). On Redis Cluster all keys of one call must share
-    a hash tag (``counter_key`` puts the scope in braces); otherwise Redis answers
-    CROSSSLOT. Connection failures and timeouts raise ``CounterStoreUnavailable``; the
-    client reconnects on the next call. Safe for concurrent use from one event loop.
+    a hash tag (``counter_key`` puts the scope in braces): a call whose keys span several
+    slots raises ``ValueError`` (a caller's bug) before anything is sent. Connection
+    failures, timeouts and a cluster that is failing over raise
+    ``CounterStoreUnavailable``; the client reconnects (and, on a cluster, refreshes its
+    slot map) on the next call. Safe for concurrent use from one event loop.
+
+    ``max_in_flight`` bounds the concurrent calls (callers wait for a turn at most
+    ``wait_timeout`` seconds): the cluster client fails at once when a node's connections
+    run out, where a single Redis's blocking pool waits.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        max_in_flight: int | None = None,
+        wait_timeout: float = 0.25,
+    ) -> None:
         self._client = client
         self._script = client.register_script(COUNTER_SCRIPT)
+        self._cluster = isinstance(client, RedisCluster)
+        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._wait_timeout = wait_timeout
 
     @classmethod
     def from_url(
@@ -140,7 +184,24 @@ class RedisCounterStore(SettlingMixin):
         One immediate retry on a dropped connection (a restarted server leaves stale
         pooled sockets), none on timeouts: a timed-out script may have run, and running
         it twice would count the request twice.
+
+        A ``redis+cluster://`` URL (see ``policy_sidecar.redis_clients``) gives a Redis
+        Cluster client with the same timeouts and retry rule; ``max_connections`` then
+        bounds the calls in flight, and each node's pool holds up to twice as many (the
+        penalty box shares the client).
         """
+        check_redis_url(url)
+        if is_cluster_url(url):
+            cluster = open_cluster(
+                parse_cluster_url(url),
+                cluster_class=_CounterCluster,
+                max_connections=2 * max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                client_name=client_name,
+                retry=Retry(NoBackoff(), retries=1),
+            )
+            return cls(cluster, max_in_flight=max_connections, wait_timeout=connect_timeout)
         # A blocking pool: a burst of requests waits for a free connection (up to the
         # connect timeout) instead of failing with "too many connections".
         pool = BlockingConnectionPool.from_url(
@@ -156,8 +217,12 @@ class RedisCounterStore(SettlingMixin):
         return cls(client)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         return self._client
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._cluster
 
     @property
     def script_sha(self) -> str:
@@ -165,10 +230,24 @@ class RedisCounterStore(SettlingMixin):
         return sha
 
     async def _run(self, keys: list[str], args: list[str]) -> Any:
+        if self._cluster:
+            _check_one_slot(keys)
         try:
-            return await self._script(keys=keys, args=args)
+            if self._gate is None:
+                return await self._eval(keys, args)
+            async with asyncio.timeout(self._wait_timeout):
+                await self._gate.acquire()
+            try:
+                return await self._eval(keys, args)
+            finally:
+                self._gate.release()
         except _UNAVAILABLE as exc:
             raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def _eval(self, keys: list[str], args: list[str]) -> Any:
+        if self._cluster:
+            await ready(self._client)
+        return await self._script(keys=keys, args=args)
 
     async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
         validate_ops(ops)
@@ -199,3 +278,12 @@ class RedisCounterStore(SettlingMixin):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _check_one_slot(keys: Sequence[str]) -> None:
+    slots = {key_slot(k.encode()) for k in keys}
+    if len(slots) > 1:
+        raise ValueError(
+            f"one counter call spans {len(slots)} Redis Cluster slots; the keys of one"
+            f" call must share a hash tag: {list(keys)}"
+        )

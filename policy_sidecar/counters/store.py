@@ -30,7 +30,10 @@ class CounterStore(Protocol):
     - ``check_and_add`` checks every op of a request against its limit using the
       sliding-window rule (see ``windows``), then adds every amount, or adds nothing if
       any op would exceed its limit. It is atomic with respect to all other calls on the
-      same store (one Redis script / one event-loop step). Keys must be distinct.
+      same store (one Redis script / one event-loop step). Keys must be distinct, and
+      the keys of one call (``check_and_add`` or ``adjust``) must share one hash tag
+      (``counter_key``'s braces): on a Redis Cluster one script runs in one slot, and
+      the Redis store refuses a call across slots with ``ValueError``.
     - ``now`` is epoch seconds chosen by the caller; the store never reads a clock.
     - ``adjust`` adds a signed delta to the exact bucket a reservation went to, never
       checks limits and never takes a bucket below 0; buckets that no longer count are

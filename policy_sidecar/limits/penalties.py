@@ -6,10 +6,13 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from policy_sidecar.counters.values import CounterStoreUnavailable, counter_key
+from policy_sidecar.redis_clients import RedisClient, ready
+
+# Any failure to reach Redis (on a cluster also: no node reachable, a slot not served).
+_UNAVAILABLE = (RedisError, RedisClusterException, OSError)
 
 
 def penalty_key(org_id: str, app_id: str, environment: str) -> str:
@@ -75,16 +78,17 @@ return 1
 
 
 class RedisPenaltyBox:
-    """One key per penalised caller holding the end time, expiring with it."""
+    """One key per penalised caller holding the end time, expiring with it (one key per
+    call: fine on a Redis Cluster)."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
         self._impose = client.register_script(_IMPOSE)
 
     async def until(self, key: str, now: float) -> Penalty | None:
         try:
-            raw = await self._client.get(key)
-        except (RedisError, OSError) as exc:
+            raw = await (await ready(self._client)).get(key)
+        except _UNAVAILABLE as exc:
             raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
         if raw is None:
             return None
@@ -97,8 +101,9 @@ class RedisPenaltyBox:
         )
         ttl_ms = max(1, int((penalty.until - now) * 1000))
         try:
+            await ready(self._client)
             await self._impose(keys=[key], args=[value, repr(penalty.until), ttl_ms])
-        except (RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
 
 

@@ -8,8 +8,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+
+from policy_sidecar.redis_clients import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +26,16 @@ class InvalidationListener:
     Two kinds of reconnect: this loop's own (the subscription failed), and redis-py's
     silent one inside ``listen()`` (its per-command retry reconnects and resubscribes
     without raising, e.g. after a quick Redis restart or a killed connection). The
-    second is caught by a connect callback on the subscription's connection."""
+    second is caught by a connect callback on the subscription's connection.
 
-    def __init__(self, redis: Redis, on_change: Callable[[str], Awaitable[None]]) -> None:
+    On a Redis Cluster the admin service's classic PUBLISH reaches every node (the
+    cluster bus broadcasts it), so the subscription may sit on any node: the first
+    attempt takes the first node of the client's slot map, each reconnect the next
+    one, so losing a node only moves the subscription (and re-validates the caches)."""
+
+    def __init__(self, redis: RedisClient, on_change: Callable[[str], Awaitable[None]]) -> None:
         self._redis = redis
+        self._attempt = 0
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self.received = 0
@@ -50,7 +59,7 @@ class InvalidationListener:
         first = True
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with await self._pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     connection = pubsub.connection
                     assert connection is not None
@@ -68,11 +77,19 @@ class InvalidationListener:
                                 await self._handle(message.get("data"))
                     finally:
                         connection.deregister_connect_callback(self._on_reconnect)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self.ready.clear()
+                self._attempt += 1
                 log.warning("invalidation channel lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _pubsub(self) -> PubSub:
+        if not isinstance(self._redis, RedisCluster):
+            return self._redis.pubsub()
+        await self._redis.initialize()  # discovers the nodes on first use
+        nodes = self._redis.get_nodes()
+        return self._redis.pubsub(node=nodes[self._attempt % len(nodes)])
 
     def _on_reconnect(self, _connection: object) -> None:
         # Inside redis-py's reconnect, right after it resubscribed: revalidate from a

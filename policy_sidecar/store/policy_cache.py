@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.observability.metrics import CACHE_REQUESTS, STORE_ERRORS
 from policy_sidecar.policy.cel import EngineName
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyDefinition, Scope
 from policy_sidecar.policy.engine import PolicyEngine
+from policy_sidecar.redis_clients import RedisClient
 from policy_sidecar.store.records import Policy
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class CachedPolicySource:
     def __init__(
         self,
         load: Callable[[], Awaitable[Sequence[Policy]]],
-        redis: Redis | None,
+        redis: RedisClient | None,
         *,
         local_ttl: float = 5.0,
         redis_ttl: int = 300,
@@ -119,7 +119,7 @@ class CachedPolicySource:
         if self._redis is not None:
             try:
                 await self._redis.delete(self._redis_key)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.warning("could not drop the Redis policy copy: %s", exc)
 
     async def _refresh(self) -> None:
@@ -153,7 +153,7 @@ class CachedPolicySource:
             return None
         try:
             raw = await self._redis.get(self._redis_key)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             log.warning("Redis policy copy unavailable, reading the store: %s", exc)
             return None
         if raw is None:
@@ -173,5 +173,5 @@ class CachedPolicySource:
         payload = json.dumps({"loaded_at": loaded_at, "policies": rows})
         try:
             await self._redis.set(self._redis_key, payload, ex=self._redis_ttl)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             log.warning("could not write the Redis policy copy: %s", exc)

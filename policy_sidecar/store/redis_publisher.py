@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from policy_sidecar.redis_clients import RedisClient
 from policy_sidecar.store.invalidation import PolicyChange
 
 __all__ = [
@@ -85,7 +85,7 @@ class RedisPolicyChangePublisher:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         channel: str = CHANNEL,
         *,
         retry_for: float = 30.0,
@@ -113,7 +113,7 @@ class RedisPolicyChangePublisher:
         if not self._pending:
             try:
                 await self._client.publish(self._channel, encode_change(change))
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.warning("invalidation publish failed (%s); retrying in the background", exc)
             else:
                 self._on_result("published")
@@ -145,7 +145,7 @@ class RedisPolicyChangePublisher:
                     self._pending.popleft()
                     self._on_result("retried")
                     deadline = time.monotonic() + self._retry_for
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 if time.monotonic() >= deadline:
                     while self._pending:
                         self._give_up(self._pending.popleft(), str(exc))

@@ -8,9 +8,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from redis.asyncio import Redis
-
 from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.redis_clients import RedisClient, open_redis
 from policy_sidecar.store.account_catalog import AccountCatalog
 from policy_sidecar.store.identity_cache import CachedIdentityResolver
 from policy_sidecar.store.listener import InvalidationListener
@@ -35,7 +34,7 @@ T = TypeVar("T")
 @dataclass
 class Production:
     pool: Pool
-    redis: Redis | None
+    redis: RedisClient | None
     identities: CachedIdentityResolver
     policies: CachedPolicySource
     models: ModelCatalog
@@ -89,7 +88,7 @@ async def open_production(
     identity_cache_seconds: float = 30.0,
 ) -> Production:
     pool = await open_pool(database_url, max_size=pool_size)
-    redis = Redis.from_url(redis_url) if redis_url else None
+    redis = open_redis(redis_url) if redis_url else None
     if redis is None:
         log.warning("no Redis: policy and key changes apply within the cache TTLs, not at once")
     keys = ApiKeyRepository(pool)

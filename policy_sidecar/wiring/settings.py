@@ -15,7 +15,7 @@
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
-| POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
+| POLICY_SIDECAR_REDIS_URL | (none) | counters, invalidations: `redis://…` or `redis+cluster://…` |
 | POLICY_SIDECAR_DATABASE_URL | (none: standalone) | Postgres: production mode |
 | POLICY_SIDECAR_DATABASE_POOL_SIZE | 4 | most Postgres connections per worker (production) |
 | POLICY_SIDECAR_POLICY_CACHE_SECONDS | 5 | production: seconds policies stay cached |
@@ -43,6 +43,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+from policy_sidecar.redis_clients import RedisUrlError, check_redis_url
 
 PREFIX = "POLICY_SIDECAR_"
 
@@ -125,7 +127,7 @@ class Settings:
             ),
             tiktoken_dir=get("TIKTOKEN_DIR"),
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
-            redis_url=get("REDIS_URL"),
+            redis_url=redis_url_setting("REDIS_URL", get("REDIS_URL")),
             database_url=get("DATABASE_URL"),
             database_pool_size=_positive_int(
                 "DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), defaults.database_pool_size
@@ -168,6 +170,18 @@ def parse_ports(text: str | None) -> tuple[int, ...]:
     if not ports or any(not 0 < p < 65536 for p in ports) or len(set(ports)) != len(ports):
         raise SettingsError(f"{PREFIX}PORTS: {text!r} must be distinct ports in 1..65535")
     return tuple(ports)
+
+
+def redis_url_setting(name: str, value: str | None) -> str | None:
+    """A Redis URL setting, checked (single Redis or ``redis+cluster://``); the error
+    names the variable, never the URL (it may hold a password)."""
+    if value is None:
+        return None
+    try:
+        check_redis_url(value)
+    except RedisUrlError as exc:
+        raise SettingsError(f"{PREFIX}{name}: {exc}") from exc
+    return value
 
 
 def _cel_engine(value: str | None) -> Literal["cel-expr", "cel-python"]:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.counters.values import counter_key
+from tests.redis_cluster import LocalRedisCluster
 
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -46,15 +47,29 @@ async def delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 async def store(
     request: pytest.FixtureRequest, redis_url: str, key_prefix: str
 ) -> AsyncIterator[CounterStore]:
-    """Every contract test runs against both stores."""
+    """Every contract test runs against the in-memory store, one Redis and a Redis
+    Cluster (the session's private one: its keys expire, nothing to delete)."""
     if request.param == "memory":
         memory = InMemoryCounterStore()
         yield memory
         await memory.aclose()
+        return
+    if request.param == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        cluster_store = patient_redis_store(cluster.url)
+        assert cluster_store.is_cluster
+        yield cluster_store
+        await cluster_store.aclose()
         return
     redis_store = patient_redis_store(redis_url)
     yield redis_store

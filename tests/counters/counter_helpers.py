@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
@@ -13,17 +11,14 @@ from policy_sidecar.counters.store import CounterStore
 KeyFactory = Callable[..., str]
 
 
-async def bucket_ttl(store: CounterStore, redis_url: str, bucket: str, now: float) -> float:
+async def bucket_ttl(store: CounterStore, bucket: str, now: float) -> float:
     """Seconds until a bucket key expires, whichever store holds it."""
     if isinstance(store, InMemoryCounterStore):
         ttl = store.ttl(bucket, now)
         assert ttl is not None, f"{bucket} missing"
         return ttl
-    client = Redis.from_url(redis_url)
-    try:
-        pttl = await client.pttl(bucket)
-    finally:
-        await client.aclose()
+    assert isinstance(store, RedisCounterStore)
+    pttl = await store.client.pttl(bucket)
     assert pttl > 0, f"{bucket} has no expiry ({pttl})"
     return float(pttl) / 1000
 

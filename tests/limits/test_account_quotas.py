@@ -22,16 +22,29 @@ from policy_sidecar.policy import PolicyEngine
 from policy_sidecar.policy.account_limits import account_key
 from policy_sidecar.providers import Usage
 from tests.conftest import FakeClock
+from tests.redis_cluster import LocalRedisCluster
 
 from .test_enforcer import REDIS_URL, ctx, rate_policy, token_policy
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        # The real thing: a Redis Cluster answers a call across slots with an error,
+        # and the account's counters live in another slot than the orgs'.
+        pytest.param("cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
     if request.param == "memory":
         yield InMemoryCounterStore()
         return
-    redis_store = RedisCounterStore.from_url(REDIS_URL)
+    url = REDIS_URL
+    if request.param == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        url = cluster.url
+    redis_store = RedisCounterStore.from_url(url, socket_timeout=5.0, connect_timeout=5.0)
     yield redis_store
     await redis_store.aclose()
 

@@ -1,6 +1,7 @@
 """One contract for both penalty boxes (in-process for standalone mode, Redis for
-production): what `until` answers after `impose`, and that overlapping penalties keep
-the later end, in whichever order (or concurrently) they arrive."""
+production, on one Redis or a Redis Cluster): what `until` answers after `impose`, and
+that overlapping penalties keep the later end, in whichever order (or concurrently)
+they arrive."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from policy_sidecar.counters.values import CounterStoreUnavailable
 from policy_sidecar.limits.penalties import (
@@ -21,10 +21,19 @@ from policy_sidecar.limits.penalties import (
     RedisPenaltyBox,
     penalty_key,
 )
+from policy_sidecar.redis_clients import RedisClient, open_redis
+from tests.redis_cluster import LocalRedisCluster
 
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # A real time: the Redis box turns the penalty's length into a key expiry.
 NOW = 1_800_000_000.0
+
+
+def _url(request: pytest.FixtureRequest, backend: str) -> str:
+    if backend.startswith("cluster"):
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return REDIS_URL
 
 
 @pytest.fixture(
@@ -33,20 +42,35 @@ NOW = 1_800_000_000.0
         pytest.param("redis", marks=pytest.mark.redis),
         # A client that decodes replies to str (the wiring's does not) reads the same.
         pytest.param("redis-str", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis_cluster),
+        pytest.param("cluster-str", marks=pytest.mark.redis_cluster),
     ]
 )
 async def box(request: pytest.FixtureRequest) -> AsyncIterator[PenaltyBox]:
     if request.param == "memory":
         yield InMemoryPenaltyBox()
         return
-    client = Redis.from_url(
-        REDIS_URL,
+    client = open_redis(
+        _url(request, request.param),
         socket_timeout=5.0,
         socket_connect_timeout=5.0,
-        decode_responses=request.param == "redis-str",
+        decode_responses=request.param.endswith("-str"),
     )
     yield RedisPenaltyBox(client)
     await client.aclose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[RedisClient]:
+    """A client of one Redis or of the Redis Cluster."""
+    redis = open_redis(_url(request, request.param), socket_timeout=5.0)
+    yield redis
+    await redis.aclose()
 
 
 def fresh_key() -> str:
@@ -118,21 +142,18 @@ async def test_concurrent_overlapping_penalties_keep_the_later_end(box: PenaltyB
         assert await box.until(key, NOW + 1) == long
 
 
-@pytest.mark.redis
-async def test_redis_box_keeps_a_longer_end_written_by_an_older_version() -> None:
+async def test_redis_box_keeps_a_longer_end_written_by_an_older_version(
+    client: RedisClient,
+) -> None:
     # Older versions stored only the end time; such a penalty still counts.
-    client = Redis.from_url(REDIS_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
-    try:
-        box = RedisPenaltyBox(client)
-        key = fresh_key()
-        await client.set(key, repr(NOW + 60), px=60_000)
-        await box.impose(key, Penalty(NOW + 30, "cel-short", "short"), NOW)
-        assert await box.until(key, NOW + 40) == Penalty(NOW + 60, "", "")
-        later = Penalty(NOW + 90, "cel-long", "long")
-        await box.impose(key, later, NOW)
-        assert await box.until(key, NOW + 70) == later
-    finally:
-        await client.aclose()
+    box = RedisPenaltyBox(client)
+    key = fresh_key()
+    await client.set(key, repr(NOW + 60), px=60_000)
+    await box.impose(key, Penalty(NOW + 30, "cel-short", "short"), NOW)
+    assert await box.until(key, NOW + 40) == Penalty(NOW + 60, "", "")
+    later = Penalty(NOW + 90, "cel-long", "long")
+    await box.impose(key, later, NOW)
+    assert await box.until(key, NOW + 70) == later
 
 
 def test_the_penalty_key_is_per_app_and_environment_in_the_org_slot() -> None:
@@ -152,22 +173,18 @@ async def test_the_memory_box_forgets_expired_penalties() -> None:
     assert box._active == {}
 
 
-@pytest.mark.redis
-async def test_the_redis_key_expires_with_the_penalty() -> None:
-    client = Redis.from_url(REDIS_URL, socket_timeout=5.0, socket_connect_timeout=5.0)
-    try:
-        key = fresh_key()
-        await RedisPenaltyBox(client).impose(key, Penalty(NOW + 30, "p", "p"), NOW)
-        assert 25_000 < await client.pttl(key) <= 30_000
-    finally:
-        await client.aclose()
+async def test_the_redis_key_expires_with_the_penalty(client: RedisClient) -> None:
+    key = fresh_key()
+    await RedisPenaltyBox(client).impose(key, Penalty(NOW + 30, "p", "p"), NOW)
+    assert 25_000 < await client.pttl(key) <= 30_000
 
 
-async def test_an_unreachable_redis_raises_unavailable() -> None:
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_an_unreachable_redis_raises_unavailable(scheme: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
+    client = open_redis(f"{scheme}://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
     box = RedisPenaltyBox(client)
     try:
         with pytest.raises(CounterStoreUnavailable, match=r"^redis unavailable: "):

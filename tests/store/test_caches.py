@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import pytest
-from redis.asyncio import Redis
 
 from policy_sidecar.identity.resolver import Identity, hash_api_key
+from policy_sidecar.redis_clients import RedisClient, open_redis
 from policy_sidecar.store.identity_cache import CachedIdentityResolver
 from policy_sidecar.store.listener import CHANNEL, InvalidationListener
 from policy_sidecar.store.policy_cache import CachedPolicySource
 from policy_sidecar.store.records import KeyIdentity, Policy
 from tests.conftest import FakeClock
+from tests.redis_cluster import LocalRedisCluster
 
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WHO = Identity("app", "org", "dev", "k")
@@ -53,9 +54,20 @@ class Store:
         return self.policies
 
 
+@pytest.fixture(
+    params=["redis", pytest.param("cluster", marks=pytest.mark.redis_cluster)],
+)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The Redis-backed cache tests run on one Redis and on a Redis Cluster."""
+    if request.param == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return REDIS_URL
+
+
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = open_redis(redis_url)
     yield client
     await client.aclose()
 
@@ -68,7 +80,7 @@ def allowed(engine: object, model: str) -> bool:
 
 
 @pytest.mark.redis
-async def test_three_layers_and_invalidation(redis: Redis) -> None:
+async def test_three_layers_and_invalidation(redis: RedisClient) -> None:
     namespace = uuid.uuid4().hex
     clock = FakeClock()
     store = Store([policy("p", ["a"])])
@@ -98,7 +110,9 @@ async def test_three_layers_and_invalidation(redis: Redis) -> None:
 
 
 @pytest.mark.redis
-async def test_a_stale_redis_copy_written_before_the_invalidation_is_ignored(redis: Redis) -> None:
+async def test_a_stale_redis_copy_written_before_the_invalidation_is_ignored(
+    redis: RedisClient,
+) -> None:
     namespace = uuid.uuid4().hex
     clock = FakeClock()
     store = Store([policy("p", ["new"])])
@@ -191,7 +205,9 @@ async def test_expiring_key_is_not_cached_past_its_expiry() -> None:
 
 
 @pytest.mark.redis
-async def test_listener_dispatches_kinds_and_survives_garbage(redis: Redis) -> None:
+async def test_listener_dispatches_kinds_and_survives_garbage(
+    redis: RedisClient, redis_url: str
+) -> None:
     seen: list[str] = []
     got = asyncio.Event()
 
@@ -200,7 +216,7 @@ async def test_listener_dispatches_kinds_and_survives_garbage(redis: Redis) -> N
         if len(seen) >= 3:
             got.set()
 
-    client = Redis.from_url(REDIS_URL)
+    client = open_redis(redis_url)
     listener = InvalidationListener(client, on_change)
     listener.start()
     await asyncio.wait_for(listener.ready.wait(), 5)

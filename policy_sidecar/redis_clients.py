@@ -1,0 +1,144 @@
+"""Redis clients from one URL: a single Redis or a Redis Cluster.
+
+- ``redis://[user:pass@]host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock``:
+  one Redis (``redis.asyncio.Redis``);
+- ``redis+cluster://[user:pass@]host:port,host:port,…``, ``rediss+cluster://…`` (TLS):
+  a Redis Cluster (``redis.asyncio.cluster.RedisCluster``).
+
+A cluster URL lists one or more startup nodes (any reachable one is enough: the client
+discovers the others and the slot map from it); the port defaults to 6379, an IPv6
+address goes in brackets. A cluster has database 0 only, so the path must be empty,
+``/`` or ``/0``. Query options (``?ssl_cert_reqs=…``) are redis-py's, as for a single
+Redis. Errors never repeat the URL: it may hold a password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+from urllib.parse import SplitResult, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+__all__ = [
+    "ClusterUrl",
+    "RedisClient",
+    "RedisUrlError",
+    "check_redis_url",
+    "is_cluster_url",
+    "open_cluster",
+    "open_redis",
+    "parse_cluster_url",
+    "ready",
+]
+
+#: What every Redis user of the package accepts: one server or a cluster.
+RedisClient: TypeAlias = Redis | RedisCluster
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_SINGLE_SCHEMES = ("redis", "rediss", "unix")
+_EXPECTED = (
+    "expected redis://host:port/db, rediss://…, unix:///path or"
+    " redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
+)
+
+
+class RedisUrlError(ValueError):
+    """A Redis URL that cannot be used; the message never contains the URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """A parsed cluster URL: the startup nodes, and a single-node URL carrying the
+    credentials, TLS and query options every node connection shares."""
+
+    nodes: tuple[tuple[str, int], ...]
+    base_url: str = field(repr=False)  # may hold a password
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url.strip())
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket; the message has no URL
+        raise RedisUrlError(f"malformed URL: {exc}") from None
+
+
+def is_cluster_url(url: str) -> bool:
+    return _split(url).scheme.lower() in _CLUSTER_SCHEMES
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``RedisUrlError`` for a URL neither client can use."""
+    scheme = _split(url).scheme.lower()
+    if scheme in _CLUSTER_SCHEMES:
+        parse_cluster_url(url)
+    elif not scheme:
+        raise RedisUrlError(f"no scheme; {_EXPECTED}")
+    elif scheme not in _SINGLE_SCHEMES:
+        raise RedisUrlError(f"unknown scheme {scheme}://; {_EXPECTED}")
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _CLUSTER_SCHEMES:
+        raise RedisUrlError(f"not a cluster URL; {_EXPECTED}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not hosts:
+        raise RedisUrlError("a cluster URL names at least one node: redis+cluster://host:port")
+    nodes = tuple(_node(item) for item in hosts.split(","))
+    if parts.path not in ("", "/", "/0"):
+        raise RedisUrlError("a Redis Cluster has database 0 only: remove the /<db> path")
+    host, port = nodes[0]
+    shown = f"[{host}]" if ":" in host else host
+    query = f"?{parts.query}" if parts.query else ""
+    base = f"{_CLUSTER_SCHEMES[scheme]}://{userinfo}{at}{shown}:{port}/0{query}"
+    return ClusterUrl(nodes, base)
+
+
+def _node(item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):
+        host, bracket, rest = item[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise RedisUrlError("a cluster node's IPv6 address goes in brackets: [::1]:7000")
+        port_text = rest[1:]
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise RedisUrlError("a cluster node has an empty host: expected host:port,host:port")
+    if not port_text:
+        return host, 6379
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RedisUrlError(f"cluster node {host}: the port must be 1..65535")
+    return host, int(port_text)
+
+
+async def ready(client: RedisClient) -> RedisClient:
+    """The client, its slot map loaded when it is a cluster client that has none (first
+    use, or after a failover made it drop the map). Cheap once loaded.
+
+    Call before a command: redis-py picks a command's node before it loads the map, so
+    the first commands of a fresh (or reset) cluster client go to a random node, come
+    back MOVED and, many at once, make it reset its connections under the other
+    commands in flight."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    return client
+
+
+def open_redis(url: str, **kwargs: Any) -> RedisClient:
+    """A client for ``url``; ``kwargs`` go to the connections (timeouts, client name,
+    ``decode_responses``, …). Connects lazily, on the first command."""
+    check_redis_url(url)
+    if not is_cluster_url(url):
+        return Redis.from_url(url.strip(), **kwargs)
+    return open_cluster(parse_cluster_url(url), **kwargs)
+
+
+def open_cluster(
+    parsed: ClusterUrl, cluster_class: type[RedisCluster] = RedisCluster, **kwargs: Any
+) -> RedisCluster:
+    startup = [ClusterNode(host, port) for host, port in parsed.nodes]
+    return cluster_class.from_url(parsed.base_url, startup_nodes=startup, **kwargs)
