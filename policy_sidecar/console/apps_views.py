@@ -178,11 +178,20 @@ async def upsert_config(request: web.Request) -> web.StreamResponse:
     client = request.app[CLIENT_KEY]
     app_id = request.match_info["app_id"]
     form = await form_data(request)
+    environment = text(form, "environment")
+    existing: configs_pb2.ListApplicationConfigsResponse = await client.call(
+        client.configs.ListApplicationConfigs,
+        configs_pb2.ListApplicationConfigsRequest(app_id=app_id, page_size=PAGE),
+        user.token,
+    )
+    # Saving an environment that exists updates it (at its current version).
+    version = next((c.version for c in existing.configs if c.environment == environment), 0)
     config = configs_pb2.ApplicationConfig(
         app_id=app_id,
-        environment=text(form, "environment"),
+        environment=environment,
         enabled=form.get("enabled") == "on",
         default_model=text(form, "default_model"),
+        version=version,
     )
     try:
         await client.call(
