@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -17,10 +18,15 @@ from policy_sidecar.console.state import SESSIONS_KEY, current_user
 __all__ = ["Handler", "add_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 def _login_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
-    nonce = secrets.token_urlsafe(24)
+    # Reuse the browser's nonce: a second GET (another tab, a redirected favicon
+    # request) must not invalidate the form already shown.
+    nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not NONCE.fullmatch(nonce):
+        nonce = secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, login_csrf=nonce, error=error)
     request.app[SESSIONS_KEY].set_cookie(request, response, LOGIN_CSRF_COOKIE, nonce)
     return response

@@ -173,7 +173,11 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
             errors=field_errors(exc.fields),
             details={},
         )
-    details = json_format.MessageToDict(result.violation.details)
+    details = {
+        # Struct numbers are doubles: show whole ones as integers (counters, limits).
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in json_format.MessageToDict(result.violation.details).items()
+    }
     return render(request, "_dry_run.html", result=result, error=None, errors={}, details=details)
 
 

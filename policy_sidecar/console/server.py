@@ -21,7 +21,7 @@ from policy_sidecar.console.state import CLIENT_KEY, CURRENT_USER, SESSIONS_KEY
 
 __all__ = ["ConsoleServer", "build_app", "start_console"]
 
-PUBLIC = ("/login", "/healthz")
+PUBLIC = ("/login", "/healthz", "/favicon.ico")
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -90,6 +90,10 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def _no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=404)
+
+
 def build_app(client: AdminClient, *, secure_cookie: bool = False) -> web.Application:
     app = web.Application(middlewares=[_headers, _guard], client_max_size=256 * 1024)
     app[CLIENT_KEY] = client
@@ -98,6 +102,7 @@ def build_app(client: AdminClient, *, secure_cookie: bool = False) -> web.Applic
     static = resources.files("policy_sidecar.console") / "static"
     app.router.add_static("/static/", str(static), append_version=False)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/favicon.ico", _no_icon)
     for module in (auth_views, apps_views, models_views, policy_views, usage_views):
         module.add_routes(app.router)
     return app
