@@ -60,8 +60,12 @@ function celLinter(textarea) {
         : "valid";
     }
     return errors.map((e) => {
-      const from = e.line ? position(view.state.doc, e.line, e.column) : 0;
-      const to = Math.min(from + 1, view.state.doc.length);
+      const doc = view.state.doc;
+      const from = e.line ? position(doc, e.line, e.column) : 0;
+      // Underline the identifier or number that starts there, else one character.
+      const rest = doc.sliceString(from, Math.min(from + 200, doc.length));
+      const word = /^[A-Za-z0-9_.]+/.exec(rest);
+      const to = Math.min(from + (word ? word[0].length : 1), doc.length);
       return { from, to: Math.max(to, from), severity: "error", message: e.message };
     });
   }, { delay: 400 });

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import timestamp_pb2
 
-from policy_sidecar.admin.v1 import policies_pb2, usage_pb2
+from policy_sidecar.admin.v1 import applications_pb2, policies_pb2, usage_pb2
 from policy_sidecar.console.admin_client import AdminClient
 from policy_sidecar.console.render import render
 from policy_sidecar.console.state import CLIENT_KEY, current_user
@@ -140,7 +140,14 @@ async def _dashboard_data(client: AdminClient, token: str, q: UsageQuery) -> dic
     rows = {d.policy_id: [d.denials, 0] for d in denials.denials}
     for policy_id, hits in shadow.items():
         rows.setdefault(policy_id, [0, 0])[1] = hits
+    apps: applications_pb2.ListApplicationsResponse = await client.call(
+        client.apps.ListApplications,
+        applications_pb2.ListApplicationsRequest(include_archived=True, page_size=500),
+        token,
+    )
     chart = {
+        "start": int(q.start.timestamp()),
+        "end": int(q.end.timestamp()),
         "t": [p.bucket_time.seconds for p in series.points],
         "requests": [p.totals.requests for p in series.points],
         "denied": [p.totals.denied_requests for p in series.points],
@@ -156,6 +163,7 @@ async def _dashboard_data(client: AdminClient, token: str, q: UsageQuery) -> dic
         "top_models": tops["model"],
         "denial_rows": sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0])),
         "policies": by_id,
+        "app_names": {a.id: a.name for a in apps.applications},
         "recent": recent.requests[:RECENT],
         "shadow_scanned": len(in_range),
     }

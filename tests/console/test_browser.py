@@ -242,7 +242,7 @@ async def test_every_screen_in_chromium(
     assert match, text
     assert int(match.group(1)) == 1
     assert int(match.group(2)) == source.index("nope_var") + 1, text
-    assert await page.locator(".cm-lintRange-error").first.inner_text() == "n"
+    assert await page.locator(".cm-lintRange-error").first.inner_text() == "nope_var"
     await shots(page, "policy-cel-error")
     await page.keyboard.press("Control+a")
     await page.keyboard.type("estimated_tokens < 1")

@@ -39,6 +39,8 @@
     if (!data || !window.uPlot) return;
     const s = JSON.parse(data.textContent);
     const width = (el) => Math.max(280, el.clientWidth || 400);
+    const cost = (v) => (v === 0 ? "0" : Math.abs(v) < 0.01 ? v.toExponential(1) : v.toFixed(2));
+    const count = (v) => (Math.abs(v) >= 1000 ? (v / 1000).toFixed(1) + "k" : String(v));
     const specs = {
       requests: [["requests", "#2563eb"], ["denied", "#dc2626"]],
       tokens: [["prompt_tokens", "#7c3aed"], ["completion_tokens", "#0891b2"]],
@@ -53,7 +55,11 @@
         series: [{}].concat(series.map(([label, stroke]) => ({
           label, stroke, width: 2, fill: stroke + "22", points: { show: s.t.length < 60 },
         }))),
-        axes: [{}, { size: 60 }],
+        scales: { x: { time: true, range: [s.start, s.end] } },
+        axes: [{}, {
+          size: 64,
+          values: (u, vals) => vals.map(el.dataset.chart === "cost" ? cost : count),
+        }],
       };
       new window.uPlot(opts, [s.t].concat(series.map(([name]) => s[name])), el);
     }
