@@ -4,7 +4,7 @@ Tokens come from `POLICY_SIDECAR_ADMIN_TOKENS` (entries separated by commas or
 newlines) and/or the file named by `POLICY_SIDECAR_ADMIN_TOKENS_FILE` (one entry a
 line, `#` comments). An entry is `name:role:token`, role `admin` or `readonly`.
 Tokens are compared in constant time against every configured token; only the
-token's name is ever logged.
+token's name is ever logged, and it is what the audit log records as the actor.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, TypeVar
 import grpc
 
 from policy_sidecar.admin.metrics import AdminMetrics
+from policy_sidecar.store.postgres.audit import AuditActor, acting_as
 
 __all__ = [
     "AdminToken",
@@ -156,4 +157,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"token {token.name!r} is read-only: {method} needs an admin token",
             )
+        return _attributed(handler, AuditActor(token.name, method))
+
+
+def _attributed(
+    handler: grpc.RpcMethodHandler[_Req, _Resp], actor: AuditActor
+) -> grpc.RpcMethodHandler[_Req, _Resp]:
+    """The handler, with the store's writes during the call attributed to `actor`
+    (the audit log's who and what). Only unary-unary handlers write."""
+    behaviour = handler.unary_unary
+    if behaviour is None:
         return handler
+
+    async def unary(request: _Req, context: Any) -> Any:
+        with acting_as(actor):
+            return await behaviour(request, context)  # type: ignore[misc]
+
+    return handler._replace(unary_unary=unary)  # type: ignore[attr-defined,no-any-return]

@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 from policy_sidecar.admin.accounts import AccountServicer
 from policy_sidecar.admin.api_keys import ApiKeyServicer
 from policy_sidecar.admin.applications import ApplicationServicer
+from policy_sidecar.admin.audit import AuditServicer
 from policy_sidecar.admin.auth import AdminToken, AuthInterceptor
 from policy_sidecar.admin.configs import ApplicationConfigServicer
 from policy_sidecar.admin.deployments import ModelServicer
@@ -32,6 +33,7 @@ from policy_sidecar.admin.v1 import (
     accounts_pb2,
     api_keys_pb2,
     applications_pb2,
+    audit_pb2,
     configs_pb2,
     models_pb2,
     policies_pb2,
@@ -49,6 +51,7 @@ from policy_sidecar.store.postgres import (
     UsageQueries,
     open_pool,
 )
+from policy_sidecar.store.postgres.audit import AuditLog
 from policy_sidecar.store.postgres.usage_recent import RecentRequests
 
 __all__ = ["SERVICE_NAMES", "AdminServer", "Companion", "serve_admin", "start_admin_server"]
@@ -63,6 +66,7 @@ _SERVICES = (
     policies_pb2.DESCRIPTOR.services_by_name["PolicyService"],
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 SERVICE_NAMES = tuple(s.full_name for s in _SERVICES)
 
@@ -100,6 +104,7 @@ async def start_admin_server(
         ),
         UsageServicer(UsageQueries(pool), RecentRequests(pool)),
         AccountServicer(accounts, credentials_dir),
+        AuditServicer(AuditLog(pool)),
     )
     server = grpc.aio.server(interceptors=[AuthInterceptor(tokens, metrics)])
     server.add_generic_rpc_handlers(

@@ -230,3 +230,26 @@ async def test_operator_walkthrough(admin_address: tuple[str, int], pool: Pool) 
         'method="policy_sidecar.admin.v1.PolicyService.CreatePolicy"} 1.0'
     ) in text
     assert 'policy_sidecar_admin_auth_failures_total{reason="permission_denied"} 1.0' in text
+
+
+async def test_grpcurl_write_is_in_the_audit_log(admin_address: tuple[str, int]) -> None:
+    g = Grpcurl(admin_address[0])
+    app = (
+        await g.call(
+            "ApplicationService/CreateApplication",
+            {"application": {"org_id": "acme", "name": "audited"}},
+        )
+    )["application"]
+    listed = await g.call(
+        "AuditService/ListAuditEvents",
+        {"object_type": "application", "object_id": app["id"]},
+        token=VIEWER,
+    )
+    (event,) = listed["events"]
+    assert event["actor"] == "ops" and event["action"] == "create"
+    assert event["method"].endswith("ApplicationService/CreateApplication")
+    assert json.loads(event["afterJson"])["name"] == "audited"
+    code, out = await g.rpc(
+        "AuditService/ListAuditEvents", "-d", '{"page_token": "bogus"}', token=VIEWER
+    )
+    assert code != 0 and "InvalidArgument" in out and "page_token" in out

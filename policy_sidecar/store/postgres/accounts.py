@@ -14,6 +14,7 @@ from psycopg import sql
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import InUseError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import Page, ProviderAccountRow
@@ -43,7 +44,7 @@ class AccountRepository:
         requests_per_minute: int | None = None,
         enabled: bool = True,
     ) -> ProviderAccountRow:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 row = await _crud.fetch_one(
                     conn,
@@ -135,7 +136,7 @@ class AccountRepository:
             requests_per_minute=requests_per_minute,
             enabled=enabled,
         )
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 row = await _crud.update_versioned(
                     conn,
@@ -151,7 +152,7 @@ class AccountRepository:
 
     async def delete(self, account_id: str, *, version: int | None = None) -> None:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with write_transaction(self._pool) as conn:
                 await _crud.delete_versioned(
                     conn, kind=_KIND, table=_TABLE, key={"id": account_id}, version=version
                 )

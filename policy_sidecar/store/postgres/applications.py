@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import Application, Page
@@ -43,7 +44,7 @@ class ApplicationRepository:
         description: str = "",
         labels: Mapping[str, str] | None = None,
     ) -> Application:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 app = await _crud.fetch_one(
                     conn,
@@ -107,7 +108,7 @@ class ApplicationRepository:
     async def _update(
         self, app_id: str, version: int, changes: dict[str, Any], action: Any
     ) -> Application:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 app = await _crud.update_versioned(
                     conn,

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import ApplicationConfig, Page
@@ -49,7 +50,7 @@ class ApplicationConfigRepository:
         settings: Mapping[str, Any] | None = None,
     ) -> ApplicationConfig:
         doc = self._settings(environment, settings or {})
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             # Lock the application row so it cannot be archived under us.
             cur = await conn.execute(
                 "SELECT 1 FROM applications WHERE id = %s AND archived_at IS NULL FOR SHARE",
@@ -111,7 +112,7 @@ class ApplicationConfigRepository:
         changes = _crud.set_fields(enabled=enabled, default_model=default_model)
         if not isinstance(settings, Unset):
             changes["settings"] = self._settings(environment, settings)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 config = await _crud.update_versioned(
                     conn,
@@ -126,7 +127,7 @@ class ApplicationConfigRepository:
         return config
 
     async def delete(self, app_id: str, environment: str, *, version: int | None = None) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             await _crud.delete_versioned(
                 conn,
                 kind=_KIND,

@@ -10,6 +10,7 @@ from psycopg import sql
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import Model, Page
@@ -40,7 +41,7 @@ class ModelRepository:
         enabled: bool = True,
         account: str | None = None,
     ) -> Model:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 model = await _crud.fetch_one(
                     conn,
@@ -128,7 +129,7 @@ class ModelRepository:
             enabled=enabled,
             account=account,
         )
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 model = await _crud.update_versioned(
                     conn,
@@ -143,7 +144,7 @@ class ModelRepository:
         return model
 
     async def delete(self, model_id: str, *, version: int | None = None) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             await _crud.delete_versioned(
                 conn, kind=_KIND, table="models", key={"id": model_id}, version=version
             )

@@ -13,6 +13,7 @@ from policy_sidecar.identity.keys import hash_api_key
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import ApiKey, CreatedApiKey, KeyIdentity, Page
@@ -54,7 +55,7 @@ class ApiKeyRepository:
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidError(_KIND, "expires_at", "must be timezone-aware")
         secret, prefix = new_secret(environment)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             cur = await conn.execute(
                 "SELECT 1 FROM applications WHERE id = %s AND archived_at IS NULL FOR SHARE",
                 (app_id,),
@@ -149,7 +150,7 @@ class ApiKeyRepository:
         return await self._update(key_id, version, {"revoked_at": revoked}, "updated")
 
     async def delete(self, key_id: str, *, version: int | None = None) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             key = await _crud.fetch_one(
                 conn, ApiKey, "SELECT * FROM api_keys WHERE id = %s FOR UPDATE", (key_id,)
             )
@@ -183,7 +184,7 @@ class ApiKeyRepository:
     async def _update(
         self, key_id: str, version: int, changes: dict[str, Any], action: Any
     ) -> ApiKey:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 key = await _crud.update_versioned(
                     conn,

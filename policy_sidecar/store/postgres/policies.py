@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
 from policy_sidecar.store.postgres._crud import UNSET, Unset
+from policy_sidecar.store.postgres.audit import write_transaction
 from policy_sidecar.store.postgres.errors import InvalidError, NotFoundError, translate_errors
 from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.store.records import Page, Policy, PolicyMode
@@ -58,7 +59,7 @@ class PolicyRepository:
         enabled: bool = True,
     ) -> Policy:
         doc = self._config(type, config)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
                 policy = await _crud.fetch_one(
                     conn,
@@ -164,7 +165,7 @@ class PolicyRepository:
             priority=priority,
             enabled=enabled,
         )
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             if not isinstance(config, Unset):
                 current = await _crud.fetch_one(
                     conn, Policy, "SELECT * FROM policies WHERE id = %s", (policy_id,)
@@ -186,7 +187,7 @@ class PolicyRepository:
         return policy
 
     async def delete(self, policy_id: str, *, version: int | None = None) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with write_transaction(self._pool) as conn:
             policy = await _crud.fetch_one(
                 conn, Policy, "SELECT * FROM policies WHERE id = %s FOR UPDATE", (policy_id,)
             )
