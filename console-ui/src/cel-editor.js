@@ -53,6 +53,8 @@ function celLinter(textarea) {
     });
     const body = await response.json();
     const errors = body.errors || [];
+    // A slower answer for older text must not overwrite the current one.
+    if (view.state.doc.toString() !== source) return [];
     if (status) {
       status.dataset.state = errors.length ? "invalid" : "valid";
       status.textContent = errors.length

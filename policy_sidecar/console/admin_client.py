@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from policy_sidecar.admin.v1 import (
     api_keys_pb2_grpc,
     applications_pb2_grpc,
+    audit_pb2_grpc,
     configs_pb2_grpc,
     models_pb2_grpc,
     policies_pb2_grpc,
@@ -68,6 +69,7 @@ class AdminClient:
         self.models = models_pb2_grpc.ModelServiceStub(channel)  # type: ignore[no-untyped-call]
         self.policies = policies_pb2_grpc.PolicyServiceStub(channel)  # type: ignore[no-untyped-call]
         self.usage = usage_pb2_grpc.UsageServiceStub(channel)  # type: ignore[no-untyped-call]
+        self.audit = audit_pb2_grpc.AuditServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def call(
         self, method: Callable[..., Awaitable[_Resp]], request: Any, token: str

@@ -13,7 +13,14 @@ from importlib import resources
 import grpc
 from aiohttp import web
 
-from policy_sidecar.console import apps_views, auth_views, models_views, policy_views, usage_views
+from policy_sidecar.console import (
+    apps_views,
+    audit_views,
+    auth_views,
+    models_views,
+    policy_views,
+    usage_views,
+)
 from policy_sidecar.console.admin_client import AdminClient, ApiError
 from policy_sidecar.console.render import ENV_KEY, create_environment, render
 from policy_sidecar.console.session import Sessions, same_origin
@@ -103,7 +110,7 @@ def build_app(client: AdminClient, *, secure_cookie: bool = False) -> web.Applic
     app.router.add_static("/static/", str(static), append_version=False)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/favicon.ico", _no_icon)
-    for module in (auth_views, apps_views, models_views, policy_views, usage_views):
+    for module in (auth_views, apps_views, models_views, policy_views, usage_views, audit_views):
         module.add_routes(app.router)
     return app
 

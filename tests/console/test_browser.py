@@ -235,7 +235,8 @@ async def test_every_screen_in_chromium(
     await page.keyboard.press("Enter")
     await page.keyboard.type(" < 4000 && nope_var > 1")
     status = page.locator("#cel-status-pre")
-    await expect(status).to_have_attribute("data-state", "invalid", timeout=15000)
+    await expect(status).to_contain_text("nope_var", timeout=15000)
+    await expect(status).to_have_attribute("data-state", "invalid")
     text = await status.inner_text()
     source = "estimated_tokens < 4000 && nope_var > 1"
     match = re.search(r"line (\d+), column (\d+)", text)
@@ -246,7 +247,7 @@ async def test_every_screen_in_chromium(
     await shots(page, "policy-cel-error")
     await page.keyboard.press("Control+a")
     await page.keyboard.type("estimated_tokens < 1")
-    await expect(status).to_have_attribute("data-state", "valid", timeout=15000)
+    await expect(status).to_have_text("valid", timeout=15000)
     await page.fill('#policy-form [name="sample.app_id"]', app_id)
     await page.click("#dry-run-button")
     verdict = page.locator("#dry-run-result .verdict")
@@ -299,11 +300,21 @@ async def test_every_screen_in_chromium(
     await expect(page.locator(".muted").first).to_contain_text("version 2")
     await until_status(live.stack, secret, "gpt-4o", 200)
 
+    # The audit log: who changed what, before and after.
+    await page.goto(base + "/audit?object_type=policy")
+    update = page.locator('#audit tr[data-action="update"]').first
+    await expect(update.locator("[data-actor]")).to_have_text("ops")
+    await update.locator("summary").click()
+    await expect(update.locator('tr[data-field="config"] td.after')).to_contain_text("gpt-4o")
+    await page.goto(base + "/audit")
+    await page.locator('#audit tr[data-action="update"] summary').first.click()
+    await shots(page, "audit")
+
     # Read-only: every screen readable, no write control anywhere.
     ro = await browser.new_context(viewport={"width": 1400, "height": 900})
     rpage = await ro.new_page()
     await login(rpage, base, READ_TOKEN)
-    for path in ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage"):
+    for path in ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage", "/audit"):
         await rpage.goto(base + path)
         await expect(rpage.locator('[data-role="readonly"]')).to_be_visible()
         assert await rpage.locator('form[method="post"]').count() == 1  # log out only

@@ -388,3 +388,35 @@ async def test_dashboard_numbers_equal_the_admin_api(
     assert re.search(r'data-policy-id="pol_shadow">.*?data-shadow="1"', page)
     assert 'data-denied-by="pol_deny"' in page
     assert page.index('data-request-id="u3"') < page.index('data-request-id="u1"')
+
+
+# --- audit log ----------------------------------------------------------------------
+
+
+async def test_audit_log_shows_who_changed_what(admin_ui: Browser, readonly_ui: Browser) -> None:
+    app_id = await create_app(admin_ui, "audited")
+    status, _ = await admin_ui.post(
+        f"/apps/{app_id}", {"name": "audited-v2", "description": "d", "version": "1"}
+    )
+    assert status == 200
+    for ui in (admin_ui, readonly_ui):  # read-only tokens may read the log
+        status, page = await ui.get(f"/audit?object_type=application&object_id={app_id}")
+        assert status == 200
+        rows = re.findall(r'data-action="(\w+)" data-object-type="application"', page)
+        assert rows == ["update", "create"]  # newest first
+        assert re.search(r"<td data-actor>ops</td>", page)  # the admin token's name
+        update = page[page.index('data-action="update"') :]
+        name_change = re.search(
+            r'data-field="name">.*?class="before"><code>([^<]*)</code>.*?'
+            r'class="after"><code>([^<]*)</code>',
+            update,
+            re.S,
+        )
+        assert name_change
+        assert [html.unescape(g) for g in name_change.groups()] == ['"audited"', '"audited-v2"']
+
+
+async def test_audit_filter_violations_show_next_to_the_field(admin_ui: Browser) -> None:
+    status, page = await admin_ui.get("/audit?object_id=app_x")  # object_id needs a type
+    assert status == 400
+    assert error_for(page, "object_id")
