@@ -12,6 +12,7 @@ from importlib import resources
 
 import grpc
 from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from policy_sidecar.console import (
     apps_views,
@@ -94,6 +95,14 @@ async def _guard(request: web.Request, handler: auth_views.Handler) -> web.Strea
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    """Ready when the admin service it calls answers SERVING (the pod's readiness)."""
+    stub = health_pb2_grpc.HealthStub(request.app[CLIENT_KEY].channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+    except grpc.aio.AioRpcError as exc:
+        return web.Response(status=503, text=f"admin service: {exc.code().name}\n")
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        return web.Response(status=503, text="admin service: not serving\n")
     return web.Response(text="ok\n")
 
 

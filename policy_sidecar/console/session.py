@@ -9,15 +9,15 @@
   before any handler runs; an admin token gets INVALID_ARGUMENT (nothing is stored).
 - CSRF: every POST must come from the console's own origin (Origin, else Referer)
   and carry the session's CSRF token (form field `_csrf` or header `X-CSRF-Token`),
-  an HMAC of the session under a per-process secret. The login form uses a
-  double-submit cookie instead (there is no session yet).
+  an HMAC keyed by the session's token: only its owner can compute it (the cookie
+  is HttpOnly), and every replica of the admin service agrees on it without a shared
+  secret. The login form uses a double-submit cookie instead (no session yet).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +42,7 @@ __all__ = [
 SESSION_COOKIE: Final = "ps_console"
 LOGIN_CSRF_COOKIE: Final = "ps_login_csrf"
 ROLE_CACHE_SIZE: Final = 1024
+CSRF_CONTEXT: Final = b"policy-sidecar console csrf v1"
 Role = Literal["admin", "readonly"]
 
 
@@ -67,12 +68,11 @@ def _digest(token: str) -> bytes:
 class Sessions:
     def __init__(self, client: AdminClient, *, secure_cookie: bool = False) -> None:
         self._client = client
-        self._secret = secrets.token_bytes(32)
         self._roles: OrderedDict[bytes, Role] = OrderedDict()
         self.secure_cookie = secure_cookie
 
     def csrf_token(self, token: str) -> str:
-        return hmac.new(self._secret, _digest(token), hashlib.sha256).hexdigest()
+        return hmac.new(_digest(token), CSRF_CONTEXT, hashlib.sha256).hexdigest()
 
     async def role_of(self, token: str) -> Role:
         key = _digest(token)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from google.protobuf import timestamp_pb2
 
+from policy_sidecar.admin import AdminServer
 from policy_sidecar.admin.v1 import (
     api_keys_pb2,
     applications_pb2,
@@ -18,7 +19,7 @@ from policy_sidecar.admin.v1 import (
     policies_pb2,
     usage_pb2,
 )
-from policy_sidecar.console import ConsoleServer
+from policy_sidecar.console import ConsoleServer, start_console
 from policy_sidecar.store.postgres import Pool, UsageRepository
 from policy_sidecar.usage.record import UsageRecord
 from tests.admin.conftest import Client
@@ -420,3 +421,49 @@ async def test_audit_filter_violations_show_next_to_the_field(admin_ui: Browser)
     status, page = await admin_ui.get("/audit?object_id=app_x")  # object_id needs a type
     assert status == 400
     assert error_for(page, "object_id")
+
+
+# --- serving ------------------------------------------------------------------------
+
+
+async def test_healthz_reports_the_admin_service(anonymous: Browser) -> None:
+    status, body = await anonymous.get("/healthz")
+    assert (status, body) == (200, "ok\n")
+
+
+async def test_healthz_is_503_without_the_admin_service() -> None:
+    import aiohttp
+
+    from policy_sidecar.cli.launcher import free_port
+
+    console = await start_console(admin_target=f"127.0.0.1:{free_port()}")
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{console.port}/healthz") as r,
+        ):
+            assert r.status == 503
+            assert "admin service" in await r.text()
+    finally:
+        await console.stop()
+
+
+async def test_replicas_agree_on_the_csrf_token(
+    admin_ui: Browser, console: ConsoleServer, admin: AdminServer
+) -> None:
+    """Two admin pods behind one Service: a form from one posts to the other."""
+    other = await start_console(admin_target=f"127.0.0.1:{admin.port}")
+    try:
+        csrf = await admin_ui.csrf()
+        elsewhere = Browser(admin_ui.session, f"http://127.0.0.1:{other.port}")
+        status, _ = await elsewhere.post("/apps", {"name": "x", "org_id": "acme", "_csrf": csrf})
+        assert status == 200
+    finally:
+        await other.stop()
+
+
+async def test_pages_carry_a_strict_content_security_policy(admin_ui: Browser) -> None:
+    async with admin_ui.session.get(admin_ui.base + "/apps") as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["Cache-Control"] == "no-store"
