@@ -53,6 +53,9 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # What `Stack.stop` sends (Postgres: SIGINT, its "fast" shutdown; SIGTERM would
+    # wait for every client to disconnect).
+    stop_signal: int = signal.SIGTERM
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -77,7 +80,8 @@ class Process:
 START_TIMEOUT = 120.0
 
 
-def _wait_tcp(proc: Process, port: int, timeout: float) -> None:
+def wait_tcp(proc: Process, port: int, timeout: float = START_TIMEOUT) -> None:
+    """Until `proc` accepts connections on 127.0.0.1:`port`; LaunchError if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
@@ -130,8 +134,19 @@ class Stack:
         return f"http://127.0.0.1:{self.listen_port}"
 
     def start_process(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        user: int | None = None,
+        stop_signal: int = signal.SIGTERM,
+        own_session: bool = False,
     ) -> Process:
+        """Start `argv` (as `user`, a uid, when given) with its output in `<name>.log`.
+
+        `own_session`: out of the terminal's process group, so a Ctrl-C reaches it only
+        through `stop()` (stores the other processes still flush to at shutdown)."""
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         popen = subprocess.Popen(
@@ -140,9 +155,11 @@ class Stack:
             stderr=subprocess.STDOUT,
             env=child_environment(env or {}),
             stdin=subprocess.DEVNULL,
+            user=user,
+            start_new_session=own_session,
         )
         log.close()
-        proc = Process(name, popen, log_path)
+        proc = Process(name, popen, log_path, stop_signal)
         self.processes[name] = proc
         return proc
 
@@ -160,7 +177,7 @@ class Stack:
             argv += ["--config", str(config)]
         proc = self.start_process("sidecar", argv, env)
         for port in self.sidecar_ports:
-            _wait_tcp(proc, port, START_TIMEOUT)
+            wait_tcp(proc, port, START_TIMEOUT)
         return proc
 
     def start_envoy(self, concurrency: int = 1) -> Process:
@@ -215,7 +232,7 @@ class Stack:
         )
         if port != self.upstream_port and route:
             self.routes[name] = port
-        _wait_tcp(proc, port, START_TIMEOUT)
+        wait_tcp(proc, port, START_TIMEOUT)
         return proc
 
     def stop(self) -> None:
@@ -223,9 +240,9 @@ class Stack:
         for name in ("envoy", "sidecar", "fake-provider"):
             proc = self.processes.pop(name, None)
             if proc is not None:
-                proc.stop()
+                proc.stop(proc.stop_signal)
         for proc in self.processes.values():
-            proc.stop()
+            proc.stop(proc.stop_signal)
         self.processes.clear()
 
 

@@ -151,9 +151,17 @@ def _parse_route(text: str) -> tuple[str, str, int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from policy_sidecar.cli.demo import run_demo
+    from policy_sidecar.cli.demo import DemoOptions, run_demo
 
-    return run_demo(port=args.port, workers=args.workers)
+    return run_demo(
+        DemoOptions(
+            port=args.port,
+            workers=args.workers,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            traffic=not args.no_traffic,
+        )
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -297,9 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prices_parser(sub)
 
-    demo = sub.add_parser("demo", help="run Envoy, the sidecar and a fake provider together")
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole product on this machine: Envoy, the sidecar, the admin service"
+        " and console, a fake provider, embedded Postgres and Redis",
+    )
     demo.add_argument("--port", type=int, default=10000, help="Envoy listener port (0: any free)")
     demo.add_argument("--workers", type=int, default=2, help="sidecar worker processes")
+    demo.add_argument("--database-url", help="use this Postgres instead of an embedded one")
+    demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    demo.add_argument(
+        "--no-traffic", action="store_true", help="send no background traffic through Envoy"
+    )
     demo.set_defaults(func=_demo)
     return parser
 

@@ -55,11 +55,14 @@ def _import(args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         from policy_sidecar.store.postgres import ModelRepository, open_pool
+        from policy_sidecar.store.postgres.audit import AuditActor, acting_as
         from policy_sidecar.store.postgres.price_book import PriceBookRepository
 
         pool = await open_pool(dsn)
         try:
-            return await PriceBookRepository(pool, ModelRepository(pool)).import_book(entries)
+            # The audit log's "who" for these model updates (docs/admin.md, "Audit log").
+            with acting_as(AuditActor("policy-sidecar prices import")):
+                return await PriceBookRepository(pool, ModelRepository(pool)).import_book(entries)
         finally:
             await pool.close()
 

@@ -120,6 +120,15 @@ async def test_prices_import_and_list_from_the_command_line(
     assert await asyncio.to_thread(main, listing) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[3] for line in lines] == ["0.15 null 0.6", "0.2 0.1 0.8"]
+    # The audit log names the command as the actor of the change (docs/admin.md).
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT actor, action FROM audit_events WHERE object_type = 'model' ORDER BY id"
+        )
+        assert await cur.fetchall() == [
+            ("system", "create"),
+            ("policy-sidecar prices import", "update"),
+        ]
     missing = tmp_path / "missing.yaml"
     missing.write_text(
         "prices:\n  - {model: nope, input_price_per_mtok: 1, output_price_per_mtok: 1,"
