@@ -89,6 +89,8 @@ export function mount(textarea) {
         EditorState.readOnly.of(!editable), EditorView.editable.of(editable),
         placeholder(textarea.placeholder || ""),
         EditorView.lineWrapping,
+        // Through the facet: CodeMirror owns the editor element's attributes.
+        EditorView.editorAttributes.of({ class: "cel-editor", "data-cel-for": textarea.name }),
         EditorView.updateListener.of((update) => {
           if (update.docChanged) textarea.value = update.state.doc.toString();
         }),
@@ -97,8 +99,6 @@ export function mount(textarea) {
   });
   textarea.style.display = "none";
   textarea.after(view.dom);
-  view.dom.classList.add("cel-editor");
-  view.dom.dataset.celFor = textarea.name;
   return view;
 }
 

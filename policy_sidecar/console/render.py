@@ -22,6 +22,12 @@ def _when(ts: timestamp_pb2.Timestamp | None) -> str:
     return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _clock(ts: timestamp_pb2.Timestamp | None) -> str:
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return ""
+    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%H:%M:%S")
+
+
 def _is_set(ts: timestamp_pb2.Timestamp | None) -> bool:
     return ts is not None and (ts.seconds != 0 or ts.nanos != 0)
 
@@ -46,6 +52,7 @@ def create_environment() -> jinja2.Environment:
     )
     env.filters["when"] = _when
     env.filters["number"] = _number
+    env.filters["clock"] = _clock
     env.filters["scope"] = _scope
     env.tests["set_time"] = _is_set
     return env

@@ -232,7 +232,11 @@ async def test_every_screen_in_chromium(
     await page.keyboard.type("estim")
     completion = page.locator(".cm-tooltip-autocomplete li", has_text="estimated_tokens")
     await expect(completion).to_be_visible()
+    # CodeMirror ignores Enter for 75 ms after the list opens (interactionDelay), so a
+    # fast robot's Enter would insert a newline instead of accepting.
+    await page.wait_for_timeout(300)
     await page.keyboard.press("Enter")
+    await expect(editor).to_have_text("estimated_tokens")
     await page.keyboard.type(" < 4000 && nope_var > 1")
     status = page.locator("#cel-status-pre")
     await expect(status).to_contain_text("nope_var", timeout=15000)
@@ -291,6 +295,14 @@ async def test_every_screen_in_chromium(
     await expect(shadow.locator("[data-shadow]")).not_to_have_text("0")
     await expect(page.locator('[data-chart="requests"] canvas')).to_have_count(1)
     await shots(page, "usage")
+    # The range picker and auto-refresh.
+    await page.select_option('#usage-filters [name="range"]', "7d")
+    await page.check('#usage-filters [name="refresh"]')
+    await page.click('#usage-filters button[type="submit"]')
+    await expect(page.locator("#usage-data")).to_have_attribute("hx-trigger", "every 30s")
+    assert "range=7d" in page.url
+    week = await page.locator('[data-metric="requests"]').get_attribute("data-value")
+    assert int(week or 0) >= int(requests or 0)
 
     # A policy changed in the console applies to the next request.
     await page.goto(base + "/policies")
