@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from policy_sidecar.store.postgres import (
 from policy_sidecar.store.postgres.audit import AuditLog
 from policy_sidecar.store.postgres.usage_recent import RecentRequests
 
-__all__ = ["SERVICE_NAMES", "AdminServer", "serve_admin", "start_admin_server"]
+__all__ = ["SERVICE_NAMES", "AdminServer", "Companion", "serve_admin", "start_admin_server"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,12 @@ async def start_admin_server(
     return AdminServer(server, bound, metrics)
 
 
-async def serve_admin(settings: AdminSettings) -> None:
+# Something run beside the admin server in its event loop (the web console): started
+# with the running server, it returns its stop function.
+Companion = Callable[[AdminServer], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+async def serve_admin(settings: AdminSettings, companions: Sequence[Companion] = ()) -> None:
     """Run until SIGINT/SIGTERM: Postgres pool, optional Redis publisher, metrics."""
     from policy_sidecar.redis_clients import open_redis
     from policy_sidecar.store.redis_publisher import RedisPolicyChangePublisher
@@ -170,9 +175,14 @@ async def serve_admin(settings: AdminSettings) -> None:
         f" ({'TLS' if tls else 'plaintext'}){metrics_text}",
         flush=True,
     )
+    stops = []
     try:
+        for companion in companions:
+            stops.append(await companion(admin))
         await stop.wait()
     finally:
+        for stop_companion in reversed(stops):
+            await stop_companion()
         await admin.server.stop(5)
         if httpd is not None:
             httpd.shutdown()

@@ -15,6 +15,9 @@ sidecar's `wiring.settings.Settings`, through `wiring.settings.read_environment`
 | POLICY_SIDECAR_ADMIN_TLS_CERT | | PEM certificate chain; with _KEY enables TLS |
 | POLICY_SIDECAR_ADMIN_TLS_KEY | | PEM private key |
 | POLICY_SIDECAR_CREDENTIALS_DIR | (none) | credentials dir: a `credential_ref` names a file in it |
+| POLICY_SIDECAR_UI_PORT | -1 (off) | web console port (`--ui-port`; 0: any free port; docs/ui.md) |
+| POLICY_SIDECAR_UI_HOST | the admin host | address the console binds |
+| POLICY_SIDECAR_UI_COOKIE_SECURE | false | `Secure` cookie behind a TLS-terminating ingress |
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class AdminSettings:
     tls_cert: bytes | None = field(default=None, repr=False)
     tls_key: bytes | None = field(default=None, repr=False)
     credentials_dir: Path | None = None
+    ui_port: int = -1
+    ui_host: str | None = None
+    ui_cookie_secure: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdminSettings:
@@ -69,6 +75,9 @@ class AdminSettings:
             tls_cert=_read(f"{P}ADMIN_TLS_CERT", cert_path),
             tls_key=_read(f"{P}ADMIN_TLS_KEY", key_path),
             credentials_dir=_directory("CREDENTIALS_DIR", get("CREDENTIALS_DIR")),
+            ui_port=_int("UI_PORT", get("UI_PORT"), -1),
+            ui_host=get("UI_HOST"),
+            ui_cookie_secure=(get("UI_COOKIE_SECURE") or "").lower() in ("1", "true", "yes"),
         )
 
 

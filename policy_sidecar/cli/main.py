@@ -197,6 +197,8 @@ def _admin(args: argparse.Namespace) -> int:
         settings = AdminSettings.from_env()
         if args.port is not None:
             settings = dataclasses.replace(settings, port=args.port)
+        if args.ui_port is not None:
+            settings = dataclasses.replace(settings, ui_port=args.ui_port)
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
@@ -205,7 +207,12 @@ def _admin(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve_admin(settings))
+    companions = []
+    if settings.ui_port >= 0:
+        from policy_sidecar.console.companion import console_companion
+
+        companions.append(console_companion(settings))
+    asyncio.run(serve_admin(settings, companions))
     return 0
 
 
@@ -289,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = sub.add_parser("admin", help="run the admin gRPC service (settings: docs/admin.md)")
     admin.add_argument("--port", type=int, help="gRPC port (POLICY_SIDECAR_ADMIN_PORT)")
+    admin.add_argument(
+        "--ui-port",
+        type=int,
+        help="serve the web console on this port (POLICY_SIDECAR_UI_PORT; docs/ui.md)",
+    )
     admin.set_defaults(func=_admin)
 
     add_prices_parser(sub)

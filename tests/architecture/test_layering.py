@@ -6,6 +6,10 @@
 - No import cycles, between modules or between packages (top-level subpackages), counting
   the imports that run (``if TYPE_CHECKING:`` blocks are skipped; imports inside
   functions count).
+- The web console reaches data only through the admin API: it imports no database or
+  Redis library and nothing of the store, and of the admin package only the generated
+  protos and stubs (`admin.v1`), except the module that runs it beside the admin
+  server (`console.companion`). Nothing but the CLI imports the console.
 """
 
 from __future__ import annotations
@@ -171,3 +175,35 @@ def test_no_package_import_cycles() -> None:
 
 def test_the_checker_sees_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+CONSOLE = "policy_sidecar.console"
+CONSOLE_RUNNER = "policy_sidecar.console.companion"
+CONSOLE_FORBIDDEN = ("psycopg", "psycopg_pool", "redis", "policy_sidecar.store")
+CONSOLE_MODULES = sorted(m for m in MODULES if m == CONSOLE or m.startswith(CONSOLE + "."))
+
+
+@pytest.mark.parametrize("module", CONSOLE_MODULES)
+def test_console_talks_to_the_admin_api_only(module: str) -> None:
+    imported = _imports(module, runtime=False)
+    forbidden = sorted(
+        i for i in imported if any(i == f or i.startswith(f + ".") for f in CONSOLE_FORBIDDEN)
+    )
+    assert forbidden == [], f"{module} imports {forbidden}"
+    admin = sorted(
+        i
+        for i in imported
+        if i.startswith("policy_sidecar.admin") and not i.startswith("policy_sidecar.admin.v1")
+    )
+    if module != CONSOLE_RUNNER:
+        assert admin == [], f"{module} imports the admin service's internals: {admin}"
+
+
+def test_only_the_cli_imports_the_console() -> None:
+    importers = sorted(
+        m
+        for m in MODULES
+        if not m.startswith(CONSOLE)
+        and any(i.startswith(CONSOLE) for i in _imports(m, runtime=False))
+    )
+    assert importers == ["policy_sidecar.cli.main"]

@@ -114,6 +114,8 @@ def test_sidecar_and_envoy_ports_agree() -> None:
     fake = parse_cli(s["fake-provider"]["command"])
     assert (fake.host, fake.port) == ("0.0.0.0", contract.FAKE_PROVIDER_PORT)
     assert f"{contract.ADMIN_GRPC_PORT}:{contract.ADMIN_GRPC_PORT}" in s["admin"]["ports"]
+    assert f"{contract.ADMIN_UI_PORT}:{contract.ADMIN_UI_PORT}" in s["admin"]["ports"]
+    assert s["admin"]["environment"]["POLICY_SIDECAR_UI_PORT"] == str(contract.ADMIN_UI_PORT)
 
 
 def test_envoy_config_and_mounted_files_exist() -> None:

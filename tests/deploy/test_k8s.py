@@ -180,9 +180,20 @@ def test_admin_service_and_migration_job() -> None:
     admin = k8s_object("Deployment", "policy-sidecar-admin")
     (container,) = admin["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["admin"]
-    assert container["readinessProbe"]["grpc"]["port"] == contract.ADMIN_GRPC_PORT
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named["http-ui"] == contract.ADMIN_UI_PORT
+    assert _env(container)["POLICY_SIDECAR_UI_PORT"] == str(contract.ADMIN_UI_PORT)
+    # The console's /healthz answers 200 only when the admin gRPC service is SERVING.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-ui"}
+    assert container["livenessProbe"]["grpc"]["port"] == contract.ADMIN_GRPC_PORT
     service = k8s_object("Service", "policy-sidecar-admin")
-    assert [p["port"] for p in service["spec"]["ports"]] == [contract.ADMIN_GRPC_PORT]
+    assert [p["port"] for p in service["spec"]["ports"]] == [
+        contract.ADMIN_GRPC_PORT,
+        contract.ADMIN_UI_PORT,
+    ]
+    policy = k8s_object("NetworkPolicy", "policy-sidecar-admin")
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert {contract.ADMIN_GRPC_PORT, contract.ADMIN_UI_PORT} <= allowed
     job = k8s_object("Job", "policy-sidecar-migrate")
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
     assert migrate["args"] == ["migrate"]

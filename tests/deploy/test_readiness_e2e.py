@@ -89,7 +89,11 @@ class Localizer:
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         out = {k: self.url(str(v)) for k, v in env.items()}
-        for name in ("POLICY_SIDECAR_METRICS_PORT", "POLICY_SIDECAR_ADMIN_METRICS_PORT"):
+        for name in (
+            "POLICY_SIDECAR_METRICS_PORT",
+            "POLICY_SIDECAR_ADMIN_METRICS_PORT",
+            "POLICY_SIDECAR_UI_PORT",
+        ):
             if name in out:
                 out[name] = str(self.port(int(out[name])))
         return out
@@ -101,6 +105,8 @@ class Service:
     argv: list[str]
     env: dict[str, str]
     health_port: int  # the port the healthcheck / readiness probe checks
+    # An HTTP readiness probe's path (the admin's console /healthz); None: gRPC health.
+    health_path: str | None = None
 
 
 def _compose_services(loc: Localizer) -> tuple[dict[str, str], list[Service]]:
@@ -176,12 +182,19 @@ def _k8s_services(loc: Localizer) -> tuple[dict[str, str], list[Service]]:
     ):
         doc = k8s_object("Deployment", doc_name)
         container = _container(doc, container_name)
+        probe = container["readinessProbe"]
+        if "httpGet" in probe:
+            named = {p["name"]: p["containerPort"] for p in container["ports"]}
+            port, path = named[probe["httpGet"]["port"]], probe["httpGet"]["path"]
+        else:
+            port, path = probe["grpc"]["port"], None
         started.append(
             Service(
                 f"k8s-{container_name}",
                 loc.argv(container["args"]),
                 _k8s_env(doc, container, loc),
-                int(container["readinessProbe"]["grpc"]["port"]),
+                int(port),
+                path,
             )
         )
     return migrate_env, started
@@ -223,6 +236,9 @@ def _process_env(env: Mapping[str, str]) -> dict[str, str]:
 def _wait_ready(service: Service, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + READY_SECONDS
     probe = [sys.executable, str(contract.PROBE_FILE), "grpc", f"127.0.0.1:{port}"]
+    if service.health_path is not None:
+        url = f"http://127.0.0.1:{port}{service.health_path}"
+        probe = [sys.executable, str(contract.PROBE_FILE), "get", url]
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(
@@ -261,9 +277,10 @@ def test_admin_and_sidecar_reach_readiness_with_the_shipped_configuration(
         for service in services:
             env = dict(service.env)
             if service.name.endswith("admin"):
-                # The admin's ports are its defaults (not written in the files).
-                assert service.health_port == contract.ADMIN_GRPC_PORT
-                env.setdefault("POLICY_SIDECAR_ADMIN_PORT", str(loc.port(service.health_port)))
+                # The admin's ports are its defaults (not written in the files); its
+                # readiness is gRPC health, or the console's /healthz (which checks it).
+                assert service.health_port in (contract.ADMIN_GRPC_PORT, contract.ADMIN_UI_PORT)
+                env.setdefault("POLICY_SIDECAR_ADMIN_PORT", str(loc.port(contract.ADMIN_GRPC_PORT)))
                 env.setdefault(
                     "POLICY_SIDECAR_ADMIN_METRICS_PORT", str(loc.port(contract.ADMIN_METRICS_PORT))
                 )
@@ -279,6 +296,11 @@ def test_admin_and_sidecar_reach_readiness_with_the_shipped_configuration(
                 )
             running.append(proc)
             _wait_ready(service, proc, loc.port(service.health_port), log)
+            if service.name.endswith("admin"):
+                # The console the file configures answers too (and reports the admin).
+                console = Service(service.name + "-console", [], {}, 0, "/healthz")
+                port = int(env["POLICY_SIDECAR_UI_PORT"])
+                _wait_ready(console, proc, port, log)
     finally:
         for proc in running:
             proc.terminate()
