@@ -72,12 +72,17 @@ REGISTRY = default_registry()
         ("/v1/rerank", Route("cohere", "rerank", api_version="v1")),
         (
             "/v1beta/models/gemini-2.5-flash:countTokens",
-            Route("gemini", "count_tokens", model_from_path="gemini-2.5-flash", api_version="v1beta"),
+            Route(
+                "gemini", "count_tokens", model_from_path="gemini-2.5-flash", api_version="v1beta"
+            ),
         ),
         (
             "/v1beta/models/gemini-embedding-001:batchEmbedContents",
             Route(
-                "gemini", "batch_embed", model_from_path="gemini-embedding-001", api_version="v1beta"
+                "gemini",
+                "batch_embed",
+                model_from_path="gemini-embedding-001",
+                api_version="v1beta",
             ),
         ),
     ],

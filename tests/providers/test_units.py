@@ -36,4 +36,4 @@ def test_no_route_no_unit() -> None:
 
 @pytest.mark.parametrize(("unit", "tokens"), [("tokens", True), (None, True), ("images", False)])
 def test_token_limits_apply_only_to_token_routes(unit: str | None, tokens: bool) -> None:
-    assert bills_tokens(unit) is tokens  # type: ignore[arg-type]
+    assert bills_tokens(unit) is tokens
