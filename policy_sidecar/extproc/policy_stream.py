@@ -6,7 +6,6 @@ request may go upstream and hands what it learned to the usage filter as metadat
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -31,8 +30,7 @@ from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
 from policy_sidecar.observability.metrics import observe_violation
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.engine import PolicyEngine
-from policy_sidecar.providers import load_request
-from policy_sidecar.providers._multipart import is_form
+from policy_sidecar.providers import load_request, patched_body
 from policy_sidecar.providers.base import Provider, Route, Usage
 from policy_sidecar.providers.paths import (
     canonical_path,
@@ -225,15 +223,9 @@ class PolicyProcessor:
         self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         patch = dict(patch or {})
-        # A form body (an upload) is forwarded as sent: its model is not rewritten.
-        if (
-            deployment is not None
-            and deployment.upstream_model != model
-            and "model" in body
-            and not is_form(self._content_type)
-        ):
+        if deployment is not None and deployment.upstream_model != model and "model" in body:
             patch["model"] = deployment.upstream_model
-        new_body = json.dumps({**body, **patch}).encode() if patch else None
+        new_body = patched_body(msg.body, self._content_type, body, patch)
         set_headers = {}
         if new_body is not None:
             set_headers["content-length"] = str(len(new_body))

@@ -38,6 +38,8 @@ RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
 # JSON: tests check what Envoy sent upstream, keys included. Asked directly, not
 # through Envoy.
 RECEIVED_PATH = "/_fake/received"
+# On answers to the non-token routes: the model field the fake received.
+MODEL_HEADER = "x-fake-model"
 DEFAULT_COMPLETION_TOKENS = 12
 # Like a real model's output cap: the fake writes text for every completion token, so an
 # absurd max_tokens (2^31) must not make it allocate gigabytes.
@@ -132,7 +134,10 @@ class FakeProvider:
             except RequestError as exc:
                 return _error(400, str(exc))
             content_type, data = media_answer(route, body, prompt_tokens=max(len(raw) // 4, 1))
-            return web.Response(body=data, headers={"content-type": content_type})
+            # The model the fake received (a deployment alias is rewritten on the way).
+            model = body.get("model")
+            headers = {"content-type": content_type, MODEL_HEADER: str(model or "")}
+            return web.Response(body=data, headers=headers)
         cached = int(request.headers.get(CACHED_TOKENS_HEADER, "0") or 0)
         try:
             usage = self.usage_for(route, body, cached)

@@ -9,13 +9,14 @@ form. Failures are ``RequestError`` (a 400), never another exception.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
 from policy_sidecar.providers.base import RequestError
 
-__all__ = ["MAX_PARTS", "UploadedFile", "boundary_of", "is_form", "parse_form"]
+__all__ = ["MAX_PARTS", "UploadedFile", "boundary_of", "is_form", "parse_form", "replace_field"]
 
 #: More parts than any real request has (an image edit sends a handful).
 MAX_PARTS = 256
@@ -66,18 +67,24 @@ def _disposition(header_block: bytes) -> tuple[str, str | None, str]:
     return name, filename if isinstance(filename, str) else None, part_type
 
 
-def parse_form(data: bytes, content_type: str) -> dict[str, Any]:
-    """The form's fields: text as ``str``, files as `UploadedFile`. A field sent twice
-    (``image[]`` in an edit) becomes a list, in order."""
+@dataclass(frozen=True, slots=True)
+class _Part:
+    name: str
+    filename: str | None
+    content_type: str
+    start: int  # the content's span in the body
+    end: int
+
+
+def _parts(data: bytes, content_type: str) -> Iterator[_Part]:
     delimiter = b"--" + boundary_of(content_type).encode("latin-1")
     start = data.find(delimiter)
     if start < 0:
         raise RequestError("the multipart body has no part (boundary not found)")
-    form: dict[str, Any] = {}
     pos = start + len(delimiter)
     for _ in range(MAX_PARTS + 1):
         if data.startswith(b"--", pos):
-            return form  # the closing delimiter
+            return  # the closing delimiter
         if not data.startswith(b"\r\n", pos):
             raise RequestError("malformed multipart body: a boundary line is not followed by CRLF")
         head_end = data.find(b"\r\n\r\n", pos + 2)
@@ -87,21 +94,48 @@ def parse_form(data: bytes, content_type: str) -> dict[str, Any]:
         if head_end < 0 or head_end > end:
             raise RequestError("malformed multipart body: a part has no header block")
         name, filename, part_type = _disposition(data[pos + 2 : head_end])
-        content = memoryview(data)[head_end + 4 : end]
+        yield _Part(name, filename, part_type, head_end + 4, end)
+        pos = end + 2 + len(delimiter)
+    raise RequestError(f"the multipart body has more than {MAX_PARTS} parts")
+
+
+def parse_form(data: bytes, content_type: str) -> dict[str, Any]:
+    """The form's fields: text as ``str``, files as `UploadedFile`. A field sent twice
+    (``image[]`` in an edit) becomes a list, in order."""
+    form: dict[str, Any] = {}
+    for part in _parts(data, content_type):
+        content = memoryview(data)[part.start : part.end]
         value: Any
-        if filename is not None:
-            value = UploadedFile(filename, part_type, len(content), bytes(content[:HEAD_BYTES]))
+        if part.filename is not None:
+            head = bytes(content[:HEAD_BYTES])
+            value = UploadedFile(part.filename, part.content_type, len(content), head)
         else:
             if len(content) > MAX_FIELD_BYTES:
-                raise RequestError(f"form field '{name}' is longer than {MAX_FIELD_BYTES} bytes")
+                raise RequestError(
+                    f"form field '{part.name}' is longer than {MAX_FIELD_BYTES} bytes"
+                )
             try:
                 value = bytes(content).decode("utf-8")
             except UnicodeDecodeError:
-                raise RequestError(f"form field '{name}' is not valid UTF-8") from None
-        if name in form:
-            previous = form[name]
-            form[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+                raise RequestError(f"form field '{part.name}' is not valid UTF-8") from None
+        if part.name in form:
+            previous = form[part.name]
+            form[part.name] = (
+                [*previous, value] if isinstance(previous, list) else [previous, value]
+            )
         else:
-            form[name] = value
-        pos = end + 2 + len(delimiter)
-    raise RequestError(f"the multipart body has more than {MAX_PARTS} parts")
+            form[part.name] = value
+    return form
+
+
+def replace_field(data: bytes, content_type: str, name: str, value: str) -> bytes:
+    """The body with the text field ``name`` set to ``value`` (every occurrence), the
+    rest byte for byte as sent; unchanged when the form has no such field."""
+    spans = [
+        (p.start, p.end) for p in _parts(data, content_type) if p.name == name and not p.filename
+    ]
+    out, pos = [], 0
+    for start, end in spans:
+        out += [data[pos:start], value.encode()]
+        pos = end
+    return b"".join([*out, data[pos:]]) if spans else data

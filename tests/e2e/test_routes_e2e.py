@@ -26,6 +26,7 @@ import openai
 import pytest
 
 from policy_sidecar.cli.launcher import Stack, start_stack
+from policy_sidecar.fakeprovider.app import MODEL_HEADER
 from tests.e2e.conftest import usage_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -34,12 +35,14 @@ REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6
 RUN = uuid.uuid4().hex[:8]  # a fresh org per run: Redis counters outlive the test
 KEY = f"ps-media-{RUN}-0123456789"
 TOK_KEY = f"ps-mtok-{RUN}-0123456789"
+COST_KEY = f"ps-mcost-{RUN}-0123456789"
 
 CONFIG = f"""
 version: 1
 applications:
   - {{id: media-app, org_id: media-{RUN}, keys: [{{environment: dev, key: {KEY}}}]}}
   - {{id: tok-app, org_id: media-{RUN}, keys: [{{environment: dev, key: {TOK_KEY}}}]}}
+  - {{id: cost-app, org_id: media-{RUN}, keys: [{{environment: dev, key: {COST_KEY}}}]}}
 models:
   - name: dall-e-3
     provider: openai
@@ -48,6 +51,7 @@ models:
   - {{name: gpt-image-1, provider: openai}}
   - {{name: tts-1, provider: openai, unit_price_usd: 0.000015}}
   - {{name: whisper-1, provider: openai, unit_price_usd: 0.0001}}
+  - {{name: transcriber, provider: openai, upstream_model: whisper-1, unit_price_usd: 0.0002}}
   - {{name: omni-moderation-latest, provider: openai}}
   - {{name: rerank-v3.5, provider: cohere, unit_price_usd: 0.002}}
   - name: gemini-embedding-001
@@ -63,6 +67,11 @@ policies:
     type: token_limit
     scope: {{app_id: tok-app}}
     config: {{limit: 1, window: 1h, count: total}}
+  - id: cost-10c
+    name: ten cents an hour
+    type: token_limit
+    scope: {{app_id: cost-app}}
+    config: {{limit_usd: 0.10, window: 1h, count: cost_usd}}
 """
 
 
@@ -257,6 +266,24 @@ def test_translation_multipart_is_metered_in_seconds(media_stack: Stack) -> None
     assert_metered(record_for(media_stack, r), unit="seconds", quantity=2, cost=2 * 0.0001)
 
 
+def test_an_upload_to_an_alias_has_its_model_field_rewritten(media_stack: Stack) -> None:
+    r = rid()
+    content_type, body = multipart(
+        {"model": "transcriber", "response_format": "verbose_json"},
+        {"file": ("a.wav", wav(1.0))},
+    )
+    request = urllib.request.Request(
+        media_stack.url + "/v1/audio/transcriptions",
+        data=body,
+        headers={"content-type": content_type, "authorization": f"Bearer {KEY}", "x-request-id": r},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers[MODEL_HEADER] == "whisper-1"  # what the provider received
+    record = record_for(media_stack, r)
+    assert (record["requested_model"], record["served_model"]) == ("transcriber", "whisper-1")
+    assert_metered(record, unit="seconds", quantity=1, cost=0.0002)
+
+
 def test_a_large_upload_passes_the_raised_buffer_and_is_metered(media_stack: Stack) -> None:
     """12 MB is above the 10 MiB buffer of every other route (a 413 there)."""
     r = rid()
@@ -371,3 +398,22 @@ def test_token_limits_do_not_apply_to_other_units(media_stack: Stack) -> None:
         model="tts-1", voice="alloy", input="Still allowed.", extra_headers={"x-request-id": r}
     )
     assert_metered(record_for(media_stack, r), unit="characters", quantity=14, cost=14 * 15e-6)
+
+
+def test_cost_budgets_count_what_other_units_cost(media_stack: Stack) -> None:
+    spender = client(media_stack, COST_KEY)
+    r = rid()
+    spender.images.generate(
+        model="dall-e-3",
+        prompt="two lighthouses",
+        n=2,
+        size="1792x1024",
+        quality="hd",
+        extra_headers={"x-request-id": r},
+    )
+    # Written once the budget is settled: $0.24 against a $0.10 budget.
+    assert_metered(record_for(media_stack, r), unit="images", quantity=2, cost=0.24)
+    with pytest.raises(openai.RateLimitError) as info:
+        spender.audio.speech.create(model="tts-1", voice="alloy", input="over budget")
+    body = info.value.body
+    assert isinstance(body, dict) and body["details"]["policy_id"] == "cost-10c"

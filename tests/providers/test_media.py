@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from policy_sidecar.providers import RequestError, Usage, default_registry, load_request
+from policy_sidecar.providers import (
+    RequestError,
+    Usage,
+    default_registry,
+    load_request,
+    patched_body,
+)
 from policy_sidecar.providers._multipart import MAX_PARTS, UploadedFile, parse_form
 from policy_sidecar.providers._openai_media import audio_seconds_estimate
 from policy_sidecar.providers.units import request_quantity
@@ -307,3 +313,14 @@ def test_token_routes_pass_through() -> None:
         )
         is usage
     )
+
+
+def test_a_patched_form_keeps_every_byte_but_the_field() -> None:
+    upload = wav(0.5)
+    body, content_type = form(("model", None, b"transcriber"), ("file", "a.wav", upload))
+    patched = patched_body(body, content_type, {}, {"model": "whisper-1"})
+    assert patched == body.replace(b"transcriber", b"whisper-1")
+    form_after = parse_form(patched, content_type)
+    assert form_after["model"] == "whisper-1" and form_after["file"].size == len(upload)
+    assert patched_body(body, content_type, {}, {}) is None
+    assert patched_body(b"{}", "application/json", {"a": 1}, {"b": 2}) == b'{"a": 1, "b": 2}'

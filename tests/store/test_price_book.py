@@ -206,3 +206,20 @@ async def test_unit_image_cache_write_and_tier_prices_are_versioned_and_reach_th
     assert dict(deployment.image_prices) == {"1024x1024/hd": 0.08, "1792x1024/hd": 0.12}
     assert deployment.cache_write_1h_price_per_mtok == 6.0
     assert deployment.long_context_threshold_tokens == 200_000
+
+
+async def test_prices_list_shows_the_other_prices(
+    pool: Pool, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await ModelRepository(pool).create(
+        name="tts-1",
+        provider="openai",
+        upstream_model="tts-1",
+        upstream_cluster="openai",
+        unit_price_usd=Decimal("0.000015"),
+        image_prices={},
+    )
+    listing = ["prices", "list", "--model", "tts-1", "--database-url", dsn]
+    assert await asyncio.to_thread(main, listing) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[3:] == ["null null null", "unit_price_usd=0.000015"]
