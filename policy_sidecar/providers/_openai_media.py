@@ -22,6 +22,7 @@ from typing import Any
 
 from policy_sidecar.providers._fields import is_int, opt_bool, opt_model, req_str, wrong
 from policy_sidecar.providers._multipart import UploadedFile
+from policy_sidecar.providers._usage import FULL_PARSE_LIMIT, TAIL_BYTES
 from policy_sidecar.providers.base import ParsedRequest, RequestError, Usage, UsageParser
 from policy_sidecar.providers.sse import SSEDecoder
 
@@ -162,9 +163,7 @@ _UNITS = {
     "translations": "seconds",
     "moderations": "requests",
 }
-# A JSON body past this is not a metadata-only answer: only its head is kept (an image
-# response of base64 data can be megabytes; its count is at the end, found by scanning).
-_MAX_JSON = 64 * 1024 * 1024
+_DECODER = json.JSONDecoder()
 
 
 def _loads(data: bytes) -> Any:
@@ -230,34 +229,86 @@ def media_usage(operation: str, obj: Any) -> Usage | None:
 
 
 class MediaBodyParser:
-    """A JSON answer, buffered whole (bounded), or, for audio bytes, no usage at all
-    (the request's quantity applies). Never raises."""
+    """A JSON answer up to 1 MiB, parsed whole; beyond, what it says is read without
+    holding it: images counted by their keys as the bytes pass (a base64 image answer
+    can be tens of MB), the other fields found by key in the kept tail. Audio bytes
+    and plain-text transcripts report nothing (the request's quantity applies). Never
+    raises."""
 
-    __slots__ = ("_chunks", "_operation", "_over", "_size")
+    __slots__ = ("_carry", "_chunks", "_head", "_images", "_operation", "_size", "_truncated")
 
     def __init__(self, operation: str) -> None:
         self._operation = operation
         self._chunks: list[bytes] = []
         self._size = 0
-        self._over = False
+        self._head = b""
+        self._truncated = False
+        # Images seen so far (a "b64_json" or "url" key: inside a JSON string a quote
+        # is escaped, so these bytes are only ever keys), and the bytes that may hold
+        # the start of a key cut by a chunk boundary.
+        self._images = 0
+        self._carry: tuple[bytes, ...] = (b"",) * len(_IMAGE_KEYS)
 
     def feed(self, chunk: bytes) -> None:
-        if self._over:
-            return
-        self._size += len(chunk)
-        if self._size > _MAX_JSON:
-            self._over, self._chunks = True, []
-            return
+        if not self._head:
+            self._head = chunk[:16]
+        # Each key is counted in its own window: the bytes before the chunk that could
+        # start it (one fewer than the key, so no whole key is ever counted twice).
+        carries = []
+        for key, carry in zip(_IMAGE_KEYS, self._carry, strict=True):
+            window = carry + chunk
+            self._images += window.count(key)
+            carries.append(window[-(len(key) - 1) :])
+        self._carry = tuple(carries)
         self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > FULL_PARSE_LIMIT + TAIL_BYTES:
+            tail = b"".join(self._chunks)[-TAIL_BYTES:]
+            self._chunks, self._size, self._truncated = [tail], len(tail), True
 
     def finish(self) -> Usage | None:
         body = b"".join(self._chunks)
         self._chunks = []
-        if self._over or body.lstrip()[:1] != b"{":
+        if (self._head or body).lstrip()[:1] != b"{":
             # Audio bytes (speech) or plain text (a transcription as text/srt/vtt):
             # nothing to read; the request's quantity stands.
             return None
-        return media_usage(self._operation, _loads(body))
+        if not self._truncated:
+            return media_usage(self._operation, _loads(body))
+        return self._from_tail(body.decode("utf-8", "replace"))
+
+    def _from_tail(self, text: str) -> Usage | None:
+        """A large answer: the fields near its end, and the images counted."""
+        found = {key: _value_at(text, key) for key in ("usage", "size", "quality", "duration")}
+        obj: dict[str, Any] = {k: v for k, v in found.items() if v is not None}
+        if self._operation in ("images", "image_edits"):
+            obj["data"] = [None] * self._images
+        elif self._operation == "moderations":
+            return None  # never large: a truncated moderation answer is not one
+        return media_usage(self._operation, obj)
+
+
+_IMAGE_KEYS = (b'"url"', b'"b64_json"')
+
+
+def _value_at(text: str, key: str) -> Any:
+    """The JSON value after the last ``"key":`` in ``text``, or None."""
+    at = text.rfind(f'"{key}"')
+    colon = text.find(":", at + len(key) + 2) if at >= 0 else -1
+    if colon < 0:
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(text, colon + 1 + _spaces(text, colon + 1))
+    except ValueError:
+        return None
+    return value
+
+
+def _spaces(text: str, start: int) -> int:
+    n = 0
+    while start + n < len(text) and text[start + n] in " \t\r\n":
+        n += 1
+    return n
 
 
 class ImageStreamParser:

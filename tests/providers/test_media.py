@@ -4,6 +4,7 @@ references, tests/fixtures/SOURCES.md) to the quantity billed."""
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -324,3 +325,19 @@ def test_a_patched_form_keeps_every_byte_but_the_field() -> None:
     assert form_after["model"] == "whisper-1" and form_after["file"].size == len(upload)
     assert patched_body(body, content_type, {}, {}) is None
     assert patched_body(b"{}", "application/json", {"a": 1}, {"b": 2}) == b'{"a": 1, "b": 2}'
+
+
+@pytest.mark.parametrize("chunk", [7, 9, 65536])
+def test_a_large_image_answer_is_counted_without_being_held(chunk: int) -> None:
+    """Ten 300 KB base64 images (3 MB, past the 1 MiB parsed whole): counted by their
+    keys as the bytes pass, size and quality found in the tail."""
+    image = {"b64_json": "A" * 300_000, "revised_prompt": 'a "url" and "b64_json" inside'}
+    body = json.dumps(
+        {"created": 1, "data": [image] * 10, "quality": "high", "size": "1024x1536"}
+    ).encode()
+    matched = REGISTRY.match("POST", "/v1/images/generations")
+    assert matched is not None
+    parser = matched[0].usage_parser(matched[1], streaming=False)
+    for i in range(0, len(body), chunk):
+        parser.feed(body[i : i + chunk])
+    assert parser.finish() == Usage(unit="images", quantity=10.0, price_key="1024x1536/high")
