@@ -4,11 +4,14 @@ references, tests/fixtures/SOURCES.md) to the quantity billed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy_sidecar.providers import (
     RequestError,
@@ -341,3 +344,50 @@ def test_a_large_image_answer_is_counted_without_being_held(chunk: int) -> None:
     for i in range(0, len(body), chunk):
         parser.feed(body[i : i + chunk])
     assert parser.finish() == Usage(unit="images", quantity=10.0, price_key="1024x1536/high")
+
+
+MEDIA_PATHS = (
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/moderations",
+    "/v2/rerank",
+    "/v1/messages/count_tokens",
+    "/v1beta/models/g:countTokens",
+    "/v1beta/models/g:batchEmbedContents",
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    path=st.sampled_from(MEDIA_PATHS),
+    streaming=st.booleans(),
+    chunks=st.lists(st.binary(max_size=64), max_size=8),
+)
+def test_no_parser_raises_on_any_bytes(path: str, streaming: bool, chunks: list[bytes]) -> None:
+    matched = REGISTRY.match("POST", path)
+    assert matched is not None
+    parser = matched[0].usage_parser(matched[1], streaming=streaming)
+    for chunk in chunks:
+        parser.feed(chunk)
+    parser.finish()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=256)
+    | st.builds(
+        lambda parts: b"".join(parts),
+        st.lists(
+            st.sampled_from(
+                [b"--XyZ", b"\r\n", b"\r\n\r\n", b"--", b'Content-Disposition: form-data; name="a"',
+                 b'; filename="f"', b"value", b"\xff"]
+            ),
+            max_size=24,
+        ),
+    )
+)  # fmt: skip
+def test_the_form_parser_raises_only_request_errors(body: bytes) -> None:
+    with contextlib.suppress(RequestError):  # anything else fails the test
+        parse_form(body, "multipart/form-data; boundary=XyZ")
