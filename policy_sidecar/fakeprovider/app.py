@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from policy_sidecar.fakeprovider.media import MEDIA_OPERATIONS, media_answer
+from policy_sidecar.fakeprovider.media import is_media, media_answer
 from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import RequestError, Route, Usage, default_registry
 from policy_sidecar.providers._multipart import parse_form
@@ -128,7 +128,7 @@ class FakeProvider:
                 return _error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
-        if route.operation in MEDIA_OPERATIONS:
+        if is_media(route):
             try:
                 provider.parse_request(route, body)
             except RequestError as exc:

@@ -19,7 +19,7 @@ from policy_sidecar.providers._multipart import UploadedFile
 from policy_sidecar.providers._openai_media import audio_seconds_estimate
 from policy_sidecar.providers.base import Route
 
-__all__ = ["MEDIA_OPERATIONS", "media_answer"]
+__all__ = ["MEDIA_OPERATIONS", "is_media", "media_answer"]
 
 MEDIA_OPERATIONS = frozenset(
     {
@@ -34,6 +34,17 @@ MEDIA_OPERATIONS = frozenset(
         "batch_embed",
     }
 )
+
+
+def is_media(route: Route) -> bool:
+    """Whether ``media_answer`` answers this route (Gemini's embedContent too: its
+    answer is an embedding without usage, unlike the generate samples)."""
+    return route.operation in MEDIA_OPERATIONS or (route.provider, route.operation) == (
+        "gemini",
+        "embed",
+    )
+
+
 _CREATED = 1713833628
 # A 1x1 PNG, as the images API returns base64 images (b64_json).
 _PNG = base64.b64encode(
@@ -139,6 +150,8 @@ def media_answer(route: Route, request: dict[str, Any], prompt_tokens: int) -> t
                     "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
                 }
             )
+        case "embed":
+            return _json({"embedding": {"values": [0.013, -0.008, 0.021]}})
         case "batch_embed":
             requests = request.get("requests")
             count = len(requests) if isinstance(requests, list) else 0

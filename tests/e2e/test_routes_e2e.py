@@ -59,6 +59,7 @@ models:
     input_price_per_mtok: 0.15
     output_price_per_mtok: 0
   - {{name: gemini-2.5-pro, provider: gemini}}
+  - {{name: embed-v4.0, provider: cohere, input_price_per_mtok: 0.12, output_price_per_mtok: 0}}
   - {{name: claude-sonnet-4-5, provider: anthropic}}
   - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
 policies:
@@ -379,9 +380,56 @@ def test_gemini_batch_embeddings_are_metered_in_tokens(media_stack: Stack) -> No
     )
     assert status == 200 and len(body["embeddings"]) == 2
     record = record_for(media_stack, r)
-    assert record["decision"] == "allow"
-    assert record["unit"] == "tokens"
-    assert record["estimated_tokens"] > 0
+    estimate = record["estimated_tokens"]
+    assert estimate > 0
+    assert (record["decision"], record["unit"], record["quantity"]) == ("allow", "tokens", estimate)
+    assert record["cost_usd"] == pytest.approx(estimate * 0.15 / 1e6)
+
+
+def test_cohere_embed_is_metered_in_billed_units(media_stack: Stack) -> None:
+    r = rid()
+    status, body = post_json(
+        media_stack,
+        "/v2/embed",
+        {
+            "model": "embed-v4.0",
+            "texts": ["hello", "goodbye"],
+            "input_type": "search_document",
+            "embedding_types": ["float"],
+        },
+        {"authorization": f"Bearer {KEY}", "x-request-id": r},
+    )
+    assert status == 200
+    billed = body["meta"]["billed_units"]["input_tokens"]
+    record = record_for(media_stack, r)
+    # Billed units are what is metered (not tokens.input_tokens, with Cohere's template).
+    assert (record["unit"], record["quantity"], record["prompt_tokens"]) == (
+        "tokens",
+        billed,
+        billed,
+    )
+    assert record["cost_usd"] == pytest.approx(billed * 0.12 / 1e6)
+
+
+def test_gemini_embed_content_is_metered_in_tokens(media_stack: Stack) -> None:
+    r = rid()
+    status, body = post_json(
+        media_stack,
+        "/v1beta/models/gemini-embedding-001:embedContent",
+        {"content": {"parts": [{"text": "What is the meaning of life?"}]}},
+        {"x-goog-api-key": KEY, "x-request-id": r},
+    )
+    assert status == 200 and body["embedding"]["values"]
+    record = record_for(media_stack, r)
+    # The API reports no usage: the prompt estimate is charged, marked as an estimate.
+    estimate = record["estimated_tokens"]
+    assert estimate > 0
+    assert (record["unit"], record["quantity"], record["usage_reported"]) == (
+        "tokens",
+        estimate,
+        False,
+    )
+    assert record["cost_usd"] == pytest.approx(estimate * 0.15 / 1e6)
 
 
 # -- token limits apply to token routes only; cost to every route ---------------------
