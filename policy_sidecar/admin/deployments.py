@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -18,16 +20,42 @@ from policy_sidecar.admin.v1 import models_pb2 as pb
 from policy_sidecar.catalog.deployments import azure_problems
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.store.postgres import AccountRepository, ModelRepository, NotFoundError
-from policy_sidecar.store.records import Model
+from policy_sidecar.store.postgres.price_book import PriceBookRepository, PriceVersion
+from policy_sidecar.store.records import EXTRA_PRICE_DECIMALS, Model
 
 __all__ = ["ModelServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-_PRICES = ("input_price_per_mtok", "output_price_per_mtok", "cached_input_price_per_mtok")
+_PRICES = (
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+    "cached_input_price_per_mtok",
+    *EXTRA_PRICE_DECIMALS,
+)
 _TEXT = ("name", "provider", "upstream_model", "upstream_cluster")
 # Optional text: empty is unset (None).
 _AZURE = ("azure_deployment", "api_version")
-_MUTABLE = (*_TEXT, "context_window", *_PRICES, "enabled", "account", *_AZURE)
+_MUTABLE = (
+    *_TEXT,
+    "context_window",
+    *_PRICES,
+    "image_prices",
+    "long_context_threshold_tokens",
+    "enabled",
+    "account",
+    *_AZURE,
+)
+# "1024x1024/hd", "auto/high": a size, then a quality.
+_IMAGE_KEY = re.compile(r"[0-9a-z]+(x[0-9]+)?/[a-z_]+")
+_MAX_IMAGE_PRICES = 64
+
+
+def _prices_of(row: Model | PriceVersion) -> dict[str, Any]:
+    """The price fields of a model or a price version, as their messages carry them."""
+    out: dict[str, Any] = {name: decimal_text(getattr(row, name)) for name in _PRICES}
+    out["image_prices"] = {k: decimal_text(Decimal(str(v))) for k, v in row.image_prices.items()}
+    out["long_context_threshold_tokens"] = row.long_context_threshold_tokens or 0
+    return out
 
 
 def model_message(model: Model) -> pb.Model:
@@ -38,9 +66,6 @@ def model_message(model: Model) -> pb.Model:
         upstream_model=model.upstream_model,
         upstream_cluster=model.upstream_cluster,
         context_window=model.context_window or 0,
-        input_price_per_mtok=decimal_text(model.input_price_per_mtok),
-        output_price_per_mtok=decimal_text(model.output_price_per_mtok),
-        cached_input_price_per_mtok=decimal_text(model.cached_input_price_per_mtok),
         enabled=model.enabled,
         account=model.account or "",
         azure_deployment=model.azure_deployment or "",
@@ -48,6 +73,18 @@ def model_message(model: Model) -> pb.Model:
         version=model.version,
         create_time=timestamp(model.created_at),
         update_time=timestamp(model.updated_at),
+        price_version=model.price_version or 0,
+        **_prices_of(model),
+    )
+
+
+def price_version_message(v: PriceVersion) -> pb.PriceVersion:
+    return pb.PriceVersion(
+        version=v.version,
+        model_id=v.model_id,
+        model_name=v.model_name,
+        effective_time=timestamp(v.effective_at),
+        **_prices_of(v),
     )
 
 
@@ -80,6 +117,22 @@ def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]
             # "" (or never set): unpriced, which is not free; "0" is free.
             text = getattr(m, name).strip()
             out[name] = parse_decimal(text, f"model.{name}", v) if text else None
+    if "image_prices" in paths:
+        if len(m.image_prices) > _MAX_IMAGE_PRICES:
+            v.add("model.image_prices", f"at most {_MAX_IMAGE_PRICES} sizes and qualities")
+        prices = {}
+        for key, text in sorted(m.image_prices.items()):
+            where = f"model.image_prices[{key!r}]"
+            if not _IMAGE_KEY.fullmatch(key):
+                v.add(where, 'the key must be "size/quality", e.g. "1024x1024/hd"')
+            prices[key] = parse_decimal(text.strip(), where, v) if text.strip() else None
+            if prices[key] is None:
+                v.add(where, "a price is required (0 for free)")
+        out["image_prices"] = prices
+    if "long_context_threshold_tokens" in paths:
+        if m.long_context_threshold_tokens < 0:
+            v.add("model.long_context_threshold_tokens", "must not be negative")
+        out["long_context_threshold_tokens"] = m.long_context_threshold_tokens or None
     if "enabled" in paths:
         out["enabled"] = m.enabled
     for name in _AZURE:
@@ -89,9 +142,15 @@ def _fields(m: pb.Model, paths: frozenset[str], v: Violations) -> dict[str, Any]
 
 
 class ModelServicer:
-    def __init__(self, repo: ModelRepository, accounts: AccountRepository) -> None:
+    def __init__(
+        self,
+        repo: ModelRepository,
+        accounts: AccountRepository,
+        prices: PriceBookRepository,
+    ) -> None:
         self._repo = repo
         self._accounts = accounts
+        self._prices = prices
 
     @staticmethod
     def _check_azure(fields: dict[str, Any], provider: str | None, v: Violations) -> None:
@@ -178,3 +237,23 @@ class ModelServicer:
         v.check()
         await self._repo.delete(request.id, version=request.version)
         return pb.DeleteModelResponse()
+
+    async def ListPriceVersions(
+        self, request: pb.ListPriceVersionsRequest, context: Context
+    ) -> pb.ListPriceVersionsResponse:
+        v = Violations()
+        size = page_size(request.page_size)
+        after = 0
+        if request.page_token:
+            if not request.page_token.isdigit() or len(request.page_token) > 18:
+                v.add("page_token", "not a token this method returned")
+            else:
+                after = int(request.page_token)
+        v.check()
+        versions, next_after = await self._prices.page(
+            model_name=request.model.strip() or None, page_size=size, after=after
+        )
+        return pb.ListPriceVersionsResponse(
+            price_versions=[price_version_message(p) for p in versions],
+            next_page_token="" if next_after is None else str(next_after),
+        )

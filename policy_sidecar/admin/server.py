@@ -52,6 +52,8 @@ from policy_sidecar.store.postgres import (
     open_pool,
 )
 from policy_sidecar.store.postgres.audit import AuditLog
+from policy_sidecar.store.postgres.price_book import PriceBookRepository
+from policy_sidecar.store.postgres.usage_coverage import UsageCoverage
 from policy_sidecar.store.postgres.usage_recent import RecentRequests
 
 __all__ = ["SERVICE_NAMES", "AdminServer", "Companion", "serve_admin", "start_admin_server"]
@@ -94,15 +96,16 @@ async def start_admin_server(
     pub = publisher or NoopPublisher()
     apps = ApplicationRepository(pool, pub)
     accounts = AccountRepository(pool, pub)
+    models = ModelRepository(pool, pub)
     servicers: tuple[object, ...] = (
         ApplicationServicer(apps),
         ApplicationConfigServicer(ApplicationConfigRepository(pool, pub), apps),
         ApiKeyServicer(ApiKeyRepository(pool, pub), apps),
-        ModelServicer(ModelRepository(pool, pub), accounts),
+        ModelServicer(models, accounts, PriceBookRepository(pool, models)),
         PolicyServicer(
             PolicyRepository(pool, pub, validator=config_validator), ModelRepository(pool, pub)
         ),
-        UsageServicer(UsageQueries(pool), RecentRequests(pool)),
+        UsageServicer(UsageQueries(pool), RecentRequests(pool), UsageCoverage(pool)),
         AccountServicer(accounts, credentials_dir),
         AuditServicer(AuditLog(pool)),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -10,6 +10,7 @@ import grpc
 from policy_sidecar.admin.convert import decimal_text, page_size, timestamp, to_datetime
 from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import usage_pb2 as pb
+from policy_sidecar.store.postgres.usage_coverage import CoverageRow, UsageCoverage
 from policy_sidecar.store.postgres.usage_queries import (
     Bucket,
     TopDimension,
@@ -87,10 +88,31 @@ def _record(r: RecentRequest) -> pb.RequestRecord:
     )
 
 
+#: The longest range a coverage report reads (it scans raw rows, not rollups).
+MAX_COVERAGE_RANGE = timedelta(days=31)
+
+
+def _coverage_entry(row: CoverageRow) -> pb.CoverageEntry:
+    return pb.CoverageEntry(
+        provider=row.provider or "",
+        operation=row.operation or "",
+        unit=row.unit or "",
+        requests=row.requests,
+        allowed=row.allowed,
+        denied=row.denied,
+        quantity=decimal_text(row.quantity),
+        cost_usd=decimal_text(row.cost_usd),
+        unpriced_allowed=row.unpriced_allowed,
+    )
+
+
 class UsageServicer:
-    def __init__(self, queries: UsageQueries, recent: RecentRequests) -> None:
+    def __init__(
+        self, queries: UsageQueries, recent: RecentRequests, coverage: UsageCoverage
+    ) -> None:
         self._queries = queries
         self._recent = recent
+        self._coverage = coverage
 
     async def GetUsageSummary(
         self, request: pb.GetUsageSummaryRequest, context: Context
@@ -163,4 +185,30 @@ class UsageServicer:
         )
         return pb.ListRecentRequestsResponse(
             requests=[_record(r) for r in page.items], next_page_token=page.next_page_token or ""
+        )
+
+    async def GetUsageCoverage(
+        self, request: pb.GetUsageCoverageRequest, context: Context
+    ) -> pb.GetUsageCoverageResponse:
+        v = Violations()
+        size = page_size(request.page_size)
+        offset = 0
+        if request.page_token:
+            if not request.page_token.isdigit() or len(request.page_token) > 9:
+                v.add("page_token", "not a token this method returned")
+            else:
+                offset = int(request.page_token)
+        start, end = _range(request, v)
+        if end <= start:
+            v.add("end_time", "must be after start_time")
+        elif end - start > MAX_COVERAGE_RANGE:
+            v.add("end_time", f"the range must be at most {MAX_COVERAGE_RANGE.days} days")
+        v.check()
+        # One row per route and unit seen: a few dozen at most, paged in memory.
+        rows = await self._coverage.by_route(start=start, end=end)
+        page = rows[offset : offset + size]
+        more = offset + size < len(rows)
+        return pb.GetUsageCoverageResponse(
+            entries=[_coverage_entry(r) for r in page],
+            next_page_token=str(offset + size) if more else "",
         )

@@ -4,9 +4,15 @@ One formula (`cost_usd`) and one lookup (`PriceBook`), shared by cost budgets
 (`policy/limits.py`), usage records (`usage/cost.py`, the ext_proc streams) and the
 admin dry-run, so a budget and a usage report can never disagree on a price.
 
-The formula, prices in USD per million tokens as on `ModelDeployment`::
+The formula for tokens, prices in USD per million tokens as on `ModelDeployment`::
 
-    cost = (prompt - cached) * input + cached * cached_input + completion * output
+    cost = (prompt - cached - writes) * input + cached * cached_input
+           + write_5m * cache_write_5m + write_1h * cache_write_1h + completion * output
+
+with the long-context prices instead when the prompt is above the deployment's
+threshold (Gemini's >200k tier). Other units (``usage.unit``): ``quantity * price``,
+the price of the image's size and quality or ``unit_price_usd``; ``requests`` (the
+free routes: moderation, token counting) cost 0.
 
 - Cached tokens are part of the prompt (the convention every usage parser normalises
   to), so they are clamped to ``[0, prompt]``; a provider reporting more cached than
@@ -17,6 +23,9 @@ The formula, prices in USD per million tokens as on `ModelDeployment`::
 - Reasoning tokens are already part of the completion tokens (OpenAI's convention;
   the Gemini parser adds ``thoughtsTokenCount`` in): they are priced as output once,
   never added a second time.
+- Cache writes (Anthropic's 5-minute and 1-hour) are part of the prompt, clamped to
+  what the prompt leaves after the cached reads, and priced at their premiums (a
+  premium never set: the input price).
 - Negative counts count as 0.
 - A price is nullable: None is *unpriced* (unknown), 0 is free. A token route needs the
   input and output prices (`missing_prices`); without one the cost is None, never 0,
@@ -43,14 +52,28 @@ __all__ = ["CatalogPriceBook", "PriceBook", "cost_usd", "missing_prices"]
 _PER_MILLION = 1_000_000.0
 
 
-def missing_prices(deployment: ModelDeployment, unit: str | None = "tokens") -> tuple[str, ...]:
+def missing_prices(
+    deployment: ModelDeployment, unit: str | None = "tokens", price_key: str | None = None
+) -> tuple[str, ...]:
     """The names of the prices ``unit`` is billed by that ``deployment`` lacks (None).
 
-    Every metered route bills tokens today (``providers.units``); a route of another
-    unit whose price the catalogue cannot hold yet is unpriced as a whole.
+    Tokens need the input and output prices; images the price of their size and
+    quality (``image_prices``) or ``unit_price_usd``; characters, seconds and search
+    units ``unit_price_usd``; ``requests`` (the free routes) nothing.
     """
+    if unit == "requests":
+        return ()
+    if unit == "images":
+        if price_key is not None and price_key in dict(deployment.image_prices):
+            return ()
+        if deployment.unit_price_usd is not None:
+            return ()
+        shown = f"image_prices['{price_key}']" if price_key else "image_prices"
+        return (f"{shown} or unit_price_usd (USD per image)",)
     if unit not in (None, "tokens"):
-        return (f"price per {unit}",)
+        if deployment.unit_price_usd is None:
+            return (f"unit_price_usd (USD per {_SINGULAR.get(unit, unit)})",)
+        return ()
     return tuple(
         name
         for name in ("input_price_per_mtok", "output_price_per_mtok")
@@ -58,20 +81,55 @@ def missing_prices(deployment: ModelDeployment, unit: str | None = "tokens") -> 
     )
 
 
+_SINGULAR = {"characters": "character", "seconds": "second", "search_units": "search unit"}
+
+
 def cost_usd(usage: Usage, deployment: ModelDeployment) -> float | None:
     """The cost of ``usage`` at ``deployment``'s prices (see the module docstring);
-    None when the deployment is unpriced."""
+    None when the deployment is unpriced for the usage's unit."""
+    unit = usage.unit or "tokens"
+    if unit == "requests":
+        return 0.0
+    if unit != "tokens":
+        return _unit_cost(usage, deployment)
     input_price = deployment.input_price_per_mtok
     output_price = deployment.output_price_per_mtok
     if input_price is None or output_price is None:
         return None
     prompt = max(usage.prompt_tokens, 0)
-    cached = min(max(usage.cached_tokens, 0), prompt)
-    completion = max(usage.completion_tokens, 0)
     cached_price = deployment.cached_input_price_per_mtok or input_price
+    threshold = deployment.long_context_threshold_tokens
+    if threshold is not None and prompt > threshold:
+        input_price = _or(deployment.long_context_input_price_per_mtok, input_price)
+        output_price = _or(deployment.long_context_output_price_per_mtok, output_price)
+        cached_price = _or(deployment.long_context_cached_input_price_per_mtok, cached_price)
+    cached = min(max(usage.cached_tokens, 0), prompt)
+    # Cache writes are part of the prompt too, beside the cached reads.
+    write_5m = min(max(usage.cache_write_5m_tokens, 0), prompt - cached)
+    write_1h = min(max(usage.cache_write_1h_tokens, 0), prompt - cached - write_5m)
+    plain = prompt - cached - write_5m - write_1h
+    completion = max(usage.completion_tokens, 0)
     return (
-        (prompt - cached) * input_price + cached * cached_price + completion * output_price
+        plain * input_price
+        + cached * cached_price
+        + write_5m * _or(deployment.cache_write_5m_price_per_mtok, input_price)
+        + write_1h * _or(deployment.cache_write_1h_price_per_mtok, input_price)
+        + completion * output_price
     ) / _PER_MILLION
+
+
+def _or(price: float | None, fallback: float) -> float:
+    return fallback if price is None else price
+
+
+def _unit_cost(usage: Usage, deployment: ModelDeployment) -> float | None:
+    """Images, characters, seconds, search units: quantity * the unit's price."""
+    price = deployment.unit_price_usd
+    if usage.unit == "images" and usage.price_key is not None:
+        price = dict(deployment.image_prices).get(usage.price_key, price)
+    if price is None:
+        return None
+    return max(usage.quantity or 0.0, 0.0) * price
 
 
 class PriceBook(Protocol):
@@ -128,5 +186,17 @@ class CatalogPriceBook:
         return None if deployment is None else cost_usd(usage, deployment)
 
 
-def _prices(m: ModelDeployment) -> tuple[float | None, float | None, float | None]:
-    return (m.input_price_per_mtok, m.cached_input_price_per_mtok, m.output_price_per_mtok)
+def _prices(m: ModelDeployment) -> tuple[object, ...]:
+    return (
+        m.input_price_per_mtok,
+        m.cached_input_price_per_mtok,
+        m.output_price_per_mtok,
+        m.unit_price_usd,
+        m.image_prices,
+        m.cache_write_5m_price_per_mtok,
+        m.cache_write_1h_price_per_mtok,
+        m.long_context_threshold_tokens,
+        m.long_context_input_price_per_mtok,
+        m.long_context_cached_input_price_per_mtok,
+        m.long_context_output_price_per_mtok,
+    )

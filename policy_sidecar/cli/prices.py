@@ -99,5 +99,22 @@ def _list(args: argparse.Namespace) -> int:
     for v in versions:
         prices = (v.input_price_per_mtok, v.cached_input_price_per_mtok, v.output_price_per_mtok)
         shown = " ".join("null" if p is None else format(p.normalize(), "f") for p in prices)
-        print(f"{v.version}\t{v.effective_at.isoformat()}\t{v.model_name}\t{shown}")
+        extra = _extra_prices(v)
+        line = f"{v.version}\t{v.effective_at.isoformat()}\t{v.model_name}\t{shown}"
+        print(line + (f"\t{extra}" if extra else ""))
     return 0
+
+
+def _extra_prices(v: Any) -> str:
+    """The prices beyond tokens a version sets, ``name=value`` separated by spaces."""
+    from policy_sidecar.store.records import EXTRA_PRICE_DECIMALS
+
+    parts = [
+        f"{name}={format(value.normalize(), 'f')}"
+        for name in EXTRA_PRICE_DECIMALS
+        if (value := getattr(v, name)) is not None
+    ]
+    if v.long_context_threshold_tokens is not None:
+        parts.append(f"long_context_threshold_tokens={v.long_context_threshold_tokens}")
+    parts += [f"image_prices[{k}]={p}" for k, p in sorted(v.image_prices.items())]
+    return " ".join(parts)

@@ -58,6 +58,11 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
+# The upload routes (RE2, any case: the sidecar matches them case-insensitively too; a
+# spelling this misses is held to the ordinary limit, a 413, never a bypass).
+UPLOAD_PATHS = "(?i)/v1/(audio/(transcriptions|translations)|images/edits)/?"
+
+
 @dataclass(frozen=True, slots=True)
 class EnvoyOptions:
     listen_port: int
@@ -69,6 +74,9 @@ class EnvoyOptions:
     sidecar_host: str = "127.0.0.1"
     message_timeout_ms: int = 2000
     buffer_limit_bytes: int = 10 * 1024 * 1024
+    # Upload routes (audio transcriptions and translations, image edits): the provider
+    # takes files up to 25 MB, and the policy filter reads the whole form.
+    upload_buffer_limit_bytes: int = 26 * 1024 * 1024
     # Extra upstream clusters a model deployment can be routed to: name -> (host, port).
     routes: tuple[tuple[str, str, int], ...] = ()
     # The CDS file of the provider accounts' clusters (written by the sidecar; it must
@@ -101,6 +109,8 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         listen_address=options.listen_address,
         listen_port=options.listen_port,
         buffer_limit_bytes=options.buffer_limit_bytes,
+        upload_buffer_limit_bytes=options.upload_buffer_limit_bytes,
+        upload_paths=UPLOAD_PATHS,
         message_timeout=f"{options.message_timeout_ms / 1000:.3f}s",
         sidecar_endpoints=endpoints,
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,

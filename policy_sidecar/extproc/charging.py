@@ -19,7 +19,10 @@ from policy_sidecar.tokens.delivered import DeliveredText, estimate_completion
 __all__ = ["estimated_usage"]
 
 # Operations that generate no completion tokens: nothing delivered is charged as output.
-_NO_COMPLETION = frozenset({"embeddings", "embed"})
+_NO_COMPLETION = frozenset({"embeddings", "embed", "batch_embed"})
+# Embedding routes whose answers carry no usage at all (Gemini's embedContent and
+# batchEmbedContents): a 2xx answer is charged the prompt estimate.
+_NO_USAGE_REPORTED = frozenset({"embed", "batch_embed"})
 
 
 def estimated_usage(
@@ -43,6 +46,9 @@ def estimated_usage(
     delivered completion estimate when that is higher.
     """
     ok = status == 0 or 200 <= status < 300
+    if ok and complete and reported is None and operation in _NO_USAGE_REPORTED:
+        prompt = max(estimated_prompt, 0)
+        return Usage(prompt_tokens=prompt, total_tokens=prompt)
     if not ok or (complete and (reported is not None or not streamed)):
         return None
     if operation in _NO_COMPLETION:

@@ -61,6 +61,11 @@ class RequestFacts:
     shadow: tuple[str, ...] = field(default=(), metadata=_key("shadow"))
     # Token-limit reservations to settle when the response ends.
     charges: tuple[Charge, ...] = field(default=(), metadata=_key("ch"))
+    # Routes billed by another unit: what the request fixes (``ParsedRequest``), used
+    # when the response does not say.
+    quantity: float | None = field(default=None, metadata=_key("qty"))
+    quantity_estimated: bool = field(default=False, metadata=_key("qe"))
+    price_key: str | None = field(default=None, metadata=_key("pk"))
 
     @classmethod
     def for_route(cls, request_id: str, started_at: float, route: Route | None) -> RequestFacts:
@@ -195,7 +200,11 @@ def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
         response_bytes=ending.response_bytes,
         shadow_violations=facts.shadow,
         denied_by=ending.denied_by,
-        usage_flags=ending.usage_flags,
+        usage_flags=ending.usage_flags
+        + (("quantity_estimated",) if usage.quantity_estimated else ()),
+        # Token routes get theirs from the recorder (``usage.metering``).
+        unit=usage.unit,
+        quantity=(usage.quantity or 0.0) if usage.unit is not None else 0.0,
     )
 
 

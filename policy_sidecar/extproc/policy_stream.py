@@ -30,7 +30,7 @@ from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
 from policy_sidecar.observability.metrics import observe_violation
 from policy_sidecar.policy.decision import Violation
 from policy_sidecar.policy.engine import PolicyEngine
-from policy_sidecar.providers import load_body
+from policy_sidecar.providers import load_request
 from policy_sidecar.providers.base import Provider, Route, Usage
 from policy_sidecar.providers.paths import (
     canonical_path,
@@ -64,9 +64,11 @@ class _Denial:
     headers: Mapping[str, str] | None = None
 
 
-def _unpriced(model: str, deployment: ModelDeployment, route: Route) -> _Denial | None:
+def _unpriced(
+    model: str, deployment: ModelDeployment, route: Route, price_key: str | None
+) -> _Denial | None:
     """The refusal of a model whose route's price is not set (``unpriced: deny``)."""
-    missing = missing_prices(deployment, route_unit(route.provider, route.operation))
+    missing = missing_prices(deployment, route_unit(route.provider, route.operation), price_key)
     if not missing:
         return None
     message = (
@@ -97,11 +99,13 @@ class PolicyProcessor:
         self._provider: Provider | None = None
         self._route: Route | None = None
         self._path = ""
+        self._content_type: str | None = None
         self.done = False
 
     async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         headers = {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
         path, method = headers.get(":path", ""), headers.get(":method", "")
+        self._content_type = headers.get("content-type")
         matched = self._s.providers.match(method, path)
         free = free_route(method, path) if matched is None else None
         if matched is not None:
@@ -173,13 +177,18 @@ class PolicyProcessor:
             return continue_request_body(metadata=to_metadata(self._facts))
         provider, route = self._provider, self._route
         try:
-            body = load_body(msg.body)
+            body = load_request(route, msg.body, self._content_type)
             parsed = provider.parse_request(route, body)
         except ValueError as exc:  # RequestError, json.JSONDecodeError, UnicodeDecodeError
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
         self._facts = replace(
-            self._facts, requested_model=model, stream=parsed.stream or route.stream_from_path
+            self._facts,
+            requested_model=model,
+            stream=parsed.stream or route.stream_from_path,
+            quantity=parsed.quantity,
+            quantity_estimated=parsed.quantity_estimated,
+            price_key=parsed.price_key,
         )
         deployment = self._s.models.get(model)
         if self._s.models and deployment is None:
@@ -187,7 +196,7 @@ class PolicyProcessor:
         if deployment is not None and not deployment.enabled:
             return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
         if deployment is not None and self._s.unpriced == "deny":
-            unpriced = _unpriced(model, deployment, route)
+            unpriced = _unpriced(model, deployment, route, parsed.price_key)
             if unpriced is not None:
                 return self._deny(unpriced)
         estimated = await self._s.estimator.estimate_async(provider.name, parsed)
@@ -217,7 +226,15 @@ class PolicyProcessor:
         self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         # The deployment's path (Azure, Gemini) and upstream model; None: unchanged.
-        upstream = upstream_request(deployment, route, self._path, body, patch)
+        upstream = upstream_request(
+            deployment,
+            route,
+            self._path,
+            body,
+            patch,
+            raw=msg.body,
+            content_type=self._content_type,
+        )
         new_body = upstream.body
         set_headers = {} if upstream.path is None else {":path": upstream.path}
         if new_body is not None:

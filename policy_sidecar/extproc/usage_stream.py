@@ -24,6 +24,7 @@ from policy_sidecar.observability.metrics import observe_violation
 from policy_sidecar.policy.context import PostRequestContext
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_response
+from policy_sidecar.providers.units import bills_tokens, request_quantity, route_unit
 from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
 from policy_sidecar.usage.record import Outcome, UsageRecord
@@ -110,6 +111,15 @@ class UsageObserver:
         self.done = True
         now = self._s.clock()
         usage = self._parser.finish() if self._parser is not None else None
+        if self._facts is not None:
+            usage = request_quantity(
+                usage,
+                unit=route_unit(self._facts.provider, self._facts.operation),
+                quantity=self._facts.quantity,
+                estimated=self._facts.quantity_estimated,
+                price_key=self._facts.price_key,
+                ok=200 <= self._status < 300,
+            )
         if self._meter is not None:
             self._meter.finish()
         h = self._facts or RequestFacts(
@@ -158,7 +168,11 @@ class UsageObserver:
         self._s.spawn(self._complete(identity, h, usage, estimate, record))
 
     def _estimate(self, h: RequestFacts, usage: Usage | None, *, complete: bool) -> Usage | None:
-        if self._facts is None or h.provider is None:
+        if (
+            self._facts is None
+            or h.provider is None
+            or not bills_tokens(usage.unit if usage is not None else None)
+        ):
             return None
         return estimated_usage(
             usage,

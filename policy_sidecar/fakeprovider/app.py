@@ -1,4 +1,6 @@
-"""The fake provider's HTTP server (aiohttp): all five providers' APIs, JSON and streams.
+"""The fake provider's HTTP server (aiohttp): all five providers' APIs, JSON and streams,
+and the non-token routes (images, audio with multipart uploads, moderation, rerank,
+token counting: ``fakeprovider.media``).
 
 It recognises a request with the sidecar's own provider registry and answers with the
 providers' sample bodies (``providers.samples``), so every provider's wire format is
@@ -17,8 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
+from policy_sidecar.fakeprovider.media import is_media, media_answer
 from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import RequestError, Route, Usage, default_registry
+from policy_sidecar.providers._multipart import parse_form
+from policy_sidecar.providers._openai_media import FORM_OPERATIONS
 from policy_sidecar.tokens import TokenEstimator, load_estimator
 
 # Seconds between stream chunks; 0 sends them as fast as possible.
@@ -34,6 +39,8 @@ RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
 # included. Asked directly, not through Envoy.
 RECEIVED_PATH = "/_fake/received"
 RECEIVED_BODY_BYTES = 64 * 1024
+# On answers to the non-token routes: the model field the fake received.
+MODEL_HEADER = "x-fake-model"
 DEFAULT_COMPLETION_TOKENS = 12
 # Like a real model's output cap: the fake writes text for every completion token, so an
 # absurd max_tokens (2^31) must not make it allocate gigabytes.
@@ -115,13 +122,30 @@ class FakeProvider:
         matched = self._registry.match(request.method, request.path_qs)
         if matched is None:
             return _error(404, f"Unknown request URL: {request.method} {request.path}")
-        _, route = matched
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return _error(400, "We could not parse the JSON body of your request.")
+        provider, route = matched
+        raw = await request.read()
+        if route.operation in FORM_OPERATIONS:
+            try:
+                body = parse_form(raw, request.headers.get("content-type", ""))
+            except RequestError as exc:
+                return _error(400, f"Invalid multipart body: {exc}")
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return _error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
+        if is_media(route):
+            try:
+                provider.parse_request(route, body)
+            except RequestError as exc:
+                return _error(400, str(exc))
+            content_type, data = media_answer(route, body, prompt_tokens=max(len(raw) // 4, 1))
+            # The model the fake received (a deployment alias is rewritten on the way).
+            model = body.get("model")
+            headers = {"content-type": content_type, MODEL_HEADER: str(model or "")}
+            return web.Response(body=data, headers=headers)
         cached = int(request.headers.get(CACHED_TOKENS_HEADER, "0") or 0)
         try:
             usage = self.usage_for(route, body, cached)

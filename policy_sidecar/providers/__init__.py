@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from policy_sidecar.providers._body import MAX_NESTING_DEPTH, load_body
+from policy_sidecar.providers._body import (
+    MAX_NESTING_DEPTH,
+    load_body,
+    load_request,
+    patched_body,
+)
 from policy_sidecar.providers._fields import MAX_MODEL_CHARS, MAX_TOKEN_COUNT
 from policy_sidecar.providers.base import (
     ParsedRequest,
@@ -31,4 +36,6 @@ __all__ = [
     "default_registry",
     "is_streaming_response",
     "load_body",
+    "load_request",
+    "patched_body",
 ]

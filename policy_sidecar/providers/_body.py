@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from policy_sidecar.providers.base import RequestError
+from policy_sidecar.providers._multipart import is_form, parse_form, replace_field
+from policy_sidecar.providers._openai_media import FORM_OPERATIONS
+from policy_sidecar.providers.base import RequestError, Route
 
 # Deep enough for any real request (a tool's JSON schema ten levels deep sits about 25
 # levels down), far below Python's recursion limit, which json and every walker share.
@@ -81,3 +84,30 @@ def load_body(data: bytes) -> dict[str, Any]:
     ):
         raise _nested_too_deeply()
     return body
+
+
+def load_request(route: Route, data: bytes, content_type: str | None) -> dict[str, Any]:
+    """The body of a request to ``route``: a form for the upload routes (image edits,
+    audio transcriptions and translations: ``multipart/form-data`` only, as the
+    provider takes them), a JSON object (`load_body`) for every other route."""
+    if route.operation in FORM_OPERATIONS:
+        if not is_form(content_type):
+            raise RequestError("this endpoint takes a multipart/form-data body")
+        return parse_form(data, content_type or "")
+    return load_body(data)
+
+
+def patched_body(
+    data: bytes, content_type: str | None, body: Mapping[str, Any], patch: Mapping[str, Any]
+) -> bytes | None:
+    """The body to send upstream with ``patch`` merged in, or None when nothing changes.
+
+    A JSON body is re-serialised; a form (an upload) keeps every byte but the patched
+    text fields (a deployment's ``model``), so a 25 MB file is never re-encoded."""
+    if not patch:
+        return None
+    if is_form(content_type):
+        for name, value in patch.items():
+            data = replace_field(data, content_type or "", name, str(value))
+        return data
+    return json.dumps({**body, **patch}).encode()

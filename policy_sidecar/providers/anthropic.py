@@ -1,4 +1,5 @@
-"""Anthropic Messages API (``/v1/messages``), JSON and SSE."""
+"""Anthropic Messages API (``/v1/messages``), JSON and SSE; token counting
+(``/v1/messages/count_tokens``: free, counted per request)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ _FIELDS = {
     "cache_read_input_tokens": "cache_read",
     "cache_creation_input_tokens": "cache_creation",
 }
+# usage.cache_creation splits the cache writes by lifetime; each has its own premium.
+_CACHE_WRITES = {"ephemeral_5m_input_tokens": "cw5m", "ephemeral_1h_input_tokens": "cw1h"}
+
+
+def _fields(usage: Any) -> Raw:
+    raw = int_fields(usage, _FIELDS)
+    if isinstance(usage, dict):
+        raw.update(int_fields(usage.get("cache_creation"), _CACHE_WRITES))
+    return raw
 
 
 def blocks_text(content: Any, path: str) -> tuple[str, int]:
@@ -92,7 +102,7 @@ def extract(obj: Any) -> Raw | None:
     # message_start nests the message; message_delta and JSON bodies have usage on top.
     message = obj.get("message")
     usage = message.get("usage") if isinstance(message, dict) else obj.get("usage")
-    return billed_iterations(usage) or int_fields(usage, _FIELDS) or None
+    return billed_iterations(usage) or _fields(usage) or None
 
 
 def billed_iterations(usage: Any) -> Raw | None:
@@ -108,7 +118,7 @@ def billed_iterations(usage: Any) -> Raw | None:
         return None
     total: Raw = {}
     for step in iterations:
-        for name, value in int_fields(step, _FIELDS).items():
+        for name, value in _fields(step).items():
             total[name] = total.get(name, 0) + value
     return total or None
 
@@ -119,12 +129,46 @@ def to_usage(raw: Raw) -> Usage | None:
     cache_read = raw.get("cache_read", 0)
     prompt = raw.get("input", 0) + cache_read + raw.get("cache_creation", 0)
     completion = raw.get("output", 0)
+    # Without the split every cache write is a 5-minute one (the default lifetime).
+    write_1h = raw.get("cw1h", 0)
+    write_5m = raw.get("cw5m", max(raw.get("cache_creation", 0) - write_1h, 0))
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
         cached_tokens=cache_read,
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
     )
+
+
+def parse_count_tokens(body: Mapping[str, Any]) -> ParsedRequest:
+    """``/v1/messages/count_tokens``: the messages body without ``max_tokens``. Free:
+    no tokens are charged, the request is counted."""
+    req_list(body, "messages")
+    return ParsedRequest(model=req_model(body), stream=False, max_output_tokens=0, quantity=1.0)
+
+
+class CountTokensParser:
+    """The answer ``{"input_tokens": N}`` (Anthropic's API reference): one request,
+    free; an error body reports nothing."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def finish(self) -> Usage | None:
+        try:
+            obj = json.loads(b"".join(self._chunks))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict) or "input_tokens" not in obj:
+            return None
+        return Usage(unit="requests", quantity=1.0)
 
 
 class AnthropicProvider:
@@ -133,18 +177,27 @@ class AnthropicProvider:
     name = "anthropic"
 
     def match(self, method: str, path: str) -> Route | None:
-        if method == "POST" and path.partition("?")[0].rstrip("/").lower() == "/v1/messages":
+        if method != "POST":
+            return None
+        path = path.partition("?")[0].rstrip("/").lower()
+        if path == "/v1/messages":
             return Route(self.name, "messages")
+        if path == "/v1/messages/count_tokens":
+            return Route(self.name, "count_tokens")
         return None
 
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+        if route.operation == "count_tokens":
+            return parse_count_tokens(body)
         return parse_messages(body)
 
     def usage_parser(
         self, route: Route, *, streaming: bool, content_encoding: str | None = None
     ) -> UsageParser:
         parser: UsageParser
-        if streaming:
+        if route.operation == "count_tokens":
+            parser = CountTokensParser()
+        elif streaming:
             # message_start sets the baseline; message_delta updates fields one by one.
             needles = ('"output_tokens"', '"input_tokens"')
             parser = SSEUsageParser(extract, to_usage, needles, merge=True)

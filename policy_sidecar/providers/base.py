@@ -46,6 +46,14 @@ class ParsedRequest:
     # Inputs given as token ids (OpenAI completions/embeddings accept arrays of ints):
     # their length is the exact count, no tokenizer needed.
     pretokenized_tokens: int = 0
+    # Routes billed by another unit than tokens (``providers.units``): the quantity the
+    # request itself fixes (characters of speech input, images asked for, one request),
+    # or an estimate from the upload (``quantity_estimated``: audio seconds from the
+    # file); None when only the response can say. ``price_key`` picks the price among a
+    # model's per-unit prices (images: ``"1024x1024/hd"``, size then quality).
+    quantity: float | None = None
+    quantity_estimated: bool = False
+    price_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,18 @@ class Usage:
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # Anthropic cache writes, inside ``prompt_tokens``: priced at the cache-write
+    # premiums (5-minute and 1-hour); 0 for every other provider.
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    # Routes billed by another unit (``providers.units``): that unit, the quantity billed
+    # in it (None: the response did not say; the request's quantity applies), whether
+    # the quantity is an estimate, and the key of the per-unit price (images: size and
+    # quality). ``unit`` None is tokens.
+    unit: str | None = None
+    quantity: float | None = None
+    quantity_estimated: bool = False
+    price_key: str | None = None
 
 
 class RequestError(ValueError):

@@ -1,4 +1,4 @@
-"""Cohere chat and embed, API v1 and v2 (JSON, v2 SSE, v1 newline-delimited JSON)."""
+"""Cohere chat, embed and rerank, API v1 and v2 (JSON, v2 SSE, v1 newline-delimited JSON)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,19 @@ from policy_sidecar.providers._usage import (
     SSEUsageParser,
     std_usage,
 )
-from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, UsageParser
+from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
 
 _ROUTES = {
     "/v1/chat": ("chat", "v1"),
     "/v2/chat": ("chat", "v2"),
     "/v1/embed": ("embed", "v1"),
     "/v2/embed": ("embed", "v2"),
+    "/v1/rerank": ("rerank", "v1"),
+    "/v2/rerank": ("rerank", "v2"),
 }
+# One search unit is one query with up to 100 documents (Cohere's pricing FAQ); the
+# request's estimate, replaced by the response's meta.billed_units.search_units.
+DOCUMENTS_PER_SEARCH_UNIT = 100
 
 
 def _count(value: Any) -> int | None:
@@ -151,6 +156,50 @@ def _parse_embed(body: Mapping[str, Any], version: str) -> ParsedRequest:
     )
 
 
+def _parse_rerank(body: Mapping[str, Any], version: str) -> ParsedRequest:
+    req_str(body, "query")
+    documents = req_list(body, "documents")
+    model = req_model(body) if version == "v2" else opt_model(body)
+    units = max(1, -(-len(documents) // DOCUMENTS_PER_SEARCH_UNIT))
+    return ParsedRequest(
+        model=model,
+        stream=False,
+        max_output_tokens=0,
+        quantity=float(units),
+        quantity_estimated=True,
+    )
+
+
+def rerank_usage(obj: Any) -> Usage | None:
+    """``meta.billed_units.search_units`` of a rerank answer (transcribed from Cohere's
+    API reference: ``{"results": [...], "meta": {"billed_units": {"search_units": 1}}}``)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("results"), list):
+        return None
+    meta = obj.get("meta")
+    billed = meta.get("billed_units") if isinstance(meta, dict) else None
+    units = _count(billed.get("search_units")) if isinstance(billed, dict) else None
+    return Usage(unit="search_units", quantity=None if units is None else float(units))
+
+
+class RerankParser:
+    """A rerank JSON answer, buffered (it is small: scores and indexes)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def finish(self) -> Usage | None:
+        try:
+            obj = json.loads(b"".join(self._chunks))
+        except (ValueError, RecursionError):
+            return None
+        return rerank_usage(obj)
+
+
 class CohereProvider:
     """api.cohere.com; ``Route.api_version`` says v1 or v2."""
 
@@ -165,13 +214,17 @@ class CohereProvider:
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
         if route.operation == "embed":
             return _parse_embed(body, route.api_version or "v2")
+        if route.operation == "rerank":
+            return _parse_rerank(body, route.api_version or "v2")
         return _parse_v1_chat(body) if route.api_version == "v1" else _parse_v2_chat(body)
 
     def usage_parser(
         self, route: Route, *, streaming: bool, content_encoding: str | None = None
     ) -> UsageParser:
         parser: UsageParser
-        if not streaming:
+        if route.operation == "rerank":
+            parser = RerankParser()
+        elif not streaming:
             parser = JSONBodyParser(extract, std_usage, ("meta", "usage"))
         elif route.api_version == "v1":
             parser = NDJSONUsageParser(extract, std_usage, ('"stream-end"',))

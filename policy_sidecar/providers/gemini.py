@@ -20,13 +20,16 @@ from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, U
 
 _PATH = re.compile(
     r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent|embedContent)/?$",
+    r":(?P<method>generateContent|streamGenerateContent|embedContent|batchEmbedContents"
+    r"|countTokens)/?$",
     re.IGNORECASE,
 )
 _OPERATIONS = {
     "generatecontent": "generate",
     "streamgeneratecontent": "generate",
     "embedcontent": "embed",
+    "batchembedcontents": "batch_embed",
+    "counttokens": "count_tokens",
 }
 _FIELDS = {
     "promptTokenCount": "prompt",
@@ -110,6 +113,52 @@ def parse_embed(route: Route, body: Mapping[str, Any]) -> ParsedRequest:
     )
 
 
+def parse_batch_embed(route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+    """``batchEmbedContents``: ``{"requests": [EmbedContentRequest…]}``, tokens of every
+    request's content (the API reports no usage: the estimate is what is metered)."""
+    texts: list[str] = []
+    media = 0
+    for i, item in enumerate(req_list(body, "requests")):
+        text, n = parts_text(obj(item, f"requests[{i}]").get("content"), f"requests[{i}].content")
+        texts.append(text)
+        media += n
+    return ParsedRequest(
+        model=route.model_from_path,
+        stream=False,
+        max_output_tokens=0,
+        extra_text=tuple(texts),
+        image_count=media,
+    )
+
+
+def parse_count_tokens(route: Route, body: Mapping[str, Any]) -> ParsedRequest:
+    """``countTokens``: free, counted per request; nothing is estimated or reserved."""
+    return ParsedRequest(
+        model=route.model_from_path, stream=False, max_output_tokens=0, quantity=1.0
+    )
+
+
+class CountTokensParser:
+    """``{"totalTokens": N, …}`` (Gemini's API reference): one free request."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def finish(self) -> Usage | None:
+        try:
+            found = json.loads(b"".join(self._chunks))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(found, dict) or "totalTokens" not in found:
+            return None
+        return Usage(unit="requests", quantity=1.0)
+
+
 def extract(obj: Any) -> Raw | None:
     if not isinstance(obj, dict):
         return None
@@ -158,13 +207,21 @@ class GeminiProvider:
     def parse_request(self, route: Route, body: Mapping[str, Any]) -> ParsedRequest:
         if route.operation == "embed":
             return parse_embed(route, body)
+        if route.operation == "batch_embed":
+            return parse_batch_embed(route, body)
+        if route.operation == "count_tokens":
+            return parse_count_tokens(route, body)
         return parse_generate(route, body)
 
     def usage_parser(
         self, route: Route, *, streaming: bool, content_encoding: str | None = None
     ) -> UsageParser:
         # Without alt=sse a stream is one JSON array sent in pieces: sniff the framing.
-        parser = SniffingParser(_json, _sse) if streaming else _json()
+        parser: UsageParser
+        if route.operation == "count_tokens":
+            parser = CountTokensParser()
+        else:
+            parser = SniffingParser(_json, _sse) if streaming else _json()
         return with_encoding(parser, content_encoding)
 
     def error_body(

@@ -1,4 +1,5 @@
-"""OpenAI: chat completions, completions, embeddings and the Responses API (JSON and SSE)."""
+"""OpenAI: chat completions, completions, embeddings and the Responses API (JSON and SSE);
+images, audio and moderation (``_openai_media``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from policy_sidecar.providers import _openai_request as req
 from policy_sidecar.providers._decode import with_encoding
+from policy_sidecar.providers._openai_media import MEDIA_PARSERS, media_usage_parser
 from policy_sidecar.providers._usage import (
     JSONBodyParser,
     Raw,
@@ -22,6 +24,12 @@ _OPERATIONS = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     "/v1/responses": "responses",
+    "/v1/images/generations": "images",
+    "/v1/images/edits": "image_edits",
+    "/v1/audio/speech": "speech",
+    "/v1/audio/transcriptions": "transcriptions",
+    "/v1/audio/translations": "translations",
+    "/v1/moderations": "moderations",
 }
 
 Parse = Callable[..., ParsedRequest]
@@ -30,6 +38,7 @@ PARSERS: dict[str, Parse] = {
     "completions": req.parse_completion,
     "embeddings": req.parse_embedding,
     "responses": req.parse_responses,
+    **MEDIA_PARSERS,
 }
 
 
@@ -75,6 +84,8 @@ def extract_responses(obj: Any) -> Raw | None:
 
 
 def openai_usage_parser(operation: str, *, streaming: bool) -> UsageParser:
+    if operation in MEDIA_PARSERS:
+        return media_usage_parser(operation, streaming=streaming)
     if operation == "responses":
         if streaming:
             return SSEUsageParser(extract_responses, std_usage, ('"input_tokens"',), merge=False)

@@ -12,9 +12,21 @@ unit, and no operator could tell it was metered.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final, Literal
 
-__all__ = ["TOKENS", "UNITS", "Unit", "bills_tokens", "route_unit"]
+from policy_sidecar.providers.base import Usage
+
+__all__ = [
+    "FREE_OPERATIONS",
+    "TOKENS",
+    "UNITS",
+    "Unit",
+    "bills_tokens",
+    "is_free",
+    "request_quantity",
+    "route_unit",
+]
 
 Unit = Literal["tokens", "images", "characters", "seconds", "search_units", "requests"]
 
@@ -45,7 +57,23 @@ ROUTE_UNITS: Final[dict[tuple[str, str], Unit]] = {
     ("gemini", "embed"): "tokens",
     ("cohere", "chat"): "tokens",
     ("cohere", "embed"): "tokens",
+    ("cohere", "rerank"): "search_units",
+    ("gemini", "batch_embed"): "tokens",
+    ("gemini", "count_tokens"): "requests",
+    ("anthropic", "count_tokens"): "requests",
+    ("openai", "images"): "images",
+    ("openai", "image_edits"): "images",
+    ("openai", "speech"): "characters",
+    ("openai", "transcriptions"): "seconds",
+    ("openai", "translations"): "seconds",
+    ("openai", "moderations"): "requests",
 }
+
+#: Routes the provider does not charge for: counted (unit ``requests``), never priced,
+#: so they need no price and cost 0.
+FREE_OPERATIONS: Final = frozenset(
+    {("openai", "moderations"), ("anthropic", "count_tokens"), ("gemini", "count_tokens")}
+)
 
 
 def route_unit(provider: str | None, operation: str | None) -> Unit | None:
@@ -55,7 +83,37 @@ def route_unit(provider: str | None, operation: str | None) -> Unit | None:
     return ROUTE_UNITS.get((provider, operation))
 
 
-def bills_tokens(unit: Unit | None) -> bool:
+def bills_tokens(unit: str | None) -> bool:
     """Whether token limits apply: the route bills tokens (or is not known to bill
     anything else)."""
     return unit is None or unit == TOKENS
+
+
+def is_free(provider: str | None, operation: str | None) -> bool:
+    """Whether the route costs nothing (counted, never priced)."""
+    return (provider, operation) in FREE_OPERATIONS
+
+
+def request_quantity(
+    usage: Usage | None,
+    *,
+    unit: Unit | None,
+    quantity: float | None,
+    estimated: bool,
+    price_key: str | None,
+    ok: bool,
+) -> Usage | None:
+    """The billed usage of a route of another unit than tokens: the response's quantity
+    where it gave one, else the request's (characters of speech input, an upload's
+    estimated seconds, flagged ``quantity_estimated``). A 2xx answer the parser could
+    not read (audio bytes) is billed the request's quantity; an error answer nothing.
+    Token routes pass through unchanged."""
+    if unit is None or unit == TOKENS:
+        return usage
+    if usage is None:
+        if not ok or quantity is None:
+            return None
+        usage = Usage()
+    if usage.quantity is None:
+        usage = replace(usage, quantity=quantity, quantity_estimated=estimated)
+    return replace(usage, unit=unit, price_key=usage.price_key or price_key)

@@ -23,13 +23,13 @@ body, each None when unchanged. A body is re-encoded only when a field really ch
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
+from policy_sidecar.providers._body import patched_body
 from policy_sidecar.providers.base import Route
 from policy_sidecar.providers.paths import canonical_path, split_path
 
@@ -67,9 +67,14 @@ def upstream_request(
     path: str,
     body: Mapping[str, Any],
     patch: Mapping[str, Any] | None = None,
+    *,
+    raw: bytes = b"",
+    content_type: str | None = None,
 ) -> UpstreamRequest:
     """The request as ``deployment`` wants it; ``patch``: other fields to set in the
-    body (the provider's own, e.g. asking a stream for its usage)."""
+    body (the provider's own, e.g. asking a stream for its usage). ``raw`` and
+    ``content_type``: the body as received, so an upload form keeps every byte but
+    the fields that change."""
     fields = dict(patch or {})
     new_path: str | None = None
     if deployment is not None:
@@ -79,7 +84,7 @@ def upstream_request(
     changed = {k: v for k, v in fields.items() if k not in body or body[k] != v}
     return UpstreamRequest(
         path=new_path if new_path != path else None,
-        body=json.dumps({**body, **changed}).encode() if changed else None,
+        body=patched_body(raw, content_type, body, changed) if changed else None,
     )
 
 

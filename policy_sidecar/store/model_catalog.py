@@ -28,6 +28,18 @@ def deployment_from(model: Model) -> ModelDeployment:
         price_version=model.price_version,
         azure_deployment=model.azure_deployment,
         api_version=model.api_version,
+        unit_price_usd=_price(model.unit_price_usd),
+        image_prices=tuple(
+            sorted((key, float(Decimal(str(value)))) for key, value in model.image_prices.items())
+        ),
+        cache_write_5m_price_per_mtok=_price(model.cache_write_5m_price_per_mtok),
+        cache_write_1h_price_per_mtok=_price(model.cache_write_1h_price_per_mtok),
+        long_context_threshold_tokens=model.long_context_threshold_tokens,
+        long_context_input_price_per_mtok=_price(model.long_context_input_price_per_mtok),
+        long_context_cached_input_price_per_mtok=_price(
+            model.long_context_cached_input_price_per_mtok
+        ),
+        long_context_output_price_per_mtok=_price(model.long_context_output_price_per_mtok),
     )
 
 

@@ -6,7 +6,8 @@ from rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
@@ -133,6 +134,29 @@ class Model:
     # Azure only: the deployment's name at Azure and its path's api-version.
     azure_deployment: str | None = None
     api_version: str | None = None
+    # Other units and pricing rules (migration 0009_unit_prices.sql; docs/providers.md).
+    unit_price_usd: Decimal | None = None
+    # "1024x1024/hd" -> decimal text, USD per image.
+    image_prices: Mapping[str, str] = field(default_factory=dict)
+    cache_write_5m_price_per_mtok: Decimal | None = None
+    cache_write_1h_price_per_mtok: Decimal | None = None
+    long_context_threshold_tokens: int | None = None
+    long_context_input_price_per_mtok: Decimal | None = None
+    long_context_cached_input_price_per_mtok: Decimal | None = None
+    long_context_output_price_per_mtok: Decimal | None = None
+
+
+#: The prices beyond input / output / cached input tokens, as Model and price version
+#: columns; all but the threshold and the image prices are decimals.
+EXTRA_PRICE_DECIMALS = (
+    "unit_price_usd",
+    "cache_write_5m_price_per_mtok",
+    "cache_write_1h_price_per_mtok",
+    "long_context_input_price_per_mtok",
+    "long_context_cached_input_price_per_mtok",
+    "long_context_output_price_per_mtok",
+)
+EXTRA_PRICE_FIELDS = (*EXTRA_PRICE_DECIMALS, "image_prices", "long_context_threshold_tokens")
 
 
 @dataclass(frozen=True, slots=True)

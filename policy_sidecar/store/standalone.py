@@ -69,6 +69,7 @@ def _date_text(value: Any) -> Any:
 
 
 _ApiVersion = Annotated[str, BeforeValidator(_date_text), Field(min_length=1, max_length=40)]
+Price = Annotated[float, Field(ge=0)]
 
 
 class _Model(_Strict):
@@ -83,6 +84,18 @@ class _Model(_Strict):
     input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     cached_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    # Routes of another unit (docs/providers.md, "Units"): USD per image, character,
+    # second or search unit; images by "size/quality" (e.g. "1024x1024/hd").
+    unit_price_usd: Annotated[float, Field(ge=0)] | None = None
+    image_prices: dict[Annotated[str, Field(min_length=3, max_length=64)], Price] | None = None
+    # Omitted: the input price.
+    cache_write_5m_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    cache_write_1h_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    # Above this many prompt tokens the request is priced at the long-context prices.
+    long_context_threshold_tokens: Annotated[int, Field(gt=0)] | None = None
+    long_context_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    long_context_cached_input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    long_context_output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
     enabled: bool = True
     # Azure only: the deployment's name at Azure, and its deployment path's api-version.
     azure_deployment: Name | None = None
@@ -225,6 +238,14 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
             input_price_per_mtok=model.input_price_per_mtok,
             cached_input_price_per_mtok=model.cached_input_price_per_mtok,
             output_price_per_mtok=model.output_price_per_mtok,
+            unit_price_usd=model.unit_price_usd,
+            image_prices=tuple(sorted((model.image_prices or {}).items())),
+            cache_write_5m_price_per_mtok=model.cache_write_5m_price_per_mtok,
+            cache_write_1h_price_per_mtok=model.cache_write_1h_price_per_mtok,
+            long_context_threshold_tokens=model.long_context_threshold_tokens,
+            long_context_input_price_per_mtok=model.long_context_input_price_per_mtok,
+            long_context_cached_input_price_per_mtok=model.long_context_cached_input_price_per_mtok,
+            long_context_output_price_per_mtok=model.long_context_output_price_per_mtok,
             enabled=model.enabled,
             azure_deployment=model.azure_deployment,
             api_version=model.api_version,

@@ -24,7 +24,7 @@ puts the flags on the usage record, whose recorder counts them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from policy_sidecar.providers.base import Usage
@@ -126,7 +126,8 @@ def clamp_usage(
     if not flags:
         return Clamped(usage)
     return Clamped(
-        Usage(
+        replace(
+            usage,
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=total,

@@ -167,7 +167,9 @@ def test_zero_is_free_and_priced() -> None:
         # A missing cached price falls back to the input price: not missing.
         (replace(PRICED, cached_input_price_per_mtok=None), "tokens", ()),
         (PRICED, None, ()),
-        (PRICED, "images", ("price per images",)),
+        (PRICED, "images", ("image_prices or unit_price_usd (USD per image)",)),
+        (PRICED, "seconds", ("unit_price_usd (USD per second)",)),
+        (PRICED, "requests", ()),
     ],
 )
 def test_missing_prices_name_what_the_route_needs(

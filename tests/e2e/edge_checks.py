@@ -23,10 +23,10 @@ GEMINI_PATH = "/v1beta/models/gemini-2.0-flash:generateContent"
 
 # Endpoints the providers serve but the sidecar does not meter: each is a 404 by default.
 UNMETERED = (
-    ("POST", "/v1/images/generations"),
-    ("POST", "/v1/audio/speech"),
+    ("POST", "/v1/images/variations"),
+    ("POST", "/v1/audio/voices"),
     ("POST", "/v1/assistants"),
-    ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/messages/count"),
 )
 # Known endpoints the sidecar cannot meter yet (providers/unmetered.py): 403
 # endpoint_not_metered whatever unknown_paths says, so passthrough opens no leak.

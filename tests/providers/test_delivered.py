@@ -123,6 +123,11 @@ FOUR = delivered("one two three four")  # 4 tokens
         (None, False, True, 500, "chat", None),
         (None, True, False, 200, "chat", None),
         (None, False, False, 200, "embeddings", Usage(50, 0, 50)),
+        # Gemini embeddings report no usage at all: a complete 2xx is the prompt estimate.
+        (None, True, False, 200, "embed", Usage(50, 0, 50)),
+        (None, True, False, 200, "batch_embed", Usage(50, 0, 50)),
+        (None, True, False, 400, "batch_embed", None),
+        (Usage(12, 0, 12), True, False, 200, "embed", None),
     ],
 )
 def test_what_a_response_without_usage_is_charged(

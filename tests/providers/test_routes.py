@@ -61,6 +61,30 @@ REGISTRY = default_registry()
             "/v1beta/models/gemini-embedding-001:embedContent",
             Route("gemini", "embed", model_from_path="gemini-embedding-001", api_version="v1beta"),
         ),
+        ("/v1/images/generations", Route("openai", "images")),
+        ("/v1/images/edits", Route("openai", "image_edits")),
+        ("/v1/audio/speech", Route("openai", "speech")),
+        ("/v1/audio/transcriptions", Route("openai", "transcriptions")),
+        ("/v1/audio/translations", Route("openai", "translations")),
+        ("/v1/moderations", Route("openai", "moderations")),
+        ("/v1/messages/count_tokens", Route("anthropic", "count_tokens")),
+        ("/v2/rerank", Route("cohere", "rerank", api_version="v2")),
+        ("/v1/rerank", Route("cohere", "rerank", api_version="v1")),
+        (
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+            Route(
+                "gemini", "count_tokens", model_from_path="gemini-2.5-flash", api_version="v1beta"
+            ),
+        ),
+        (
+            "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+            Route(
+                "gemini",
+                "batch_embed",
+                model_from_path="gemini-embedding-001",
+                api_version="v1beta",
+            ),
+        ),
     ],
 )
 def test_known_paths(path: str, route: Route) -> None:
@@ -75,9 +99,9 @@ def test_known_paths(path: str, route: Route) -> None:
     [
         ("GET", "/v1/chat/completions"),
         ("GET", "/v1/models"),
-        ("POST", "/v1/images/generations"),
-        ("POST", "/v1/messages/count_tokens"),
-        ("POST", "/v1beta/models/gemini-2.5-flash:countTokens"),
+        ("GET", "/v1/images/generations"),
+        ("POST", "/v1/images/variations"),
+        ("POST", "/v1/audio/voices"),
         ("POST", "/openai/deployments/x/images/generations"),
         ("POST", "/v3/chat"),
         ("POST", "/"),

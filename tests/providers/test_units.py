@@ -13,8 +13,9 @@ def _every_metered_route() -> set[tuple[str, str]]:
     routes |= {("azure", op) for op in (*azure._OPS.values(), *azure._V1.values())}
     routes |= {("gemini", op) for op in gemini._OPERATIONS.values()}
     routes |= {("cohere", op) for op, _ in cohere._ROUTES.values()}
-    routes.add(("anthropic", "messages"))
+    routes |= {("anthropic", "messages"), ("anthropic", "count_tokens")}
     assert anthropic.AnthropicProvider().match("POST", "/v1/messages") is not None
+    assert anthropic.AnthropicProvider().match("POST", "/v1/messages/count_tokens") is not None
     return routes
 
 
@@ -35,4 +36,4 @@ def test_no_route_no_unit() -> None:
 
 @pytest.mark.parametrize(("unit", "tokens"), [("tokens", True), (None, True), ("images", False)])
 def test_token_limits_apply_only_to_token_routes(unit: str | None, tokens: bool) -> None:
-    assert bills_tokens(unit) is tokens  # type: ignore[arg-type]
+    assert bills_tokens(unit) is tokens

@@ -34,7 +34,13 @@ CASES = [
         True,
         Usage(28, 2, 30),
     ),
-    ("/v1/messages", "anthropic/messages_response.json", False, Usage(188107, 393, 188500, 0)),
+    # The 188,086 cache-creation tokens are 5-minute writes (usage.cache_creation).
+    (
+        "/v1/messages",
+        "anthropic/messages_response.json",
+        False,
+        Usage(188107, 393, 188500, 0, cache_write_5m_tokens=188086),
+    ),
     ("/v1/messages", "anthropic/messages_stream.txt", True, Usage(188113, 15, 188128, 188086)),
     # Server-side compaction: billed = the sum over usage.iterations (180000 + 23000 in,
     # 3500 + 1000 out), not the top-level figures (23000 / 1000) that leave it out.

@@ -161,3 +161,74 @@ def test_a_bad_price_book_names_the_field(text: str, where: str) -> None:
 
 async def _all(models: ModelRepository) -> list:  # type: ignore[type-arg]
     return list((await models.list(page_size=500)).items)
+
+
+async def test_unit_image_cache_write_and_tier_prices_are_versioned_and_reach_the_catalogue(
+    pool: Pool,
+) -> None:
+    models = ModelRepository(pool)
+    book = PriceBookRepository(pool, models)
+    await models.create(
+        name="dall-e-3",
+        provider="openai",
+        upstream_model="dall-e-3",
+        upstream_cluster="openai",
+        image_prices={"1024x1024/hd": Decimal("0.08")},
+    )
+    entries = parse_price_book(
+        "prices:\n"
+        "  - {model: dall-e-3, input_price_per_mtok: null, output_price_per_mtok: null,\n"
+        "     cached_input_price_per_mtok: null, unit_price_usd: 0.04,\n"
+        '     image_prices: {"1024x1024/hd": 0.08, "1792x1024/hd": 0.12}}\n',
+        source="book.yaml",
+    )
+    assert await book.import_book(entries) == ["dall-e-3"]
+    assert await book.import_book(entries) == []  # unchanged: no new version
+    v1, v2 = await book.versions("dall-e-3")
+    assert v1.image_prices == {"1024x1024/hd": "0.08"}
+    assert (v2.unit_price_usd, v2.image_prices) == (
+        Decimal("0.04"),
+        {"1024x1024/hd": "0.08", "1792x1024/hd": "0.12"},
+    )
+    m = await models.get_by_name("dall-e-3")
+    m = await models.update(
+        m.id,
+        version=m.version,
+        cache_write_1h_price_per_mtok=Decimal("6"),
+        long_context_threshold_tokens=200_000,
+        long_context_input_price_per_mtok=Decimal("2.5"),
+    )
+    *_, v3 = await book.versions("dall-e-3")
+    assert m.price_version == v3.version
+    assert (v3.cache_write_1h_price_per_mtok, v3.long_context_threshold_tokens) == (
+        Decimal("6.000000"),
+        200_000,
+    )
+    page, token = await book.page(model_name="dall-e-3", page_size=2)
+    assert [v.version for v in page] == [v1.version, v2.version]
+    rest, last = await book.page(model_name="dall-e-3", page_size=2, after=token or 0)
+    assert ([v.version for v in rest], last) == ([v3.version], None)
+    catalog = ModelCatalog(lambda: _all(models))
+    await catalog.refresh()
+    deployment = catalog["dall-e-3"]
+    assert deployment.unit_price_usd == 0.04
+    assert dict(deployment.image_prices) == {"1024x1024/hd": 0.08, "1792x1024/hd": 0.12}
+    assert deployment.cache_write_1h_price_per_mtok == 6.0
+    assert deployment.long_context_threshold_tokens == 200_000
+
+
+async def test_prices_list_shows_the_other_prices(
+    pool: Pool, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await ModelRepository(pool).create(
+        name="tts-1",
+        provider="openai",
+        upstream_model="tts-1",
+        upstream_cluster="openai",
+        unit_price_usd=Decimal("0.000015"),
+        image_prices={},
+    )
+    listing = ["prices", "list", "--model", "tts-1", "--database-url", dsn]
+    assert await asyncio.to_thread(main, listing) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[3:] == ["null null null", "unit_price_usd=0.000015"]

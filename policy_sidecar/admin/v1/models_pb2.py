@@ -26,35 +26,49 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$policy_sidecar/admin/v1/models.proto\x12\x17policy_sidecar.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x04 \x01(\tR\rupstreamModel\x12)\n\x10upstream_cluster\x18\x05 \x01(\tR\x0fupstreamCluster\x12%\n\x0e\x63ontext_window\x18\x06 \x01(\x03R\rcontextWindow\x12/\n\x14input_price_per_mtok\x18\x07 \x01(\tR\x11inputPricePerMtok\x12\x31\n\x15output_price_per_mtok\x18\x08 \x01(\tR\x12outputPricePerMtok\x12<\n\x1b\x63\x61\x63hed_input_price_per_mtok\x18\t \x01(\tR\x17\x63\x61\x63hedInputPricePerMtok\x12\x18\n\x07\x65nabled\x18\n \x01(\x08R\x07\x65nabled\x12\x18\n\x07version\x18\x0b \x01(\x03R\x07version\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x18\n\x07\x61\x63\x63ount\x18\x0e \x01(\tR\x07\x61\x63\x63ount\x12)\n\x10\x61zure_deployment\x18\x0f \x01(\tR\x0f\x61zureDeployment\x12\x1f\n\x0b\x61pi_version\x18\x10 \x01(\tR\napiVersion\"J\n\x12\x43reateModelRequest\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"K\n\x13\x43reateModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"!\n\x0fGetModelRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"H\n\x10GetModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"k\n\x11ListModelsRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"t\n\x12ListModelsResponse\x12\x36\n\x06models\x18\x01 \x03(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x06models\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x87\x01\n\x12UpdateModelRequest\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"K\n\x13UpdateModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\">\n\x12\x44\x65leteModelRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"\x15\n\x13\x44\x65leteModelResponse2\x94\x04\n\x0cModelService\x12h\n\x0b\x43reateModel\x12+.policy_sidecar.admin.v1.CreateModelRequest\x1a,.policy_sidecar.admin.v1.CreateModelResponse\x12_\n\x08GetModel\x12(.policy_sidecar.admin.v1.GetModelRequest\x1a).policy_sidecar.admin.v1.GetModelResponse\x12\x65\n\nListModels\x12*.policy_sidecar.admin.v1.ListModelsRequest\x1a+.policy_sidecar.admin.v1.ListModelsResponse\x12h\n\x0bUpdateModel\x12+.policy_sidecar.admin.v1.UpdateModelRequest\x1a,.policy_sidecar.admin.v1.UpdateModelResponse\x12h\n\x0b\x44\x65leteModel\x12+.policy_sidecar.admin.v1.DeleteModelRequest\x1a,.policy_sidecar.admin.v1.DeleteModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$policy_sidecar/admin/v1/models.proto\x12\x17policy_sidecar.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\n\n\x05Model\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12%\n\x0eupstream_model\x18\x04 \x01(\tR\rupstreamModel\x12)\n\x10upstream_cluster\x18\x05 \x01(\tR\x0fupstreamCluster\x12%\n\x0e\x63ontext_window\x18\x06 \x01(\x03R\rcontextWindow\x12/\n\x14input_price_per_mtok\x18\x07 \x01(\tR\x11inputPricePerMtok\x12\x31\n\x15output_price_per_mtok\x18\x08 \x01(\tR\x12outputPricePerMtok\x12<\n\x1b\x63\x61\x63hed_input_price_per_mtok\x18\t \x01(\tR\x17\x63\x61\x63hedInputPricePerMtok\x12\x18\n\x07\x65nabled\x18\n \x01(\x08R\x07\x65nabled\x12\x18\n\x07version\x18\x0b \x01(\x03R\x07version\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x18\n\x07\x61\x63\x63ount\x18\x0e \x01(\tR\x07\x61\x63\x63ount\x12$\n\x0eunit_price_usd\x18\x0f \x01(\tR\x0cunitPriceUsd\x12R\n\x0cimage_prices\x18\x10 \x03(\x0b\x32/.policy_sidecar.admin.v1.Model.ImagePricesEntryR\x0bimagePrices\x12?\n\x1d\x63\x61\x63he_write_5m_price_per_mtok\x18\x11 \x01(\tR\x18\x63\x61\x63heWrite5mPricePerMtok\x12?\n\x1d\x63\x61\x63he_write_1h_price_per_mtok\x18\x12 \x01(\tR\x18\x63\x61\x63heWrite1hPricePerMtok\x12\x41\n\x1dlong_context_threshold_tokens\x18\x13 \x01(\x03R\x1alongContextThresholdTokens\x12G\n!long_context_input_price_per_mtok\x18\x14 \x01(\tR\x1clongContextInputPricePerMtok\x12T\n(long_context_cached_input_price_per_mtok\x18\x15 \x01(\tR\"longContextCachedInputPricePerMtok\x12I\n\"long_context_output_price_per_mtok\x18\x16 \x01(\tR\x1dlongContextOutputPricePerMtok\x12#\n\rprice_version\x18\x17 \x01(\x03R\x0cpriceVersion\x12)\n\x10\x61zure_deployment\x18\x18 \x01(\tR\x0f\x61zureDeployment\x12\x1f\n\x0b\x61pi_version\x18\x19 \x01(\tR\napiVersion\x1a>\n\x10ImagePricesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xb7\x07\n\x0cPriceVersion\x12\x18\n\x07version\x18\x01 \x01(\x03R\x07version\x12\x19\n\x08model_id\x18\x02 \x01(\tR\x07modelId\x12\x1d\n\nmodel_name\x18\x03 \x01(\tR\tmodelName\x12\x41\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\reffectiveTime\x12/\n\x14input_price_per_mtok\x18\x05 \x01(\tR\x11inputPricePerMtok\x12\x31\n\x15output_price_per_mtok\x18\x06 \x01(\tR\x12outputPricePerMtok\x12<\n\x1b\x63\x61\x63hed_input_price_per_mtok\x18\x07 \x01(\tR\x17\x63\x61\x63hedInputPricePerMtok\x12$\n\x0eunit_price_usd\x18\x08 \x01(\tR\x0cunitPriceUsd\x12Y\n\x0cimage_prices\x18\t \x03(\x0b\x32\x36.policy_sidecar.admin.v1.PriceVersion.ImagePricesEntryR\x0bimagePrices\x12?\n\x1d\x63\x61\x63he_write_5m_price_per_mtok\x18\n \x01(\tR\x18\x63\x61\x63heWrite5mPricePerMtok\x12?\n\x1d\x63\x61\x63he_write_1h_price_per_mtok\x18\x0b \x01(\tR\x18\x63\x61\x63heWrite1hPricePerMtok\x12\x41\n\x1dlong_context_threshold_tokens\x18\x0c \x01(\x03R\x1alongContextThresholdTokens\x12G\n!long_context_input_price_per_mtok\x18\r \x01(\tR\x1clongContextInputPricePerMtok\x12T\n(long_context_cached_input_price_per_mtok\x18\x0e \x01(\tR\"longContextCachedInputPricePerMtok\x12I\n\"long_context_output_price_per_mtok\x18\x0f \x01(\tR\x1dlongContextOutputPricePerMtok\x1a>\n\x10ImagePricesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"l\n\x18ListPriceVersionsRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x91\x01\n\x19ListPriceVersionsResponse\x12L\n\x0eprice_versions\x18\x01 \x03(\x0b\x32%.policy_sidecar.admin.v1.PriceVersionR\rpriceVersions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"J\n\x12\x43reateModelRequest\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"K\n\x13\x43reateModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"!\n\x0fGetModelRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"H\n\x10GetModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\"k\n\x11ListModelsRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"t\n\x12ListModelsResponse\x12\x36\n\x06models\x18\x01 \x03(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x06models\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x87\x01\n\x12UpdateModelRequest\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"K\n\x13UpdateModelResponse\x12\x34\n\x05model\x18\x01 \x01(\x0b\x32\x1e.policy_sidecar.admin.v1.ModelR\x05model\">\n\x12\x44\x65leteModelRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"\x15\n\x13\x44\x65leteModelResponse2\x90\x05\n\x0cModelService\x12h\n\x0b\x43reateModel\x12+.policy_sidecar.admin.v1.CreateModelRequest\x1a,.policy_sidecar.admin.v1.CreateModelResponse\x12_\n\x08GetModel\x12(.policy_sidecar.admin.v1.GetModelRequest\x1a).policy_sidecar.admin.v1.GetModelResponse\x12\x65\n\nListModels\x12*.policy_sidecar.admin.v1.ListModelsRequest\x1a+.policy_sidecar.admin.v1.ListModelsResponse\x12h\n\x0bUpdateModel\x12+.policy_sidecar.admin.v1.UpdateModelRequest\x1a,.policy_sidecar.admin.v1.UpdateModelResponse\x12h\n\x0b\x44\x65leteModel\x12+.policy_sidecar.admin.v1.DeleteModelRequest\x1a,.policy_sidecar.admin.v1.DeleteModelResponse\x12z\n\x11ListPriceVersions\x12\x31.policy_sidecar.admin.v1.ListPriceVersionsRequest\x1a\x32.policy_sidecar.admin.v1.ListPriceVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'policy_sidecar.admin.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODEL_IMAGEPRICESENTRY']._loaded_options = None
+  _globals['_MODEL_IMAGEPRICESENTRY']._serialized_options = b'8\001'
+  _globals['_PRICEVERSION_IMAGEPRICESENTRY']._loaded_options = None
+  _globals['_PRICEVERSION_IMAGEPRICESENTRY']._serialized_options = b'8\001'
   _globals['_MODEL']._serialized_start=133
-  _globals['_MODEL']._serialized_end=763
-  _globals['_CREATEMODELREQUEST']._serialized_start=765
-  _globals['_CREATEMODELREQUEST']._serialized_end=839
-  _globals['_CREATEMODELRESPONSE']._serialized_start=841
-  _globals['_CREATEMODELRESPONSE']._serialized_end=916
-  _globals['_GETMODELREQUEST']._serialized_start=918
-  _globals['_GETMODELREQUEST']._serialized_end=951
-  _globals['_GETMODELRESPONSE']._serialized_start=953
-  _globals['_GETMODELRESPONSE']._serialized_end=1025
-  _globals['_LISTMODELSREQUEST']._serialized_start=1027
-  _globals['_LISTMODELSREQUEST']._serialized_end=1134
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1136
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1252
-  _globals['_UPDATEMODELREQUEST']._serialized_start=1255
-  _globals['_UPDATEMODELREQUEST']._serialized_end=1390
-  _globals['_UPDATEMODELRESPONSE']._serialized_start=1392
-  _globals['_UPDATEMODELRESPONSE']._serialized_end=1467
-  _globals['_DELETEMODELREQUEST']._serialized_start=1469
-  _globals['_DELETEMODELREQUEST']._serialized_end=1531
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1533
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1554
-  _globals['_MODELSERVICE']._serialized_start=1557
-  _globals['_MODELSERVICE']._serialized_end=2089
+  _globals['_MODEL']._serialized_end=1417
+  _globals['_MODEL_IMAGEPRICESENTRY']._serialized_start=1355
+  _globals['_MODEL_IMAGEPRICESENTRY']._serialized_end=1417
+  _globals['_PRICEVERSION']._serialized_start=1420
+  _globals['_PRICEVERSION']._serialized_end=2371
+  _globals['_PRICEVERSION_IMAGEPRICESENTRY']._serialized_start=1355
+  _globals['_PRICEVERSION_IMAGEPRICESENTRY']._serialized_end=1417
+  _globals['_LISTPRICEVERSIONSREQUEST']._serialized_start=2373
+  _globals['_LISTPRICEVERSIONSREQUEST']._serialized_end=2481
+  _globals['_LISTPRICEVERSIONSRESPONSE']._serialized_start=2484
+  _globals['_LISTPRICEVERSIONSRESPONSE']._serialized_end=2629
+  _globals['_CREATEMODELREQUEST']._serialized_start=2631
+  _globals['_CREATEMODELREQUEST']._serialized_end=2705
+  _globals['_CREATEMODELRESPONSE']._serialized_start=2707
+  _globals['_CREATEMODELRESPONSE']._serialized_end=2782
+  _globals['_GETMODELREQUEST']._serialized_start=2784
+  _globals['_GETMODELREQUEST']._serialized_end=2817
+  _globals['_GETMODELRESPONSE']._serialized_start=2819
+  _globals['_GETMODELRESPONSE']._serialized_end=2891
+  _globals['_LISTMODELSREQUEST']._serialized_start=2893
+  _globals['_LISTMODELSREQUEST']._serialized_end=3000
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3002
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3118
+  _globals['_UPDATEMODELREQUEST']._serialized_start=3121
+  _globals['_UPDATEMODELREQUEST']._serialized_end=3256
+  _globals['_UPDATEMODELRESPONSE']._serialized_start=3258
+  _globals['_UPDATEMODELRESPONSE']._serialized_end=3333
+  _globals['_DELETEMODELREQUEST']._serialized_start=3335
+  _globals['_DELETEMODELREQUEST']._serialized_end=3397
+  _globals['_DELETEMODELRESPONSE']._serialized_start=3399
+  _globals['_DELETEMODELRESPONSE']._serialized_end=3420
+  _globals['_MODELSERVICE']._serialized_start=3423
+  _globals['_MODELSERVICE']._serialized_end=4079
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class ModelServiceStub:
                 request_serializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.ListPriceVersions = channel.unary_unary(
+                '/policy_sidecar.admin.v1.ModelService/ListPriceVersions',
+                request_serializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsRequest.SerializeToString,
+                response_deserializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -96,6 +101,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPriceVersions(self, request, context):
+        """The versioned price book: every set of prices a model has had, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +135,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelRequest.FromString,
                     response_serializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'ListPriceVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPriceVersions,
+                    request_deserializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsRequest.FromString,
+                    response_serializer=policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +278,33 @@ class ModelService:
             '/policy_sidecar.admin.v1.ModelService/DeleteModel',
             policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
             policy__sidecar_dot_admin_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPriceVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/policy_sidecar.admin.v1.ModelService/ListPriceVersions',
+            policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsRequest.SerializeToString,
+            policy__sidecar_dot_admin_dot_v1_dot_models__pb2.ListPriceVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -234,3 +234,45 @@ class ListRecentRequestsResponse(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[RequestRecord]
     next_page_token: str
     def __init__(self, requests: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetUsageCoverageRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "page_size", "page_token")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class CoverageEntry(_message.Message):
+    __slots__ = ("provider", "operation", "unit", "requests", "allowed", "denied", "quantity", "cost_usd", "unpriced_allowed")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    operation: str
+    unit: str
+    requests: int
+    allowed: int
+    denied: int
+    quantity: str
+    cost_usd: str
+    unpriced_allowed: int
+    def __init__(self, provider: _Optional[str] = ..., operation: _Optional[str] = ..., unit: _Optional[str] = ..., requests: _Optional[int] = ..., allowed: _Optional[int] = ..., denied: _Optional[int] = ..., quantity: _Optional[str] = ..., cost_usd: _Optional[str] = ..., unpriced_allowed: _Optional[int] = ...) -> None: ...
+
+class GetUsageCoverageResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[CoverageEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[CoverageEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

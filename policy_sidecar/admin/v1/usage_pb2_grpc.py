@@ -62,6 +62,11 @@ class UsageServiceStub:
                 request_serializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsRequest.SerializeToString,
                 response_deserializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsResponse.FromString,
                 _registered_method=True)
+        self.GetUsageCoverage = channel.unary_unary(
+                '/policy_sidecar.admin.v1.UsageService/GetUsageCoverage',
+                request_serializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageRequest.SerializeToString,
+                response_deserializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -100,6 +105,15 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsageCoverage(self, request, context):
+        """Metering coverage: the traffic of a range by route and billing unit, from the raw
+        rows (any alignment; at most 31 days), so an operator sees that nothing bypasses
+        metering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +141,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.ListRecentRequests,
                     request_deserializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsRequest.FromString,
                     response_serializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsResponse.SerializeToString,
+            ),
+            'GetUsageCoverage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageCoverage,
+                    request_deserializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageRequest.FromString,
+                    response_serializer=policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +286,33 @@ class UsageService:
             '/policy_sidecar.admin.v1.UsageService/ListRecentRequests',
             policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsRequest.SerializeToString,
             policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.ListRecentRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageCoverage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/policy_sidecar.admin.v1.UsageService/GetUsageCoverage',
+            policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageRequest.SerializeToString,
+            policy__sidecar_dot_admin_dot_v1_dot_usage__pb2.GetUsageCoverageResponse.FromString,
             options,
             channel_credentials,
             insecure,

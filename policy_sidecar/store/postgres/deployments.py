@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from policy_sidecar.store.invalidation import NoopPublisher, PolicyChange, PolicyChangePublisher
 from policy_sidecar.store.postgres import _crud
@@ -18,6 +20,11 @@ from policy_sidecar.store.records import Model, Page
 __all__ = ["ModelRepository"]
 
 _KIND = "model"
+
+
+def _image_prices(prices: Mapping[str, Any]) -> Jsonb:
+    """Image prices as stored: decimal text by "size/quality" (exact, unlike JSON floats)."""
+    return Jsonb({key: format(Decimal(str(value)), "f") for key, value in prices.items()})
 
 
 class ModelRepository:
@@ -40,34 +47,46 @@ class ModelRepository:
         cached_input_price_per_mtok: Decimal | None = None,
         enabled: bool = True,
         account: str | None = None,
+        unit_price_usd: Decimal | None = None,
+        image_prices: Mapping[str, Any] | None = None,
+        cache_write_5m_price_per_mtok: Decimal | None = None,
+        cache_write_1h_price_per_mtok: Decimal | None = None,
+        long_context_threshold_tokens: int | None = None,
+        long_context_input_price_per_mtok: Decimal | None = None,
+        long_context_cached_input_price_per_mtok: Decimal | None = None,
+        long_context_output_price_per_mtok: Decimal | None = None,
         azure_deployment: str | None = None,
         api_version: str | None = None,
     ) -> Model:
+        columns: dict[str, Any] = {
+            "name": name,
+            "provider": provider,
+            "upstream_model": upstream_model,
+            "upstream_cluster": upstream_cluster,
+            "context_window": context_window,
+            "input_price_per_mtok": input_price_per_mtok,
+            "output_price_per_mtok": output_price_per_mtok,
+            "cached_input_price_per_mtok": cached_input_price_per_mtok,
+            "enabled": enabled,
+            "account": account,
+            "unit_price_usd": unit_price_usd,
+            "image_prices": _image_prices(image_prices or {}),
+            "cache_write_5m_price_per_mtok": cache_write_5m_price_per_mtok,
+            "cache_write_1h_price_per_mtok": cache_write_1h_price_per_mtok,
+            "long_context_threshold_tokens": long_context_threshold_tokens,
+            "long_context_input_price_per_mtok": long_context_input_price_per_mtok,
+            "long_context_cached_input_price_per_mtok": long_context_cached_input_price_per_mtok,
+            "long_context_output_price_per_mtok": long_context_output_price_per_mtok,
+            "azure_deployment": azure_deployment,
+            "api_version": api_version,
+        }
+        query = sql.SQL("INSERT INTO models ({}) VALUES ({}) RETURNING *").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        )
         async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
-                model = await _crud.fetch_one(
-                    conn,
-                    Model,
-                    "INSERT INTO models (name, provider, upstream_model, upstream_cluster,"
-                    " context_window, input_price_per_mtok, output_price_per_mtok,"
-                    " cached_input_price_per_mtok, enabled, account, azure_deployment,"
-                    " api_version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-                    (
-                        name,
-                        provider,
-                        upstream_model,
-                        upstream_cluster,
-                        context_window,
-                        input_price_per_mtok,
-                        output_price_per_mtok,
-                        cached_input_price_per_mtok,
-                        enabled,
-                        account,
-                        azure_deployment,
-                        api_version,
-                    ),
-                )
+                model = await _crud.fetch_one(conn, Model, query, tuple(columns.values()))
         assert model is not None
         await self._changed(model.id, "created", model.version)
         return model
@@ -123,6 +142,14 @@ class ModelRepository:
         account: str | Unset | None = UNSET,
         azure_deployment: str | Unset | None = UNSET,
         api_version: str | Unset | None = UNSET,
+        unit_price_usd: Decimal | Unset | None = UNSET,
+        image_prices: Mapping[str, Any] | Unset = UNSET,
+        cache_write_5m_price_per_mtok: Decimal | Unset | None = UNSET,
+        cache_write_1h_price_per_mtok: Decimal | Unset | None = UNSET,
+        long_context_threshold_tokens: int | Unset | None = UNSET,
+        long_context_input_price_per_mtok: Decimal | Unset | None = UNSET,
+        long_context_cached_input_price_per_mtok: Decimal | Unset | None = UNSET,
+        long_context_output_price_per_mtok: Decimal | Unset | None = UNSET,
     ) -> Model:
         changes: dict[str, Any] = _crud.set_fields(
             name=name,
@@ -137,6 +164,16 @@ class ModelRepository:
             account=account,
             azure_deployment=azure_deployment,
             api_version=api_version,
+            unit_price_usd=unit_price_usd,
+            image_prices=image_prices
+            if isinstance(image_prices, Unset)
+            else _image_prices(image_prices),
+            cache_write_5m_price_per_mtok=cache_write_5m_price_per_mtok,
+            cache_write_1h_price_per_mtok=cache_write_1h_price_per_mtok,
+            long_context_threshold_tokens=long_context_threshold_tokens,
+            long_context_input_price_per_mtok=long_context_input_price_per_mtok,
+            long_context_cached_input_price_per_mtok=long_context_cached_input_price_per_mtok,
+            long_context_output_price_per_mtok=long_context_output_price_per_mtok,
         )
         async with write_transaction(self._pool) as conn:
             with translate_errors(_KIND):
