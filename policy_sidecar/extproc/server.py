@@ -14,6 +14,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from policy_sidecar.extproc.overload import InFlightGate, overload_response
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
@@ -21,11 +22,15 @@ from policy_sidecar.observability.metrics import PHASE_DURATION
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF
+# Per worker; POLICY_SIDECAR_MAX_IN_FLIGHT overrides it (docs/capacity.md sizes it).
+DEFAULT_MAX_IN_FLIGHT = 64
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self._services = services
+        # Requests between their first message and their decision (see overload.py).
+        self.gate = InFlightGate(max_in_flight)
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         first = await context.read()
@@ -33,8 +38,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             return
         if first.observability_mode:
             await self._observe(first, context)
-        else:
+            return
+        if not self.gate.try_enter():
+            await context.write(overload_response(first, self._services.providers))
+            return
+        try:
             await self._police(first, context)
+        finally:
+            self.gate.leave()
 
     async def _police(self, msg: pb.ProcessingRequest, context: Any) -> None:
         processor = PolicyProcessor(self._services)

@@ -21,7 +21,9 @@ from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import RequestError, Route, Usage, default_registry
 from policy_sidecar.tokens import TokenEstimator, load_estimator
 
-# Seconds between stream chunks; 0 sends them as fast as possible.
+# Seconds between stream chunks (as a model streams: e.g. 0.002); 0 sends them as fast
+# as possible. The header overrides the server's default (``--chunk-delay``). Paced on an
+# absolute schedule, so chunk i leaves i*delay after the first whatever the sleeps' jitter.
 CHUNK_DELAY_HEADER = "x-fake-chunk-delay"
 # Cached prompt tokens to report (prompt caching), e.g. to exercise cache accounting.
 CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
@@ -66,8 +68,10 @@ class FakeProvider:
         *,
         status: int | None = None,
         status_count: int | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         self.name = name
+        self._chunk_delay = chunk_delay
         self._registry = default_registry()
         self._estimator = estimator
         # Answer API requests with this error status (e.g. 429: an overloaded
@@ -127,7 +131,7 @@ class FakeProvider:
             if gzip:
                 plain.enable_compression(web.ContentCoding.gzip)
             return plain
-        delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
+        delay = float(request.headers.get(CHUNK_DELAY_HEADER, "") or self._chunk_delay)
         response = web.StreamResponse(
             headers={
                 "content-type": sample.content_type,
@@ -139,10 +143,12 @@ class FakeProvider:
         if gzip:
             response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
-        for chunk in sample.chunks:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, chunk in enumerate(sample.chunks):
+            if delay and i:
+                await asyncio.sleep(max(0.0, start + i * delay - loop.time()))
             await response.write(chunk)
-            if delay:
-                await asyncio.sleep(delay)
         await response.write_eof()
         return response
 
@@ -161,9 +167,14 @@ def create_app(
     name: str = "fake",
     status: int | None = None,
     status_count: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> web.Application:
     fake = FakeProvider(
-        estimator or load_estimator(), name, status=status, status_count=status_count
+        estimator or load_estimator(),
+        name,
+        status=status,
+        status_count=status_count,
+        chunk_delay=chunk_delay,
     )
 
     @web.middleware
@@ -189,10 +200,11 @@ async def run_fake_provider(
     ssl_context: ssl.SSLContext | None = None,
     status: int | None = None,
     status_count: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> web.AppRunner:
     """Starts the server (HTTPS with ``ssl_context``) and returns its runner
     (``await runner.cleanup()`` stops it)."""
-    app = create_app(name=name, status=status, status_count=status_count)
+    app = create_app(name=name, status=status, status_count=status_count, chunk_delay=chunk_delay)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
