@@ -363,6 +363,7 @@ class Target:
     envoy_pid: int | None
     cluster: str | None = None
     stack: Stack | None = None
+    stream_model: str = "gpt-4o-mini"
 
 
 @dataclass
@@ -407,7 +408,9 @@ class Bench:
         config: dict[str, Any] = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
         return config
 
-    def target(self, mode: str) -> Target:
+    def target(
+        self, mode: str, envoy_transform: Callable[[dict[str, Any]], None] | None = None
+    ) -> Target:
         stack = self.new_stack(mode)
         if mode in ("envoy", "trivial"):
             config = self.rendered(stack)
@@ -448,7 +451,12 @@ class Bench:
         env |= self.args.sidecar_env
         sidecar = stack.start_sidecar(config_path, env)
         envoy = stack.start_envoy(1)
-        cluster = ext_proc_cluster(yaml.safe_load((stack.workdir / "envoy.yaml").read_text()))
+        rendered = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
+        cluster = ext_proc_cluster(rendered)
+        if envoy_transform is not None:
+            stack.processes.pop("envoy").stop()
+            envoy_transform(rendered)
+            envoy = start_envoy_config(stack, "envoy", rendered, stack.admin_port)
         return Target(
             mode,
             f"{stack.url}/v1/chat/completions",
@@ -473,9 +481,14 @@ class Bench:
         return make_conninfo(BASE_DSN, options=f"-c search_path={schema}")
 
     def litellm(self) -> Target | None:
-        if importlib.util.find_spec("litellm") is None or shutil.which("litellm") is None:
+        binary = self.args.litellm or shutil.which("litellm")
+        beside = Path(sys.executable).parent / "litellm"
+        if binary is None and beside.exists():
+            binary = str(beside)
+        if binary is None and importlib.util.find_spec("litellm") is None:
             print(
-                "note: LiteLLM not installed (pip install -e '.[bench]'): its row is skipped",
+                "note: LiteLLM not installed (pip install -e '.[bench]', or --litellm PATH): "
+                "its row is skipped",
                 flush=True,
             )
             return None
@@ -484,15 +497,21 @@ class Bench:
         config = {
             "model_list": [
                 {
-                    "model_name": "gpt-4o-mini",
+                    "model_name": name,
                     "litellm_params": {
                         "model": "openai/gpt-4o-mini",
                         "api_base": f"http://127.0.0.1:{self.upstream_port}/v1",
                         "api_key": "sk-bench",
                         "rpm": 100000000,
                         "tpm": 100000000000,
+                        **extra,
                     },
                 }
+                # The stream deployment asks the upstream for the paced fake provider.
+                for name, extra in (
+                    ("gpt-4o-mini", {}),
+                    ("gpt-4o-mini-stream", {"extra_headers": {"x-fake-chunk-delay": CHUNK_DELAY}}),
+                )
             ],
             "router_settings": {"enable_pre_call_checks": True},
             "general_settings": {"master_key": f"sk-{KEY}"},
@@ -502,7 +521,7 @@ class Bench:
         proc = stack.start_process(
             "litellm",
             [
-                shutil.which("litellm") or "litellm",
+                binary or "litellm",
                 "--config",
                 str(path),
                 "--port",
@@ -519,6 +538,7 @@ class Bench:
             None,
             [proc.popen.pid],
             None,
+            stream_model="gpt-4o-mini-stream",
         )
 
 
@@ -536,17 +556,22 @@ wrk.headers["Authorization"] = "Bearer {key}"
 WRK_COUNTING = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
-function init(args) ok = 0; overloaded = 0; other = 0 end
+function init(args) ok = 0; overloaded = 0; unavailable = 0; other = 0 end
 function response(status, headers, body)
   if status == 200 then ok = ok + 1
   elseif status == 503 and body and string.find(body, "sidecar_overloaded", 1, true) then
     overloaded = overloaded + 1
+  elseif status == 503 and body and string.find(body, "policy_sidecar_unavailable", 1, true) then
+    unavailable = unavailable + 1
   else other = other + 1 end
 end
 function done(summary, latency, requests)
-  local a, b, c = 0, 0, 0
-  for _, t in ipairs(threads) do a = a + t:get("ok"); b = b + t:get("overloaded"); c = c + t:get("other") end
-  io.write(string.format("COUNTS ok=%d overloaded=%d other=%d\\n", a, b, c))
+  local a, b, c, d = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("ok"); b = b + t:get("overloaded")
+    c = c + t:get("unavailable"); d = d + t:get("other")
+  end
+  io.write(string.format("COUNTS ok=%d overloaded=%d unavailable=%d other=%d\\n", a, b, c, d))
 end
 """
 
@@ -600,22 +625,34 @@ def wrk(
         "non2xx": number(r"Non-2xx or 3xx responses: (\d+)"),
         "timeouts": number(r"timeout (\d+)"),
     }
-    m = re.search(r"COUNTS ok=(\d+) overloaded=(\d+) other=(\d+)", out)
+    m = re.search(r"COUNTS ok=(\d+) overloaded=(\d+) unavailable=(\d+) other=(\d+)", out)
     if m:
-        result |= {"ok": float(m[1]), "overloaded": float(m[2]), "other": float(m[3])}
+        result |= {
+            "ok": float(m[1]),
+            "overloaded": float(m[2]),
+            "unavailable": float(m[3]),
+            "other": float(m[4]),
+        }
     return result
 
 
 async def one_stream(
     session: aiohttp.ClientSession, target: Target, chunks: int
-) -> tuple[float, float]:
-    body = {**BODY, "stream": True, "max_tokens": chunks}
-    headers = {"authorization": f"Bearer {target.key}", "x-fake-chunk-delay": CHUNK_DELAY}
+) -> tuple[float, float] | None:
+    """(time to first line, total) in ms, or None (printed) when not a 200."""
+    body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": chunks}
+    headers = {
+        "authorization": f"Bearer {target.key}",
+        "x-fake-chunk-delay": CHUNK_DELAY,
+        # Uncompressed, like an SDK's stream: a gzip stream would arrive in one piece.
+        "accept-encoding": "identity",
+    }
     start = time.perf_counter()
     first = 0.0
     async with session.post(target.url, json=body, headers=headers) as resp:
         if resp.status != 200:
-            raise SystemExit(f"{target.mode}: stream answered {resp.status}: {await resp.text()}")
+            print(f"  {target.mode}: a stream answered {resp.status}: {(await resp.text())[:200]}")
+            return None
         async for _line in resp.content:
             if not first:
                 first = time.perf_counter() - start
@@ -626,14 +663,33 @@ async def streams(
     target: Target, *, count: int, concurrency: int, chunks: int
 ) -> list[tuple[float, float]]:
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         sem = asyncio.Semaphore(concurrency)
 
-        async def bounded() -> tuple[float, float]:
+        async def bounded() -> tuple[float, float] | None:
             async with sem:
                 return await one_stream(session, target, chunks)
 
-        return list(await asyncio.gather(*(bounded() for _ in range(count))))
+        done = await asyncio.gather(*(bounded() for _ in range(count)))
+    ok = [d for d in done if d is not None]
+    if not ok:
+        raise SystemExit(f"{target.mode}: no stream succeeded")
+    return ok
+
+
+def worker_requests(target: Target) -> dict[str, int]:
+    """Requests per sidecar worker (its ext_proc port), from the sidecar's /metrics."""
+    if target.stack is None or target.mode not in SIDECAR_MODES:
+        return {}
+    url = f"http://127.0.0.1:{target.stack.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    counts: dict[str, int] = {}
+    for m in re.finditer(
+        r'^policy_sidecar_worker_requests_total\{worker="(\d+)"\} ([\d.e+]+)$', text, re.M
+    ):
+        counts[m[1]] = int(float(m[2]))
+    return counts
 
 
 def worker_counts(target: Target) -> dict[str, int]:
@@ -687,6 +743,7 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
         "total_c8_ms": statistics.median(t for _, t in many),
         "gateway_cpu_ms_per_stream": (gw1 - gw0) / len(many) * 1000,
         "envoy_cpu_ms_per_stream": (en1 - en0) / len(many) * 1000,
+        "stream_failures": float(a.streams * 3 - len(one) - len(many)),
     }
     return out
 
@@ -727,7 +784,7 @@ def report(
         print(
             f"{mode:11s} {r['rps']:10.0f} {r['c1_p50_ms']:7.2f}m {added:6.2f}m "
             f"{r['gateway_cpu_us_per_req']:7.0f}u {ttft:6.2f}m {ttft8:7.2f}m {per_chunk:6.1f}u "
-            f"{gw_stream:10.2f}m {r['non2xx']:6.0f}"
+            f"{gw_stream:10.2f}m {r['non2xx'] + r.get('stream_failures', 0):6.0f}"
         )
     print(
         "(m = ms, u = µs; added = over Envoy alone at c=1; CPU/req = ext_proc processes' CPU "
@@ -766,19 +823,49 @@ def report(
 # --------------------------------------------------------------------------- overload
 
 
+def send_request_time(config: dict[str, Any]) -> None:
+    """The first (policy) ext_proc filter also sends ``request.time``: the sidecar then
+    sheds requests that queued too long before reaching it (see docs/capacity.md)."""
+    for filters in http_filter_lists(config):
+        for f in filters:
+            typed = f.get("typed_config", {})
+            if typed.get("@type") == EXT_PROC and not typed.get("observability_mode"):
+                attributes = typed.setdefault("request_attributes", [])
+                if "request.time" not in attributes:
+                    attributes.append("request.time")
+                return
+
+
+OVERLOAD_VARIANTS: list[tuple[str, dict[str, str], bool]] = [
+    # label, sidecar settings, Envoy sends request.time
+    ("shipped", {}, False),
+    ("+req.time", {}, True),
+    (
+        "unbounded",
+        {
+            "POLICY_SIDECAR_MAX_IN_FLIGHT": "1000000",
+            "POLICY_SIDECAR_MAX_LOOP_LAG_MS": "0",
+            "POLICY_SIDECAR_MAX_QUEUE_MS": "0",
+        },
+        False,
+    ),
+]
+
+
 def overload(bench: Bench, results: dict[str, Any]) -> None:
-    """Closed-loop wrk far past capacity, bound on (default) vs off, then recovery."""
+    """Closed-loop wrk far past capacity with the bounds as shipped, with Envoy sending
+    ``request.time`` (the age bound), and with no bound; then recovery at c=1."""
     a = bench.args
     print(
-        f"\noverload: wrk c={a.overload_connections} for {a.overload_duration}s "
-        f"(~{a.overload_connections // max(a.workers, 1)} in flight per worker)",
+        f"\noverload (memory mode): wrk c={a.overload_connections} for "
+        f"{a.overload_duration}s, then c=1 for 3 s",
         flush=True,
     )
-    for label, limit in (("bounded", None), ("unbounded", "1000000")):
+    for label, settings, request_time in OVERLOAD_VARIANTS:
         saved = a.sidecar_env
-        a.sidecar_env = {**saved, **({"POLICY_SIDECAR_MAX_IN_FLIGHT": limit} if limit else {})}
+        a.sidecar_env = {**saved, **settings}
         try:
-            target = bench.target("memory")
+            target = bench.target("memory", send_request_time if request_time else None)
         finally:
             a.sidecar_env = saved
         wrk(target, connections=4, duration=2, workdir=bench.workdir)
@@ -792,10 +879,12 @@ def overload(bench: Bench, results: dict[str, Any]) -> None:
         after = wrk(target, connections=1, duration=3, workdir=bench.workdir, counting=True)
         results[f"overload_{label}"] = {"load": over, "after": after}
         print(
-            f"  {label:10s} 200s {over.get('ok', 0) / a.overload_duration:6.0f}/s  "
-            f"fast 503 {over.get('overloaded', 0):6.0f}  other non-2xx {over.get('other', 0):5.0f}  "
-            f"p50 {over['p50_ms']:7.1f} ms  p99 {over['p99_ms']:7.1f} ms  timeouts {over['timeouts']:.0f}"
-            f" | right after: c=1 p50 {after['p50_ms']:.2f} ms, non-2xx {after['non2xx']:.0f}",
+            f"  {label:10s} 200s {over.get('ok', 0) / a.overload_duration:5.0f}/s  "
+            f"fast 503s {over.get('overloaded', 0) / a.overload_duration:6.0f}/s  "
+            f"'sidecar unavailable' 503s {over.get('unavailable', 0):5.0f}  "
+            f"other {over.get('other', 0):4.0f}  timeouts {over['timeouts']:4.0f}  "
+            f"p50 {over['p50_ms']:6.1f} ms  p99 {over['p99_ms']:7.1f} ms"
+            f" | after: c=1 p50 {after['p50_ms']:.2f} ms, errors {after['non2xx']:.0f}",
             flush=True,
         )
         assert target.stack is not None
@@ -878,7 +967,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--no-overload", action="store_true")
-    parser.add_argument("--overload-connections", type=int, default=512)
+    parser.add_argument("--overload-connections", type=int, default=1024)
     parser.add_argument("--overload-duration", type=int, default=8)
     parser.add_argument(
         "--profile",
@@ -888,6 +977,7 @@ def main() -> None:
         help="py-spy one production worker for this long",
     )
     parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument("--litellm", help="the litellm command (default: on PATH or beside python)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.duration_c1, args.streams = 1, 4, 3, 6
@@ -928,11 +1018,17 @@ def main() -> None:
                 )
         results = {m: median_rounds(r) for m, r in rounds.items()}
         counts = {m: worker_counts(t) for m, t in targets.items()}
+        requests = {m: worker_requests(t) for m, t in targets.items()}
         derived = report(results, counts, args.chunks)
+        print("requests per sidecar worker (policy_sidecar_worker_requests_total, whole run):")
+        for mode, c in requests.items():
+            if c:
+                print(f"  {mode:11s} " + "  ".join(f":{port} {n}" for port, n in sorted(c.items())))
         everything: dict[str, Any] = {
             "results": results,
             "derived": derived,
-            "worker_counts": counts,
+            "worker_streams": counts,
+            "worker_requests": requests,
             "load_average_start": load,
             "load_average_end": os.getloadavg(),
             "args": {k: v for k, v in vars(args).items() if k not in ("json",)},

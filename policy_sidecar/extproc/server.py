@@ -14,23 +14,36 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from policy_sidecar.extproc.overload import InFlightGate, overload_response
+from policy_sidecar.extproc.overload import InFlightGate, overload_response, request_age
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
-from policy_sidecar.observability.metrics import PHASE_DURATION
+from policy_sidecar.observability.metrics import PHASE_DURATION, WORKER_REQUESTS
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF
-# Per worker; POLICY_SIDECAR_MAX_IN_FLIGHT overrides it (docs/capacity.md sizes it).
+# Per worker; POLICY_SIDECAR_MAX_IN_FLIGHT overrides it (docs/capacity.md).
 DEFAULT_MAX_IN_FLIGHT = 64
+# Seconds; POLICY_SIDECAR_MAX_LOOP_LAG_MS overrides it.
+DEFAULT_MAX_LOOP_LAG = 0.1
+# Seconds a request may have waited since Envoy received it (POLICY_SIDECAR_MAX_QUEUE_MS).
+DEFAULT_MAX_QUEUE = 0.25
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, services: Services, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_loop_lag: float = DEFAULT_MAX_LOOP_LAG,
+        max_queue: float = DEFAULT_MAX_QUEUE,
+        worker: str = "0",
+    ) -> None:
         self._services = services
+        self._requests = WORKER_REQUESTS.labels(worker)
         # Requests between their first message and their decision (see overload.py).
-        self.gate = InFlightGate(max_in_flight)
+        self.gate = InFlightGate(max_in_flight, max_lag=max_loop_lag, max_queue=max_queue)
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         first = await context.read()
@@ -39,7 +52,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         if first.observability_mode:
             await self._observe(first, context)
             return
-        if not self.gate.try_enter():
+        self._requests.inc()
+        if not self.gate.try_enter(request_age(first, time.time())):
             await context.write(overload_response(first, self._services.providers))
             return
         try:

@@ -71,6 +71,13 @@ CACHE_REQUESTS = Counter(
     ["cache", "result"],
     namespace=NAMESPACE,
 )
+WORKER_REQUESTS = Counter(
+    "worker_requests",
+    "Requests (policy streams) each worker process received, by its ext_proc port:"
+    " shows whether Envoy spreads the load evenly.",
+    ["worker"],
+    namespace=NAMESPACE,
+)
 OVERLOAD_REJECTIONS = Counter(
     "overload_rejections",
     "Requests answered 503 at once because the worker's in-flight bound was reached.",

@@ -224,7 +224,14 @@ async def serve_worker(
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(
-        ExternalProcessor(services, max_in_flight=settings.max_in_flight), server
+        ExternalProcessor(
+            services,
+            max_in_flight=settings.max_in_flight,
+            max_loop_lag=settings.max_loop_lag_ms / 1000,
+            max_queue=settings.max_queue_ms / 1000,
+            worker=str(port),
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from prometheus_client import REGISTRY
 
-from policy_sidecar.extproc.overload import InFlightGate
+from policy_sidecar.extproc.overload import InFlightGate, LoopLag, request_age
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services
 from tests.conftest import KEY
@@ -97,3 +99,60 @@ async def test_a_client_that_leaves_frees_its_slot(stub: pb_grpc.ExternalProcess
 def test_the_gate_needs_a_positive_limit() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         InFlightGate(0)
+
+
+async def test_a_lagging_event_loop_refuses_new_requests_until_it_catches_up() -> None:
+    lag = LoopLag(interval=0.01)
+    gate = InFlightGate(100, max_lag=0.05, lag=lag)
+    try:
+        assert gate.try_enter()  # starts the lag monitor; no lag yet
+        gate.leave()
+        await asyncio.sleep(0)  # the monitor arms its timer
+        time.sleep(0.3)  # noqa: ASYNC251 - the loop is stuck, as past capacity
+        deadline = time.monotonic() + 30
+        while lag.lag == 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - polled
+            await asyncio.sleep(0)
+        assert lag.lag > 0.05
+        assert not gate.try_enter()
+        # The loop runs freely again: the next timer is on time and requests pass.
+        while not gate.try_enter():
+            assert time.monotonic() < deadline, "the gate never reopened"
+            await asyncio.sleep(0.01)
+        assert gate.in_flight == 1
+    finally:
+        lag.close()
+
+
+def test_no_lag_bound_when_max_lag_is_zero() -> None:
+    gate = InFlightGate(1, max_lag=0, lag=lambda: 10.0)
+    assert gate.try_enter()
+    assert not gate.try_enter()  # the in-flight bound still holds
+
+
+def headers_at(data: bytes, received: datetime) -> pb.ProcessingRequest:
+    """A request-headers message with Envoy's ``request.time`` attribute."""
+    msg = pb.ProcessingRequest(request_headers=request_headers(KEY, body=data))
+    attributes = msg.attributes["envoy.filters.http.ext_proc"]
+    attributes.fields["request.time"].string_value = received.isoformat()
+    return msg
+
+
+async def test_a_request_that_queued_too_long_gets_a_503(
+    stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    data = chat_body()
+    stale = stub.Process()  # waited 5 s before reaching the worker (bound: 0.25 s)
+    await stale.write(headers_at(data, datetime.now(UTC) - timedelta(seconds=5)))
+    assert (await stale.read()).immediate_response.status.code == 503
+
+    fresh = stub.Process()
+    await fresh.write(headers_at(data, datetime.now(UTC)))
+    assert (await fresh.read()).WhichOneof("response") == "request_headers"
+    await fresh.write(pb.ProcessingRequest(request_body=body(data)))
+    assert (await fresh.read()).WhichOneof("response") == "request_body"
+
+
+def test_request_age_is_unknown_without_the_attribute() -> None:
+    msg = pb.ProcessingRequest(request_headers=request_headers(KEY))
+    assert request_age(msg, time.time()) is None
+    assert request_age(headers_at(b"{}", datetime.fromtimestamp(100, UTC)), 101.5) == 1.5
