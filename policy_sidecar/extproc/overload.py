@@ -5,24 +5,23 @@ the event loop behind all the others until Envoy's ``message_timeout`` fires and
 client gets a bare 503. Two bounds, either refuses a new request:
 
 - in flight: at most ``limit`` requests between their first message and their decision;
-- queueing: the event loop's lag (how late a 20 ms timer fires) above ``max_lag`` (0: no
-  such bound);
 - age: a request that waited longer than ``max_queue`` between reaching Envoy and its
   first message reaching us (known when the filter sends the ``request.time``
-  attribute). Past capacity most of the queue is not in our handlers but in front of
-  them, in gRPC's core (calls not yet accepted by the worker's loop), where only the
-  request's age shows it.
+  attribute; 0: no such bound). Past capacity most of the queue is not in our handlers
+  but in front of them, in gRPC's core (calls the worker's loop has not accepted yet),
+  where only the request's age shows it.
 
 A refused request is answered at once with a provider-shaped 503 and ``Retry-After``
 (microseconds of work, so shedding frees the loop), admitted requests keep a bounded
-latency, and nothing times out. Recovery needs no timer: a finished decision frees its
-slot, and the lag falls as soon as the load does.
+latency, and nothing waits for a timeout. Recovery needs no timer: a finished decision
+frees its slot, and the age falls as soon as the load does.
+
+(An event-loop lag bound was tried and dropped: on a CPU-starved host every worker's
+loop lags without any queue of ours, and it refused requests at normal load.)
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import datetime
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -35,32 +34,6 @@ from policy_sidecar.providers.registry import ProviderRegistry
 # short enough that a burst costs its callers little.
 RETRY_AFTER_SECONDS = 1
 OVERLOAD_CODE = "sidecar_overloaded"
-
-
-class LoopLag:
-    """How late the event loop runs a timer: the time work waits before it is run."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.lag = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def __call__(self) -> float:
-        if self._task is None:  # started in the worker's loop by its first request
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        return self.lag
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            start = loop.time()
-            await asyncio.sleep(self.interval)
-            self.lag = max(0.0, loop.time() - start - self.interval)
 
 
 _ATTRIBUTES = "envoy.filters.http.ext_proc"
@@ -87,21 +60,17 @@ class InFlightGate:
         self,
         limit: int,
         *,
-        max_lag: float = 0.1,
         max_queue: float = 0.25,
-        lag: Callable[[], float] | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"in-flight limit must be at least 1, got {limit}")
         self.limit = limit
-        self.max_lag = max_lag
         self.max_queue = max_queue
-        self._lag = lag or LoopLag()
         self.in_flight = 0
 
     def try_enter(self, age: float | None = None) -> bool:
         """Admit a request (``age``: how long it waited before reaching us, if known)."""
-        if self.in_flight >= self.limit or (self.max_lag > 0 and self._lag() > self.max_lag):
+        if self.in_flight >= self.limit:
             return False
         if age is not None and self.max_queue > 0 and age > self.max_queue:
             return False

@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF
 # Per worker; POLICY_SIDECAR_MAX_IN_FLIGHT overrides it (docs/capacity.md).
 DEFAULT_MAX_IN_FLIGHT = 64
-# Seconds; POLICY_SIDECAR_MAX_LOOP_LAG_MS overrides it.
-DEFAULT_MAX_LOOP_LAG = 0.1
 # Seconds a request may have waited since Envoy received it (POLICY_SIDECAR_MAX_QUEUE_MS).
 DEFAULT_MAX_QUEUE = 0.25
 
@@ -36,14 +34,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         services: Services,
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        max_loop_lag: float = DEFAULT_MAX_LOOP_LAG,
         max_queue: float = DEFAULT_MAX_QUEUE,
         worker: str = "0",
     ) -> None:
         self._services = services
         self._requests = WORKER_REQUESTS.labels(worker)
         # Requests between their first message and their decision (see overload.py).
-        self.gate = InFlightGate(max_in_flight, max_lag=max_loop_lag, max_queue=max_queue)
+        self.gate = InFlightGate(max_in_flight, max_queue=max_queue)
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         first = await context.read()

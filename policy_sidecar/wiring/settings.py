@@ -15,7 +15,6 @@
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
 | POLICY_SIDECAR_MAX_IN_FLIGHT | 64 | requests a worker decides at once; past it: a fast 503 |
 | POLICY_SIDECAR_MAX_QUEUE_MS | 250 | a request older than this at its first message: fast 503 |
-| POLICY_SIDECAR_MAX_LOOP_LAG_MS | 100 | loop lag past which new requests get a fast 503 (0: off) |
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | Redis for counters and penalties (else in-process) |
@@ -79,7 +78,6 @@ class Settings:
     grace_seconds: float = 10.0
     max_message_bytes: int = 32 * 1024 * 1024
     max_in_flight: int = 64
-    max_loop_lag_ms: float = 100.0
     max_queue_ms: float = 250.0
     tiktoken_dir: str | None = None
     log_level: str = "INFO"
@@ -127,9 +125,6 @@ class Settings:
             ),
             max_in_flight=_positive_int(
                 "MAX_IN_FLIGHT", get("MAX_IN_FLIGHT"), defaults.max_in_flight
-            ),
-            max_loop_lag_ms=_float(
-                "MAX_LOOP_LAG_MS", get("MAX_LOOP_LAG_MS"), defaults.max_loop_lag_ms
             ),
             max_queue_ms=_float("MAX_QUEUE_MS", get("MAX_QUEUE_MS"), defaults.max_queue_ms),
             tiktoken_dir=get("TIKTOKEN_DIR"),

@@ -227,7 +227,6 @@ async def serve_worker(
         ExternalProcessor(
             services,
             max_in_flight=settings.max_in_flight,
-            max_loop_lag=settings.max_loop_lag_ms / 1000,
             max_queue=settings.max_queue_ms / 1000,
             worker=str(port),
         ),
