@@ -88,6 +88,9 @@ EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.Extern
 MODES = ("envoy", "trivial", "memory", "redis", "production", "litellm")
 SIDECAR_MODES = ("memory", "redis", "production")
 TOP = 20
+# What a stream request carries upstream: the fake provider's pacing, and no gzip (a
+# compressed stream would reach the client in one piece at the end).
+STREAM_HEADERS = {"x-fake-chunk-delay": CHUNK_DELAY, "accept-encoding": "identity"}
 
 
 # --------------------------------------------------------------------------- processes
@@ -511,7 +514,7 @@ class Bench:
                 # The stream deployment asks the upstream for the paced fake provider.
                 for name, extra in (
                     ("gpt-4o-mini", {}),
-                    ("gpt-4o-mini-stream", {"extra_headers": {"x-fake-chunk-delay": CHUNK_DELAY}}),
+                    ("gpt-4o-mini-stream", {"extra_headers": STREAM_HEADERS}),
                 )
             ],
             "router_settings": {"enable_pre_call_checks": True},
@@ -642,12 +645,7 @@ async def one_stream(
 ) -> tuple[float, float] | None:
     """(time to first line, total) in ms, or None (printed) when not a 200."""
     body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": chunks}
-    headers = {
-        "authorization": f"Bearer {target.key}",
-        "x-fake-chunk-delay": CHUNK_DELAY,
-        # Uncompressed, like an SDK's stream: a gzip stream would arrive in one piece.
-        "accept-encoding": "identity",
-    }
+    headers = {"authorization": f"Bearer {target.key}", **STREAM_HEADERS}
     start = time.perf_counter()
     first = 0.0
     async with session.post(target.url, json=body, headers=headers) as resp:
@@ -895,48 +893,82 @@ def overload(bench: Bench, results: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- profile
 
 
+# Frames every sample of a worker or thread passes through.
+BOILERPLATE = (
+    "(runners.py)",
+    "(process.py)",
+    "(spawn.py)",
+    "(sidecar.py)",
+    "(threading.py)",
+    "(base_events.py)",
+    "(events.py)",
+)
+
+
+def is_worker(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+
+
+def short_frame(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``."""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return frame
+    return f"{name} ({where.rstrip(')').split(':')[0].rsplit('/', 1)[-1]})"
+
+
 def profile(bench: Bench, target: Target, seconds: int) -> list[str]:
     """py-spy --native on one worker under wrk c=16: top self and inclusive frames."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
         print("note: py-spy not installed (pip install -e '.[bench]'): no profile")
         return []
-    workers = descendants(target.gateway_pids[0]) or target.gateway_pids
-    out = bench.workdir / "profile.txt"
-    spy = subprocess.Popen(
-        [
-            pyspy,
-            "record",
-            "--native",
-            "--nonblocking",
-            "-r",
-            "200",
-            "-d",
-            str(seconds),
-            "-p",
-            str(workers[0]),
-            "-f",
-            "raw",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # The busiest worker process (not multiprocessing's resource tracker).
+    workers = (
+        sorted(
+            (p for p in descendants(target.gateway_pids[0]) if is_worker(p)),
+            key=lambda p: -cpu_seconds([p]),
+        )
+        or target.gateway_pids
     )
-    time.sleep(1.0)
-    wrk(target, connections=16, duration=seconds, workdir=bench.workdir)
-    spy.wait(timeout=seconds + 60)
+    out = bench.workdir / "profile.txt"
+    log = bench.workdir / "py-spy.log"
+    with log.open("w") as err:
+        spy = subprocess.Popen(
+            [
+                pyspy,
+                "record",
+                "--native",
+                "-r",
+                "100",
+                "-d",
+                str(seconds),
+                "-p",
+                str(workers[0]),
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            stdout=err,
+            stderr=err,
+        )
+        time.sleep(1.0)
+        wrk(target, connections=16, duration=seconds, workdir=bench.workdir)
+        spy.wait(timeout=seconds + 120)
+    if not out.exists():
+        print(f"note: py-spy recorded nothing: {log.read_text()[-500:]}")
+        return []
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-            if " (" in f
-            else f
-            for f in stack.split(";")
-        ]
+        frames = [short_frame(f) for f in stack.split(";")]
         count = int(n)
         total += count
         own[frames[-1]] += count
@@ -945,8 +977,13 @@ def profile(bench: Bench, target: Target, seconds: int) -> list[str]:
     lines = [f"py-spy --native, one {target.mode} worker, wrk c=16, {total} samples"]
     lines.append("top self:")
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(TOP)]
-    lines.append("top inclusive:")
-    lines += [f"  {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(TOP + 15)]
+    lines.append("top inclusive (Python frames below the event loop):")
+    python_frames = [
+        (frame, n)
+        for frame, n in inclusive.most_common()
+        if frame.endswith(".py)") and not frame.endswith(BOILERPLATE)
+    ]
+    lines += [f"  {n / total:6.1%}  {frame}" for frame, n in python_frames[:TOP]]
     print("\n" + "\n".join(lines))
     return lines
 
