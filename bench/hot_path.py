@@ -1,7 +1,7 @@
 """The hot path in one run: Envoy alone, a trivial Python ext_proc, and the sidecar.
 
-    python bench/hot_path.py            # full run (~6 min on 2 cores)
-    python bench/hot_path.py --quick    # short run (~2 min), for a smoke check
+    PYTHONPATH=. python bench/hot_path.py --profile 15   # full run (~10 min on 2 cores)
+    PYTHONPATH=. python bench/hot_path.py --quick        # short run (~3 min), a smoke check
 
 Side by side, on the same machine, in one run (``--rounds`` rounds, medians):
 
