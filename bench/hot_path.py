@@ -6,8 +6,8 @@
 Side by side, on the same machine, in one run (``--rounds`` rounds, medians):
 
 - ``envoy``: Envoy alone, the product's rendered config with every ext_proc (and Lua)
-  filter removed;
-- ``trivial``: the product's config with those filters replaced by one ext_proc filter
+  filter and any access log removed;
+- ``trivial``: the same with those filters replaced by one ext_proc filter
   (request headers, buffered request body, response headers, streamed response body) to
   ``bench/trivial_extproc.py``, which answers CONTINUE and does nothing else;
 - ``memory``, ``redis``, ``production``: the sidecar exactly as shipped (config rendered
@@ -248,13 +248,25 @@ def upstream_config(port: int, admin_port: int, fake_port: int) -> dict[str, Any
     }
 
 
-def http_filter_lists(config: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def connection_managers(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for listener in config.get("static_resources", {}).get("listeners", []):
         for chain in listener.get("filter_chains", []):
             for network_filter in chain.get("filters", []):
                 hcm = network_filter.get("typed_config", {})
                 if "http_filters" in hcm:
-                    yield hcm["http_filters"]
+                    yield hcm
+
+
+def http_filter_lists(config: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    for hcm in connection_managers(config):
+        yield hcm["http_filters"]
+
+
+def drop_access_logs(config: dict[str, Any]) -> None:
+    """The baselines write no access log: if the product records usage from one, that
+    is gateway work, not Envoy's."""
+    for hcm in connection_managers(config):
+        hcm.pop("access_log", None)
 
 
 def is_gateway_filter(http_filter: dict[str, Any]) -> bool:
@@ -274,6 +286,7 @@ def without_gateway(config: dict[str, Any]) -> dict[str, Any]:
     """Envoy alone: every ext_proc and Lua filter removed, the rest as shipped."""
     for filters in http_filter_lists(config):
         filters[:] = [f for f in filters if not is_gateway_filter(f)]
+    drop_access_logs(config)
     return config
 
 
@@ -302,6 +315,7 @@ def with_trivial(config: dict[str, Any]) -> dict[str, Any]:
         if first is not None:
             filters[:] = [f for f in filters if not is_gateway_filter(f)]
             filters.insert(first, trivial)
+    drop_access_logs(config)
     return config
 
 
