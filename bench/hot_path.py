@@ -774,7 +774,7 @@ def report(
     print()
     print(
         f"{'path':11s} {'req/s c=16':>10s} {'p50 c=1':>8s} {'added':>7s} {'CPU/req':>8s} "
-        f"{'TTFT+':>7s} {'TTFT+c8':>8s} {'chunk+':>7s} {'GW CPU/strm':>11s} {'non2xx':>6s}"
+        f"{'TTFT+':>7s} {'TTFT+c8':>8s} {'chunk+':>7s} {'GW CPU/strm':>11s} {'errors':>6s}"
     )
     for mode, r in results.items():
         added = r["c1_p50_ms"] - base["c1_p50_ms"]
