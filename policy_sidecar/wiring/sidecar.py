@@ -319,16 +319,20 @@ def run_sidecar(settings: Settings) -> int:
     # spawn, not fork: no gRPC state may cross into a child.
     ctx = multiprocessing.get_context("spawn")
     workers = []
+    reports = []
     for port in settings.ports:
         report = None
         if worker_ports is not None:
             receive, report = ctx.Pipe(duplex=False)
             worker_ports.add(receive)
+            reports.append(report)
         workers.append(
             ctx.Process(target=_worker_entry, args=(settings, port, report), name=f"worker-{port}")
         )
     for worker in workers:
         worker.start()
+    for report in reports:
+        report.close()  # the worker has its own end: a worker that dies reads as EOF
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
