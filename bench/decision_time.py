@@ -9,7 +9,10 @@ redis-server and redis-cli) and adds its line beside the single Redis's.
 Five policies apply to the caller: model_allowlist, request_size, custom_cel (pre
 check), rate_limit and token_limit (the two counters: one round trip). Measured is
 the time from the request-headers message to the body response, i.e. what the policy
-filter adds before the request may leave, minus gRPC transport.
+filter adds before the request may leave, minus gRPC transport. Then the Redis round
+trip alone: one ``check_and_add`` of the two counters (one EVALSHA: every counter of a
+decision goes in one script call) and a PING, with the reply parser redis-py uses
+(hiredis when installed, a dependency since issue 13).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import statistics
 import time
 import uuid
 
+from redis.utils import HIREDIS_AVAILABLE
+
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.counters.values import CounterOp, Window, WindowUnit, counter_key
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.limits.enforcer import Enforcer
@@ -97,9 +103,30 @@ def report(label: str, times: list[float]) -> None:
     times.sort()
     p50 = statistics.median(times)
     p99 = times[int(len(times) * 0.99) - 1]
-    print(
-        f"{label:28s} p50 {p50:7.0f} us   p99 {p99:7.0f} us   ({len(times)} requests, body 998 bytes)"
-    )
+    print(f"{label:44s} p50 {p50:7.0f} us   p99 {p99:7.0f} us   ({len(times)} samples)")
+
+
+async def round_trips(store: RedisCounterStore, n: int) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ops = [
+        CounterOp(counter_key("app", tag, "rpm"), 10**9, Window(WindowUnit.MINUTE), 1),
+        CounterOp(counter_key("app", tag, "tpd"), 10**12, Window(WindowUnit.DAY), 300),
+    ]
+    checks: list[float] = []
+    pings: list[float] = []
+    for i in range(n + 200):
+        start = time.perf_counter()
+        await store.check_and_add(ops, time.time())
+        middle = time.perf_counter()
+        await store.client.ping()
+        end = time.perf_counter()
+        if i >= 200:
+            checks.append((middle - start) * 1e6)
+            pings.append((end - middle) * 1e6)
+    await store.client.delete(*[op.key for op in ops])
+    parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python"
+    report(f"Redis check_and_add, 2 counters ({parser})", checks)
+    report(f"Redis PING ({parser})", pings)
 
 
 async def main() -> None:
@@ -112,6 +139,7 @@ async def main() -> None:
     redis_store = RedisCounterStore.from_url(args.redis)
     try:
         report("Redis counters (loopback)", await run(redis_store, args.requests))
+        await round_trips(redis_store, args.requests)
     finally:
         await redis_store.aclose()
     if args.redis_cluster is None:

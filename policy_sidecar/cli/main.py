@@ -36,30 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
-    settings = prepare_multiprocess_metrics(settings)
     from policy_sidecar.wiring.sidecar import run_sidecar
 
     return run_sidecar(settings)
-
-
-def prepare_multiprocess_metrics(settings: Settings) -> Settings:
-    """Worker processes share metrics through files; set up before any metric exists.
-
-    prometheus_client reads its directory from the environment only, when it is imported:
-    this is the package's one write to the environment.
-    """
-    import shutil
-    import tempfile
-
-    directory = settings.metrics_multiproc_dir
-    if directory:
-        # Files of a previous run would add stale values to every counter.
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
-    else:
-        directory = tempfile.mkdtemp(prefix="policy-sidecar-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    return dataclasses.replace(settings, metrics_multiproc_dir=directory)
 
 
 def _fake_provider(args: argparse.Namespace) -> int:
@@ -80,6 +59,7 @@ def _fake_provider(args: argparse.Namespace) -> int:
             ssl_context=context,
             status=args.status,
             status_count=args.status_count,
+            chunk_delay=args.chunk_delay,
         )
         scheme = "https" if context else "http"
         print(f"fake provider listening on {scheme}://{args.host}:{args.port}", flush=True)
@@ -248,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake.add_argument(
         "--status-count", type=int, help="only the first N requests get --status (default: all)"
+    )
+    fake.add_argument(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        help="seconds between stream chunks, as a model streams (header x-fake-chunk-delay"
+        " overrides it per request)",
     )
     fake.set_defaults(func=_fake_provider)
 

@@ -14,18 +14,33 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from policy_sidecar.extproc.overload import InFlightGate, overload_response, request_age
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.extproc.usage_stream import UsageObserver
-from policy_sidecar.observability.metrics import PHASE_DURATION
+from policy_sidecar.observability.metrics import PHASE_DURATION, WORKER_REQUESTS
 
 log = logging.getLogger(__name__)
 _EOF = grpc.aio.EOF
+# Per worker; POLICY_SIDECAR_MAX_IN_FLIGHT overrides it (docs/capacity.md).
+DEFAULT_MAX_IN_FLIGHT = 64
+# Seconds a request may have waited since Envoy received it (POLICY_SIDECAR_MAX_QUEUE_MS).
+DEFAULT_MAX_QUEUE = 0.25
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_queue: float = DEFAULT_MAX_QUEUE,
+        worker: str = "0",
+    ) -> None:
         self._services = services
+        self._requests = WORKER_REQUESTS.labels(worker)
+        # Requests between their first message and their decision (see overload.py).
+        self.gate = InFlightGate(max_in_flight, max_queue=max_queue)
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
         first = await context.read()
@@ -33,8 +48,15 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             return
         if first.observability_mode:
             await self._observe(first, context)
-        else:
+            return
+        self._requests.inc()
+        if not self.gate.try_enter(request_age(first, time.time())):
+            await context.write(overload_response(first, self._services.providers))
+            return
+        try:
             await self._police(first, context)
+        finally:
+            self.gate.leave()
 
     async def _police(self, msg: pb.ProcessingRequest, context: Any) -> None:
         processor = PolicyProcessor(self._services)

@@ -26,7 +26,9 @@ from policy_sidecar.providers._multipart import parse_form
 from policy_sidecar.providers._openai_media import FORM_OPERATIONS
 from policy_sidecar.tokens import TokenEstimator, load_estimator
 
-# Seconds between stream chunks; 0 sends them as fast as possible.
+# Seconds between stream chunks (as a model streams: e.g. 0.002); 0 sends them as fast
+# as possible. The header overrides the server's default (``--chunk-delay``). Paced on an
+# absolute schedule, so chunk i leaves i*delay after the first whatever the sleeps' jitter.
 CHUNK_DELAY_HEADER = "x-fake-chunk-delay"
 # Cached prompt tokens to report (prompt caching), e.g. to exercise cache accounting.
 CACHED_TOKENS_HEADER = "x-fake-cached-tokens"
@@ -74,8 +76,10 @@ class FakeProvider:
         *,
         status: int | None = None,
         status_count: int | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         self.name = name
+        self._chunk_delay = chunk_delay
         self._registry = default_registry()
         self._estimator = estimator
         # Answer API requests with this error status (e.g. 429: an overloaded
@@ -159,7 +163,7 @@ class FakeProvider:
             if gzip:
                 plain.enable_compression(web.ContentCoding.gzip)
             return plain
-        delay = float(request.headers.get(CHUNK_DELAY_HEADER, "0") or 0)
+        delay = float(request.headers.get(CHUNK_DELAY_HEADER, "") or self._chunk_delay)
         response = web.StreamResponse(
             headers={
                 "content-type": sample.content_type,
@@ -171,10 +175,12 @@ class FakeProvider:
         if gzip:
             response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
-        for chunk in sample.chunks:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, chunk in enumerate(sample.chunks):
+            if delay and i:
+                await asyncio.sleep(max(0.0, start + i * delay - loop.time()))
             await response.write(chunk)
-            if delay:
-                await asyncio.sleep(delay)
         await response.write_eof()
         return response
 
@@ -193,9 +199,14 @@ def create_app(
     name: str = "fake",
     status: int | None = None,
     status_count: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> web.Application:
     fake = FakeProvider(
-        estimator or load_estimator(), name, status=status, status_count=status_count
+        estimator or load_estimator(),
+        name,
+        status=status,
+        status_count=status_count,
+        chunk_delay=chunk_delay,
     )
 
     @web.middleware
@@ -221,10 +232,11 @@ async def run_fake_provider(
     ssl_context: ssl.SSLContext | None = None,
     status: int | None = None,
     status_count: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> web.AppRunner:
     """Starts the server (HTTPS with ``ssl_context``) and returns its runner
     (``await runner.cleanup()`` stops it)."""
-    app = create_app(name=name, status=status, status_count=status_count)
+    app = create_app(name=name, status=status, status_count=status_count, chunk_delay=chunk_delay)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

@@ -1,8 +1,8 @@
 """Prometheus metrics of the sidecar: every name and label in one place.
 
-Workers are separate processes, so prometheus_client runs in multi-process mode when
-``PROMETHEUS_MULTIPROC_DIR`` is set (``policy-sidecar serve`` sets it); the supervisor
-serves the merged ``/metrics``. The core returns facts; only the edges record them.
+Each worker process keeps them in its own in-memory registry; the supervisor asks every
+worker at scrape time and serves the sums (``observability.merge``). The core returns
+facts; only the edges record them.
 """
 
 from __future__ import annotations
@@ -69,6 +69,18 @@ CACHE_REQUESTS = Counter(
     "Lookups in the production caches by cache and result (hit, redis, store, miss;"
     " identities also negative_hit, shared, throttled).",
     ["cache", "result"],
+    namespace=NAMESPACE,
+)
+WORKER_REQUESTS = Counter(
+    "worker_requests",
+    "Requests (policy streams) each worker process received, by its ext_proc port:"
+    " shows whether Envoy spreads the load evenly.",
+    ["worker"],
+    namespace=NAMESPACE,
+)
+OVERLOAD_REJECTIONS = Counter(
+    "overload_rejections",
+    "Requests answered 503 at once because the worker's in-flight bound was reached.",
     namespace=NAMESPACE,
 )
 STORE_ERRORS = Counter(

@@ -13,6 +13,8 @@
 | POLICY_SIDECAR_INJECT_STREAM_USAGE | true | ask OpenAI-style streams for usage |
 | POLICY_SIDECAR_GRACE_SECONDS | 10 | SIGTERM: time to finish streams and flush usage |
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
+| POLICY_SIDECAR_MAX_IN_FLIGHT | 64 | requests a worker decides at once; past it: a fast 503 |
+| POLICY_SIDECAR_MAX_QUEUE_MS | 250 | a request older than this at its first message: fast 503 |
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | counters, invalidations: `redis://…` or `redis+cluster://…` |
@@ -27,14 +29,11 @@
 | POLICY_SIDECAR_CDS_PATH | (none: no account clusters) | CDS file of the accounts' clusters |
 | POLICY_SIDECAR_CREDENTIALS_DIR | /etc/policy-sidecar/credentials | Envoy's `<ref>.yaml` secrets |
 | POLICY_SIDECAR_UNPRICED | deny | production: unpriced models `deny` (403) or `allow_and_report` |
-| PROMETHEUS_MULTIPROC_DIR | (a new temporary directory) | prometheus_client's multi-process files |
 
 Nothing else in the package reads the environment: `read_environment` is the one
 reader, used by `Settings.from_env`, by the admin service's settings (a separate process
 with its own variables, `admin.settings`, parsed the same way) and by `child_environment`,
-the environment the launcher gives the processes it starts. The one write is
-``cli.main.prepare_multiprocess_metrics``, which hands the directory to prometheus_client
-(a library that reads only the environment).
+the environment the launcher gives the processes it starts. Nothing writes it.
 """
 
 from __future__ import annotations
@@ -80,6 +79,8 @@ class Settings:
     inject_stream_usage: bool = True
     grace_seconds: float = 10.0
     max_message_bytes: int = 32 * 1024 * 1024
+    max_in_flight: int = 64
+    max_queue_ms: float = 250.0
     tiktoken_dir: str | None = None
     log_level: str = "INFO"
     redis_url: str | None = None
@@ -89,7 +90,6 @@ class Settings:
     identity_cache_seconds: float = 30.0
     metrics_port: int = 9090
     metrics_detailed_labels: bool = True
-    metrics_multiproc_dir: str | None = None
     cel_engine: Literal["cel-expr", "cel-python"] = "cel-expr"
     unknown_paths: Literal["deny", "passthrough"] = "deny"
     cds_path: str | None = None
@@ -125,6 +125,10 @@ class Settings:
             max_message_bytes=int(
                 _float("MAX_MESSAGE_BYTES", get("MAX_MESSAGE_BYTES"), defaults.max_message_bytes)
             ),
+            max_in_flight=_positive_int(
+                "MAX_IN_FLIGHT", get("MAX_IN_FLIGHT"), defaults.max_in_flight
+            ),
+            max_queue_ms=_float("MAX_QUEUE_MS", get("MAX_QUEUE_MS"), defaults.max_queue_ms),
             tiktoken_dir=get("TIKTOKEN_DIR"),
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
             redis_url=redis_url_setting("REDIS_URL", get("REDIS_URL")),
@@ -143,7 +147,6 @@ class Settings:
             metrics_port=int(_float("METRICS_PORT", get("METRICS_PORT"), defaults.metrics_port)),
             metrics_detailed_labels=(get("METRICS_DETAILED_LABELS") or "true").lower()
             not in ("0", "false", "no", "off"),
-            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             cel_engine=_cel_engine(get("CEL_ENGINE")),
             unknown_paths=_unknown_paths(get("UNKNOWN_PATHS")),
             cds_path=get("CDS_PATH"),

@@ -12,6 +12,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment
@@ -33,6 +34,7 @@ from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.observability.logs import configure as configure_logs
+from policy_sidecar.observability.merge import WorkerMetricsCollector
 from policy_sidecar.observability.metrics import (
     MeteredRecorder,
     observe_counter_store_error,
@@ -221,7 +223,15 @@ async def serve_worker(
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(services), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(
+        ExternalProcessor(
+            services,
+            max_in_flight=settings.max_in_flight,
+            max_queue=settings.max_queue_ms / 1000,
+            worker=str(port),
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{settings.host}:{port}")
@@ -264,9 +274,18 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _worker_entry(settings: Settings, port: int) -> None:
+def _worker_entry(
+    settings: Settings,
+    port: int,
+    metrics_report: multiprocessing.connection.Connection | None = None,
+) -> None:
     configure_logs(settings.log_level, worker_port=port)
     set_detailed_labels(settings.metrics_detailed_labels)
+    if metrics_report is not None:
+        # This worker's in-memory registry, on a loopback port the supervisor scrapes.
+        httpd, _ = start_http_server(0, addr="127.0.0.1")
+        metrics_report.send(httpd.server_port)
+        metrics_report.close()
     _install_uvloop()
     try:
         asyncio.run(serve_worker(settings, port))
@@ -285,8 +304,9 @@ def run_sidecar(settings: Settings) -> int:
     except (StartupError, SettingsError) as exc:
         print(f"policy-sidecar: {exc}", file=sys.stderr)
         return 2
+    multi = len(settings.ports) > 1
     try:
-        _serve_metrics(settings.metrics_port, settings.metrics_multiproc_dir)
+        worker_ports = _serve_metrics(settings.metrics_port, merged=multi)
     except OSError as exc:
         print(
             f"policy-sidecar: cannot serve metrics on port {settings.metrics_port}: {exc}",
@@ -298,12 +318,21 @@ def run_sidecar(settings: Settings) -> int:
         return 0
     # spawn, not fork: no gRPC state may cross into a child.
     ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(target=_worker_entry, args=(settings, port), name=f"worker-{port}")
-        for port in settings.ports
-    ]
+    workers = []
+    reports = []
+    for port in settings.ports:
+        report = None
+        if worker_ports is not None:
+            receive, report = ctx.Pipe(duplex=False)
+            worker_ports.add(receive)
+            reports.append(report)
+        workers.append(
+            ctx.Process(target=_worker_entry, args=(settings, port, report), name=f"worker-{port}")
+        )
     for worker in workers:
         worker.start()
+    for report in reports:
+        report.close()  # the worker has its own end: a worker that dies reads as EOF
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
@@ -320,8 +349,6 @@ def run_sidecar(settings: Settings) -> int:
         for sentinel in multiprocessing.connection.wait(list(pending)):
             worker = pending.pop(sentinel)  # type: ignore[arg-type]
             worker.join()
-            if worker.pid is not None and settings.metrics_multiproc_dir:
-                multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
             if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
                 log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
                 exit_code = 1
@@ -329,16 +356,45 @@ def run_sidecar(settings: Settings) -> int:
     return exit_code
 
 
-def _serve_metrics(port: int, multiproc_dir: str | None) -> None:
-    """``/metrics`` for all workers, merged from the multi-process files."""
+class _WorkerPorts:
+    """The metrics ports the workers reported, read from their pipes at scrape time."""
+
+    def __init__(self) -> None:
+        self._pending: list[multiprocessing.connection.Connection] = []
+        self._ports: list[int] = []
+        self._lock = threading.Lock()
+
+    def add(self, connection: multiprocessing.connection.Connection) -> None:
+        with self._lock:
+            self._pending.append(connection)
+
+    def __call__(self) -> list[int]:
+        with self._lock:
+            for connection in list(self._pending):
+                try:
+                    if not connection.poll():
+                        continue
+                    self._ports.append(int(connection.recv()))
+                except (EOFError, OSError):
+                    pass  # the worker died before listening: nothing to scrape
+                self._pending.remove(connection)
+                connection.close()
+            return list(self._ports)
+
+
+def _serve_metrics(port: int, *, merged: bool) -> _WorkerPorts | None:
+    """``/metrics``: with several workers, theirs merged at scrape time (``merge``);
+    with one, the process's own registry. Returns where workers report their ports."""
     if port == 0:
-        return
-    registry = CollectorRegistry()
-    if multiproc_dir:
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        start_http_server(port, registry=registry)
-    else:
+        return None
+    if not merged:
         start_http_server(port)
+        return None
+    ports = _WorkerPorts()
+    registry = CollectorRegistry()
+    registry.register(WorkerMetricsCollector(ports))
+    start_http_server(port, registry=registry)
+    return ports
 
 
 def _interrupt(pid: int) -> None:

@@ -77,3 +77,27 @@ def test_exposition_passes_promtool(stack: Stack) -> None:
         timeout=30,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def allowed_requests(stack: Stack) -> float:
+    return sum(
+        v
+        for labels, v in samples(scrape(stack), "policy_sidecar_requests_total")
+        if labels["decision"] == "allow" and labels["model"] == "gpt-4o-mini"
+    )
+
+
+def test_requests_are_counted_once_over_both_workers(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
+    before = allowed_requests(stack)
+    for _ in range(6):  # Envoy's round robin spreads them over both workers
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    deadline = time.monotonic() + 30
+    while allowed_requests(stack) < before + 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Exactly six: summed over the workers' registries, not doubled by the merge, and
+    # the same on the next scrapes (a scrape reads, never adds).
+    assert [allowed_requests(stack) for _ in range(3)] == [before + 6] * 3
+    assert samples(scrape(stack), "policy_sidecar_overload_rejections_total") == [({}, 0.0)]

@@ -105,16 +105,18 @@ def test_bad_usage_settings_name_the_variable(name: str, value: str) -> None:
 def test_database_pool_size_and_metrics_settings() -> None:
     defaults = Settings.from_env({})
     assert (defaults.database_pool_size, defaults.metrics_detailed_labels) == (4, True)
-    assert defaults.metrics_multiproc_dir is None
+    assert defaults.max_in_flight == 64
     s = Settings.from_env(
         {
             "POLICY_SIDECAR_DATABASE_POOL_SIZE": "8",
             "POLICY_SIDECAR_METRICS_DETAILED_LABELS": "off",
-            "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
+            "POLICY_SIDECAR_MAX_IN_FLIGHT": "16",
         }
     )
     assert (s.database_pool_size, s.metrics_detailed_labels) == (8, False)
-    assert s.metrics_multiproc_dir == "/tmp/metrics"
+    assert s.max_in_flight == 16
+    with pytest.raises(SettingsError, match="POLICY_SIDECAR_MAX_IN_FLIGHT"):
+        Settings.from_env({"POLICY_SIDECAR_MAX_IN_FLIGHT": "0"})
     with pytest.raises(SettingsError, match="POLICY_SIDECAR_DATABASE_POOL_SIZE"):
         Settings.from_env({"POLICY_SIDECAR_DATABASE_POOL_SIZE": "0"})
 
