@@ -27,6 +27,10 @@ class LaunchError(RuntimeError):
     """A component did not start; the message includes its log's tail."""
 
 
+# How often Envoy writes its buffered access log lines (its default is seconds).
+ACCESS_LOG_FLUSH_MS = 100
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,6 +130,11 @@ class Stack:
     credentials_dir: Path | None = None
 
     @property
+    def access_log_dir(self) -> Path:
+        """Where Envoy writes the access logs the sidecar reads usage from."""
+        return self.workdir / "access-log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
@@ -154,6 +163,7 @@ class Stack:
         env = {
             "POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port),
             "POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"),
+            "POLICY_SIDECAR_ACCESS_LOG_DIR": str(self.access_log_dir),
             **(env or {}),
         }
         if config is not None:
@@ -165,6 +175,7 @@ class Stack:
 
     def start_envoy(self, concurrency: int = 1) -> Process:
         config_path = self.workdir / "envoy.yaml"
+        self.access_log_dir.mkdir(parents=True, exist_ok=True)
         if self.cds_path is not None and not self.cds_path.exists():
             self.cds_path.write_text(cds_text([]))  # Envoy needs the file to exist
         config_path.write_text(
@@ -178,6 +189,7 @@ class Stack:
                     cds_path=str(self.cds_path) if self.cds_path is not None else None,
                     accounts=tuple(self.accounts),
                     credentials_dir=str(self.credentials_dir or self.workdir / "credentials"),
+                    access_log_dir=str(self.access_log_dir),
                 )
             )
         )
@@ -193,6 +205,9 @@ class Stack:
                 "warning",
                 "--base-id",
                 str(self.admin_port),
+                # The access log is the usage records' source: written out promptly.
+                "--file-flush-interval-msec",
+                str(ACCESS_LOG_FLUSH_MS),
             ],
         )
         _wait_envoy_ready(proc, self.admin_port, START_TIMEOUT)
