@@ -52,7 +52,7 @@ def handover(**kw: object) -> dict[str, object]:
 
 async def complete(services: Services, md: dict[str, object] | None, **kw: object) -> UsageRecord:
     kw.setdefault("started_at", T0)
-    record = await Completer(services).complete(entry(md, **kw))  # type: ignore[arg-type]
+    record = await Completer(services).complete(entry(md, **kw))
     assert record is not None
     return record
 
