@@ -45,10 +45,17 @@ applications:
     org_id: bench-org
     keys: [{{environment: prod, key: {KEY}}}]
 models:
-  - {{name: gpt-4o-mini, provider: openai}}
+  - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+# Every policy type, none denying.
 policies:
   - {{id: p1, name: models, type: model_allowlist, config: {{models: ["gpt-4o*"]}}}}
   - {{id: p2, name: size, type: request_size, config: {{max_bytes: 1048576}}}}
+  - {{id: p3, name: rate, type: rate_limit, config: {{requests: 1000000000, window: 1m, key: app}}}}
+  - id: p4
+    name: tokens
+    type: token_limit
+    config: {{limit: 1000000000000, window: 1d, count: total, key: app_model}}
+  - {{id: p5, name: cel, type: custom_cel, config: {{pre_check_expression: "max_tokens >= -1"}}}}
 """
 
 
