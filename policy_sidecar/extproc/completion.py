@@ -68,11 +68,6 @@ class Completer:
             provider = self._s.providers.get(route.provider)
             parser = provider.usage_parser(route, streaming=streamed, content_encoding=encoding)
             _read(parser, capture)
-            if streamed:
-                delivered = DeliveredText()
-                meter = with_encoding(delivered, encoding)
-                _read(meter, capture)
-                meter.finish()
         else:
             streamed = "event-stream" in entry.content_type.lower()
         usage = parser.finish() if parser is not None else None
@@ -80,6 +75,12 @@ class Completer:
             complete = capture.ended
         else:
             complete = entry.status > 0 and not entry.client_cut
+        if streamed and parser is not None and not (complete and usage is not None):
+            # Only a stream cut short or without a usage report is charged its text.
+            delivered = DeliveredText()
+            meter = with_encoding(delivered, encoding)
+            _read(meter, capture)
+            meter.finish()
         h = facts or RequestFacts(
             (entry.request_id or "")[:128] or str(uuid.uuid4()), started_at=entry.started_at
         )
