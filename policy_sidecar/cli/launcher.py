@@ -164,6 +164,7 @@ class Stack:
             "POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port),
             "POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"),
             "POLICY_SIDECAR_ACCESS_LOG_DIR": str(self.access_log_dir),
+            "POLICY_SIDECAR_ENVOY_ADMIN_URL": f"http://127.0.0.1:{self.admin_port}",
             **(env or {}),
         }
         if config is not None:

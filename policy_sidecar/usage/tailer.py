@@ -10,6 +10,13 @@ fsync, rename). Rotation is followed: when the path names a new file, the old on
 read to its end first (a rotated ``<name>.1`` with the cursor's inode is found again
 after a restart); a file cut shorter than the cursor (truncated) is read from its start.
 A line longer than `max_line` is skipped and counted, never buffered.
+
+With ``rotate_bytes`` and ``reopen`` the tailer also bounds the file: once it has read
+past ``rotate_bytes`` and is at the end, it renames the file to ``<name>.1`` and calls
+``reopen`` (Envoy's ``POST /reopen_logs``); the writer keeps appending to the renamed
+file until it reopens, the tailer reads that file to its end, moves to the new one and
+deletes the old. A ``<name>.1`` the cursor is not in is fully read and is deleted
+before the next rotation.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ __all__ = ["Cursor", "FileTailer"]
 log = logging.getLogger(__name__)
 
 Consume = Callable[[Sequence[bytes]], Awaitable[bool]]
+Reopen = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,8 @@ class FileTailer:
         max_line: int = 256 * 1024,
         retry_seconds: float = 0.5,
         on_skipped: Callable[[str], None] = lambda reason: None,
+        rotate_bytes: int | None = None,
+        reopen: Reopen | None = None,
     ) -> None:
         self.path = Path(path)
         self.cursor_path = Path(cursor_path)
@@ -63,6 +73,10 @@ class FileTailer:
         self._max_line = max_line
         self._retry = retry_seconds
         self._on_skipped = on_skipped
+        self._rotate_bytes = rotate_bytes if reopen is not None else None
+        self._reopen = reopen
+        # Renamed, and the writer asked to reopen (once per rotation).
+        self._reopen_asked = False
         self._stopping = asyncio.Event()
         self._fd: int | None = None
         self._inode = 0
@@ -103,7 +117,11 @@ class FileTailer:
                 self._offset += len(data)
                 await self._save_cursor()
                 return True
-            return self._follow_rotation(len(data))
+            if await self._follow_rotation(len(data)):
+                return True
+            if not data:
+                await self._maybe_rotate()
+            return False
         lines = data[:end].split(b"\n")[:-1]
         if self._skipping:
             lines.pop(0)  # the rest of the over-long line
@@ -128,7 +146,7 @@ class FileTailer:
         log.warning("access log %s: a line skipped (%s)", self.path, reason)
         self._on_skipped(reason)
 
-    def _follow_rotation(self, pending: int) -> bool:
+    async def _follow_rotation(self, pending: int) -> bool:
         """At the end of the file in hand: switch to a new file at the path, or restart a
         truncated one. True when something changed."""
         try:
@@ -144,8 +162,17 @@ class FileTailer:
             if data:
                 return True
             log.info("access log %s: following the new file", self.path)
+            old = self._inode
             self._close()
-            return self._open_current(0)
+            self._reopen_asked = False
+            if not self._open_current(0):
+                return False
+            await self._save_cursor()
+            # Read to its end and the cursor is past it: the rotated file can go.
+            with contextlib.suppress(OSError):
+                if os.stat(rotated(self.path)).st_ino == old:
+                    os.unlink(rotated(self.path))
+            return True
         if st.st_size < self._offset:
             log.warning(
                 "access log %s: truncated below the cursor (%d < %d); reading from its start",
@@ -157,6 +184,37 @@ class FileTailer:
             self._skipping = False
             return True
         return False
+
+    async def _maybe_rotate(self) -> None:
+        """At the end of a file past ``rotate_bytes``: rename it and ask for a reopen."""
+        if self._rotate_bytes is None or self._reopen is None:
+            return
+        if self._offset < self._rotate_bytes:
+            return
+        try:
+            live = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            live = None
+        if live == self._inode:
+            # At the end of the live file: any older rotated file was read to its end.
+            old = rotated(self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+            try:
+                os.rename(self.path, old)
+            except OSError as exc:
+                log.warning("access log %s: cannot rotate: %s", self.path, exc)
+                return
+            self._reopen_asked = False
+            log.info("access log %s: rotated at %d bytes", self.path, self._offset)
+        if self._reopen_asked:
+            return
+        try:
+            await self._reopen()
+            self._reopen_asked = True
+        except Exception as exc:
+            # Asked again at the next idle poll; lines keep going to the renamed file.
+            log.warning("access log %s: reopen failed: %r", self.path, exc)
 
     # -- files and cursor ------------------------------------------------------------------
 

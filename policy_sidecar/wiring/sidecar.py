@@ -6,6 +6,7 @@ This is the one place where concrete components are chosen and connected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -197,12 +199,24 @@ def build_tailer(
     except OSError as exc:
         raise StartupError(f"access log directory {directory}: {exc}") from exc
     consumer = LogConsumer(Completer(services), recorder)
+    admin = settings.envoy_admin_url
     return FileTailer(
         log_path(directory, port),
         Path(settings.spool_dir) / f"access-{port}.cursor",
         consumer,
         on_skipped=observe_skipped_line,
+        rotate_bytes=settings.access_log_rotate_bytes,
+        reopen=functools.partial(reopen_envoy_logs, admin) if admin else None,
     )
+
+
+async def reopen_envoy_logs(admin_url: str) -> None:
+    """Envoy's ``POST /reopen_logs``: it reopens every access log file by its path."""
+    url = admin_url.rstrip("/") + "/reopen_logs"
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
 
 
 async def serve_worker(

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from policy_sidecar.cli.launcher import Stack, start_stack
+from policy_sidecar.envoy.access_log import log_path
 from tests.e2e.conftest import KEY, write_config
 
 pytestmark = pytest.mark.e2e
@@ -149,3 +150,43 @@ def test_no_served_request_loses_its_record_across_sigterm_and_restart(
     # Exactly one record each: nothing read twice across the restarts.
     twice = {rid for rid in served if recorded.count(rid) > 1}
     assert not twice, f"{len(twice)} requests recorded more than once"
+    # Each worker read its own file, and Envoy's round-robin gave both a fair share of
+    # the requests they handled (the first file also holds the refused ones).
+    per_worker = [handled(stack, port) for port in stack.sidecar_ports]
+    assert min(per_worker) >= sum(per_worker) // 5, per_worker
+
+
+def handled(stack: Stack, port: int) -> int:
+    """Requests the worker on ``port`` handled, from its access log file."""
+    lines = log_path(stack.access_log_dir, port).read_bytes().splitlines()
+    return sum(1 for line in lines if ((json.loads(line)["ps"] or {}).get("w") == str(port)))
+
+
+def test_the_workers_rotate_their_access_logs_with_envoy_and_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    # A tiny rotation size: the workers rename their files and ask Envoy's admin to
+    # reopen them many times while requests run.
+    running = start_stack(
+        tmp_path,
+        write_config(tmp_path),
+        workers=2,
+        sidecar_env={"POLICY_SIDECAR_ACCESS_LOG_ROTATE_BYTES": "20000"},
+    )
+    try:
+        with Traffic(running.listen_port) as traffic:
+            wait_for_traffic(traffic, 150)
+        served = set(traffic.served)
+        deadline = time.monotonic() + DEADLINE
+        while not served <= set(records(running)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        recorded = records(running)
+        assert served <= set(recorded), f"{len(served - set(recorded))} records missing"
+        assert len(recorded) == len(set(recorded))
+        sidecar_log = (tmp_path / "sidecar.log").read_text()
+        assert "rotated at" in sidecar_log
+        # Each file holds only what came after its last rotation.
+        sizes = [log_path(running.access_log_dir, p).stat().st_size for p in running.sidecar_ports]
+        assert max(sizes) < 20000 + 64 * 1024, sizes
+    finally:
+        running.stop()

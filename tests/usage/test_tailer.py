@@ -161,3 +161,29 @@ async def test_an_over_long_line_is_skipped_and_counted(tmp_path: Path) -> None:
     await stop(tailer, task)
     assert sink.lines == [b"a", b"b", b"c"]
     assert skipped == ["line too long", "line too long"]
+
+
+async def test_the_tailer_rotates_a_long_file_and_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    sink = Sink()
+    reopened: list[int] = []
+
+    async def reopen() -> None:
+        # As Envoy does on /reopen_logs: later lines go to a new file at the path
+        # (here the test's own appends do, once this has run).
+        reopened.append(1)
+
+    tailer = tailer_for(tmp_path, sink, rotate_bytes=20, reopen=reopen)
+    task = await run(tailer)
+    append(log, "a" * 10, "b" * 10)
+    await until(lambda: len(sink.lines) == 2 and bool(reopened))
+    # Renamed: the writer still appends to the old file until it reopens.
+    assert rotated(log).exists() and not log.exists()
+    append(rotated(log), "c")
+    await until(lambda: len(sink.lines) == 3)
+    append(log, "d")  # the writer reopened: a new file
+    await until(lambda: len(sink.lines) == 4)
+    await until(lambda: not rotated(log).exists())  # read to its end, then deleted
+    await stop(tailer, task)
+    assert sink.lines == [b"a" * 10, b"b" * 10, b"c", b"d"]
+    assert len(reopened) == 1
