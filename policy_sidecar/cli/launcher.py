@@ -206,7 +206,10 @@ class Stack:
                 "warning",
                 "--base-id",
                 str(self.admin_port),
-                # The access log is the usage records' source: written out promptly.
+                # The access log is the usage records' source: each line is written out
+                # at once (no minimum batch), and at the latest after the interval.
+                "--file-flush-min-size-kb",
+                "0",
                 "--file-flush-interval-msec",
                 str(ACCESS_LOG_FLUSH_MS),
             ],

@@ -57,7 +57,7 @@ class FileTailer:
         cursor_path: str | Path,
         consume: Consume,
         *,
-        poll_seconds: float = 0.05,
+        poll_seconds: float = 0.01,
         read_bytes: int = 1024 * 1024,
         max_line: int = 256 * 1024,
         retry_seconds: float = 0.5,
