@@ -133,11 +133,6 @@ class LogEntry:
     content_type: str
     content_encoding: str | None
 
-    @property
-    def worker(self) -> str | None:
-        value = self.metadata.get(WORKER_KEY)
-        return str(value) if value is not None else None
-
     @classmethod
     def from_line(cls, line: bytes) -> LogEntry:
         if len(line) > MAX_LINE_BYTES:

@@ -88,10 +88,6 @@ class FileTailer:
         """``run`` returns after the batch in hand (its cursor saved, or not handed)."""
         self._stopping.set()
 
-    @property
-    def position(self) -> Cursor:
-        return Cursor(self._inode, self._offset)
-
     async def run(self) -> None:
         try:
             self._resume(self._load_cursor())
