@@ -34,7 +34,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
+    && mkdir -p /var/lib/policy-sidecar/access-log /var/lib/policy-sidecar/spool \
+    && chown -R app:app /var/lib/policy-sidecar
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/probe.py /opt/policy-sidecar/probe.py
 # Fail the build, not the deployment, if the venv does not work on this base image.

@@ -45,10 +45,17 @@ applications:
     org_id: bench-org
     keys: [{{environment: prod, key: {KEY}}}]
 models:
-  - {{name: gpt-4o-mini, provider: openai}}
+  - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+# Every policy type, none denying.
 policies:
   - {{id: p1, name: models, type: model_allowlist, config: {{models: ["gpt-4o*"]}}}}
   - {{id: p2, name: size, type: request_size, config: {{max_bytes: 1048576}}}}
+  - {{id: p3, name: rate, type: rate_limit, config: {{requests: 1000000000, window: 1m, key: app}}}}
+  - id: p4
+    name: tokens
+    type: token_limit
+    config: {{limit: 1000000000000, window: 1d, count: total, key: app_model}}
+  - {{id: p5, name: cel, type: custom_cel, config: {{pre_check_expression: "max_tokens >= -1"}}}}
 """
 
 
@@ -119,12 +126,15 @@ def static_upstream_config(port: int, admin_port: int) -> str:
 
 
 def plain_envoy_config(with_sidecar: str, listen_port: int, admin_port: int) -> str:
-    """The same Envoy config with both ext_proc filters removed."""
+    """The same Envoy config without the sidecar's filters (ext_proc, Lua capture) and
+    without the access log the sidecar reads."""
     config = yaml.safe_load(with_sidecar)
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = listen_port
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in ("policy", "usage")]
+    ours = ("policy", "usage", "capture")
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in ours]
+    hcm.pop("access_log", None)
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
     return yaml.safe_dump(config)
 
@@ -261,6 +271,10 @@ def main() -> None:
         via = f"{stack.url}/v1/chat/completions"
         plain = f"http://127.0.0.1:{plain_port}/v1/chat/completions"
         sidecar_pids = [stack.processes["sidecar"].popen.pid]
+        envoy_pids = {
+            "envoy alone": [stack.processes["envoy-plain"].popen.pid],
+            "envoy + sidecar": [stack.processes["envoy"].popen.pid],
+        }
 
         print(
             f"machine: {os.cpu_count()} cores; sidecar workers {args.workers}; "
@@ -269,9 +283,10 @@ def main() -> None:
         results = {}
         for label, url in (("envoy alone", plain), ("envoy + sidecar", via)):
             wrk(url, connections=args.connections, duration=2, workdir=workdir)  # warm-up
-            cpu0 = cpu_seconds(sidecar_pids)
+            cpu0, envoy0 = cpu_seconds(sidecar_pids), cpu_seconds(envoy_pids[label])
             loaded = wrk(url, connections=args.connections, duration=args.duration, workdir=workdir)
             cpu = cpu_seconds(sidecar_pids) - cpu0
+            envoy_cpu = cpu_seconds(envoy_pids[label]) - envoy0
             unloaded = wrk(url, connections=1, duration=max(3, args.duration // 2), workdir=workdir)
             results[label] = (loaded, unloaded)
             per_req = cpu / (loaded["rps"] * args.duration) * 1e6 if label != "envoy alone" else 0
@@ -280,6 +295,7 @@ def main() -> None:
                 f"p99 {loaded['p99_ms']:.2f} ms  (c={args.connections}; non-2xx {loaded['non2xx']:.0f})"
                 f" | unloaded p50 {unloaded['p50_ms']:.3f} ms p99 {unloaded['p99_ms']:.3f} ms"
                 + (f" | sidecar CPU {per_req:.0f} us/request" if per_req else "")
+                + f" | envoy CPU {envoy_cpu / (loaded['rps'] * args.duration) * 1e6:.0f} us/request"
             )
         added = results["envoy + sidecar"][1]["p50_ms"] - results["envoy alone"][1]["p50_ms"]
         print(f"added latency, unloaded p50: {added:.3f} ms")
@@ -289,14 +305,16 @@ def main() -> None:
         stack.start_fake_provider()
         stream_results = {}
         for label, url in (("envoy alone", plain), ("envoy + sidecar", via)):
-            cpu0 = cpu_seconds(sidecar_pids)
+            cpu0, envoy0 = cpu_seconds(sidecar_pids), cpu_seconds(envoy_pids[label])
             r = asyncio.run(stream_bench(url, chunks=args.stream_chunks, count=args.streams))
             r["cpu_ms"] = (cpu_seconds(sidecar_pids) - cpu0) / (args.streams + 3) * 1000
+            r["envoy_ms"] = (cpu_seconds(envoy_pids[label]) - envoy0) / (args.streams + 3) * 1000
             stream_results[label] = r
             print(
                 f"{label:16s} {args.stream_chunks}-chunk stream: TTFT p50 {r['ttft_p50_ms']:.2f} ms, "
                 f"total p50 {r['total_p50_ms']:.2f} ms"
                 + (f", sidecar CPU {r['cpu_ms']:.2f} ms/stream" if label != "envoy alone" else "")
+                + f", envoy CPU {r['envoy_ms']:.2f} ms/stream"
             )
         a, b = stream_results["envoy alone"], stream_results["envoy + sidecar"]
         print(

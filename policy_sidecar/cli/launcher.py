@@ -27,6 +27,10 @@ class LaunchError(RuntimeError):
     """A component did not start; the message includes its log's tail."""
 
 
+# How often Envoy writes its buffered access log lines (its default is seconds).
+ACCESS_LOG_FLUSH_MS = 100
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +136,11 @@ class Stack:
     fallback_groups: list[FallbackGroup] = field(default_factory=list)
 
     @property
+    def access_log_dir(self) -> Path:
+        """Where Envoy writes the access logs the sidecar reads usage from."""
+        return self.workdir / "access-log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
@@ -173,6 +182,8 @@ class Stack:
         env = {
             "POLICY_SIDECAR_METRICS_PORT": str(self.metrics_port),
             "POLICY_SIDECAR_SPOOL_DIR": str(self.workdir / "spool"),
+            "POLICY_SIDECAR_ACCESS_LOG_DIR": str(self.access_log_dir),
+            "POLICY_SIDECAR_ENVOY_ADMIN_URL": f"http://127.0.0.1:{self.admin_port}",
             **(env or {}),
         }
         if config is not None:
@@ -184,6 +195,7 @@ class Stack:
 
     def start_envoy(self, concurrency: int = 1) -> Process:
         config_path = self.workdir / "envoy.yaml"
+        self.access_log_dir.mkdir(parents=True, exist_ok=True)
         if self.cds_path is not None and not self.cds_path.exists():
             self.cds_path.write_text(cds_text([]))  # Envoy needs the file to exist
         config_path.write_text(
@@ -198,6 +210,7 @@ class Stack:
                     accounts=tuple(self.accounts),
                     fallback_groups=tuple(self.fallback_groups),
                     credentials_dir=str(self.credentials_dir or self.workdir / "credentials"),
+                    access_log_dir=str(self.access_log_dir),
                 )
             )
         )
@@ -213,6 +226,12 @@ class Stack:
                 "warning",
                 "--base-id",
                 str(self.admin_port),
+                # The access log is the usage records' source: each line is written out
+                # at once (no minimum batch), and at the latest after the interval.
+                "--file-flush-min-size-kb",
+                "0",
+                "--file-flush-interval-msec",
+                str(ACCESS_LOG_FLUSH_MS),
             ],
         )
         _wait_envoy_ready(proc, self.admin_port, START_TIMEOUT)

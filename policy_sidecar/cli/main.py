@@ -13,7 +13,12 @@ from pathlib import Path
 
 from policy_sidecar.cli.prices import add_prices_parser
 from policy_sidecar.envoy.accounts_file import load_accounts_file, load_fallback_groups
-from policy_sidecar.envoy.render import CREDENTIALS_DIR, EnvoyOptions, render_envoy_config
+from policy_sidecar.envoy.render import (
+    ACCESS_LOG_DIR,
+    CREDENTIALS_DIR,
+    EnvoyOptions,
+    render_envoy_config,
+)
 from policy_sidecar.envoy.upstreams import SYSTEM_CA
 from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports, redis_url_setting
 
@@ -28,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
             overrides["ports"] = parse_ports(args.ports)
         if args.usage_file:
             overrides["usage_file"] = args.usage_file
+        if args.access_log_dir:
+            overrides["access_log_dir"] = args.access_log_dir
         if args.database_url:
             overrides["database_url"] = args.database_url
         if args.redis_url:
@@ -93,6 +100,7 @@ def _render_envoy(args: argparse.Namespace) -> int:
                 fallback_groups=groups,
                 credentials_dir=args.credentials_dir,
                 system_ca=args.system_ca,
+                access_log_dir=args.access_log_dir,
             )
         )
     except (SettingsError, ValueError) as exc:
@@ -210,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--usage-file", help="JSON-lines usage file (POLICY_SIDECAR_USAGE_FILE)")
     serve.add_argument(
+        "--access-log-dir",
+        help="where Envoy writes the access logs usage is read from"
+        " (POLICY_SIDECAR_ACCESS_LOG_DIR)",
+    )
+    serve.add_argument(
         "--database-url", help="Postgres: production mode (POLICY_SIDECAR_DATABASE_URL)"
     )
     serve.add_argument(
@@ -267,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where Envoy reads the accounts' keys (one SDS file per credential_ref)",
     )
     render.add_argument("--system-ca", default=SYSTEM_CA, help="CA bundle to verify providers")
+    render.add_argument(
+        "--access-log-dir",
+        default=ACCESS_LOG_DIR,
+        help="where Envoy writes the per-worker access logs the sidecar reads usage from"
+        " (POLICY_SIDECAR_ACCESS_LOG_DIR of the sidecar; a volume both mount)",
+    )
     render.set_defaults(func=_render_envoy)
 
     credential = sub.add_parser(

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
+from policy_sidecar.envoy.access_log import access_logs_yaml, capture_lua
 from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
 from policy_sidecar.envoy.upstreams import (
     SYSTEM_CA,
@@ -21,6 +22,9 @@ from policy_sidecar.envoy.upstreams import (
 
 # Where the shipped configs mount the provider keys (one SDS file per account).
 CREDENTIALS_DIR = "/etc/envoy/credentials"
+# Where the shipped configs write the access log the sidecar reads usage from: a volume
+# both containers mount (docs/envoy.md, "Usage capture").
+ACCESS_LOG_DIR = "/var/lib/policy-sidecar/access-log"
 
 # Every route retries what never reached the provider or what it refused before
 # answering (connect failure, reset, 429, 503): to another host, the next priority
@@ -88,6 +92,8 @@ class EnvoyOptions:
     system_ca: str = SYSTEM_CA
     # Accounts tried in order, one cluster each (a model's route names the group).
     fallback_groups: tuple[FallbackGroup, ...] = ()
+    # The directory of the per-worker access log files (the sidecar's --access-log-dir).
+    access_log_dir: str = ACCESS_LOG_DIR
 
 
 def render_envoy_config(options: EnvoyOptions) -> str:
@@ -114,6 +120,8 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         message_timeout=f"{options.message_timeout_ms / 1000:.3f}s",
         sidecar_endpoints=endpoints,
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
+        access_logs=access_logs_yaml(options.access_log_dir, options.sidecar_ports, indent=10),
+        capture_lua="\n".join(" " * 18 + line for line in capture_lua().splitlines()),
         local_reply_config=local_reply_config(indent=12),
         dynamic_resources=_dynamic_resources(options.cds_path),
         retry_policy=json.dumps(RETRY_POLICY),

@@ -1,8 +1,10 @@
-"""How the policy filter's `RequestFacts` reach the usage filter: Envoy dynamic metadata.
+"""How the policy filter's `RequestFacts` reach the usage record: Envoy dynamic metadata.
 
 Everything travels in the ``policy_sidecar`` namespace: the facts' own encoding
-(`RequestFacts.to_metadata`), plus the ``rl_*`` values Envoy turns into the
-x-ratelimit-* response headers (envoy.yaml reads them by those names).
+(`RequestFacts.to_metadata`), the ``rl_*`` values Envoy turns into the x-ratelimit-*
+response headers (envoy.yaml reads them by those names), and ``w``, the worker that
+handled the request: Envoy writes the request's access log line to that worker's file
+(`envoy.access_log`), so the worker that reserved settles too.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from policy_sidecar.envoy.access_log import WORKER_KEY
 from policy_sidecar.extproc.facts import RequestFacts
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 
 def to_metadata(
-    facts: RequestFacts, rate_headers: Mapping[str, str] | None = None
+    facts: RequestFacts,
+    rate_headers: Mapping[str, str] | None = None,
+    *,
+    worker: str | None = None,
 ) -> dict[str, Any]:
-    """The namespace's values for a response: the facts and the rate-limit headers."""
+    """The namespace's values for a response: the facts, the rate-limit headers and the
+    worker."""
     out = facts.to_metadata()
+    if worker:
+        out[WORKER_KEY] = worker
     for name, value in (rate_headers or {}).items():
         # x-ratelimit-limit-requests -> rl_limit_requests, as envoy.yaml reads it.
         out["rl_" + name.removeprefix("x-ratelimit-").replace("-", "_")] = value

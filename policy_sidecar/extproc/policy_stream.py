@@ -161,7 +161,7 @@ class PolicyProcessor:
             if matched is not None:
                 return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
         # The metadata goes with the body response; only a bodiless request needs it here.
-        metadata = to_metadata(self._facts) if msg.end_of_stream else None
+        metadata = self._metadata(self._facts) if msg.end_of_stream else None
         # A removed client header may have picked the cached route: pick it again.
         return continue_request_headers(
             mutation=mutation, metadata=metadata, clear_route_cache=bool(internal)
@@ -174,7 +174,7 @@ class PolicyProcessor:
         assert identity is not None, "body before headers"
         self._facts = replace(self._facts, request_bytes=len(msg.body))
         if self._provider is None or self._route is None:
-            return continue_request_body(metadata=to_metadata(self._facts))
+            return continue_request_body(metadata=self._metadata(self._facts))
         provider, route = self._provider, self._route
         try:
             body = load_request(route, msg.body, self._content_type)
@@ -244,7 +244,7 @@ class PolicyProcessor:
         return continue_request_body(
             mutation=header_mutation(set_headers) if set_headers else None,
             body=new_body,
-            metadata=to_metadata(self._facts, self._rate_headers),
+            metadata=self._metadata(self._facts, self._rate_headers),
             clear_route_cache=ROUTE_HEADER in set_headers,
         )
 
@@ -268,11 +268,17 @@ class PolicyProcessor:
             self._s.recorder.record(
                 usage_record(facts, Ending("error", 500, ended_at=self._s.clock()))
             )
-            metadata = to_metadata(facts)
+            metadata = self._metadata(facts)
         except Exception:
             log.exception("could not record a failed request")
-            metadata = RequestFacts(facts.request_id, facts.started_at, recorded=True).to_metadata()
+            bare = RequestFacts(facts.request_id, facts.started_at, recorded=True)
+            metadata = self._metadata(bare)
         return error_response(provider=self._provider, metadata=metadata, **_FAILURE)
+
+    def _metadata(
+        self, facts: RequestFacts, rate_headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        return to_metadata(facts, rate_headers, worker=self._s.worker)
 
     async def _engine_for(self, identity: Identity) -> PolicyEngine:
         """The identity's engine, fetched once per request."""
@@ -330,5 +336,5 @@ class PolicyProcessor:
             message=denial.message,
             details=denial.details,
             headers=denial.headers,
-            metadata=to_metadata(facts),
+            metadata=self._metadata(facts),
         )

@@ -1,7 +1,8 @@
-"""The ext_proc gRPC service: loops over a stream and dispatches to a processor.
+"""The ext_proc gRPC service: loops over a policy filter stream, dispatching to a processor.
 
-The first message tells the two filters apart: the usage filter runs in observability
-mode and says so on every message.
+The response is not seen here: Envoy's Lua capture and access log carry it to the usage
+record (`extproc.completion`). A stream in observability mode (an Envoy configuration
+of an older version, with a usage filter) is read to its end and ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from policy_sidecar.extproc.overload import InFlightGate, overload_response, request_age
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.extproc.usage_stream import UsageObserver
 from policy_sidecar.observability.metrics import PHASE_DURATION, WORKER_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         if first is _EOF:
             return
         if first.observability_mode:
-            await self._observe(first, context)
+            await _ignore(context)
             return
         self._requests.inc()
         if not self.gate.try_enter(request_age(first, time.time())):
@@ -84,22 +84,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             if msg is _EOF:
                 return
 
-    async def _observe(self, msg: pb.ProcessingRequest, context: Any) -> None:
-        observer = UsageObserver(self._services)
-        try:
-            while True:
-                observer.on_message(msg)
-                if observer.done:
-                    return
-                msg = await context.read()
-                if msg is _EOF:
-                    return
-        finally:
-            # Runs on EOF, on completion and when Envoy cancels the stream (client gone).
-            try:
-                observer.close()
-            except Exception:
-                log.exception("usage observer failed to close")
+
+async def _ignore(context: Any) -> None:
+    log.warning("an observability-mode ext_proc stream is ignored: render Envoy's config again")
+    while await context.read() is not _EOF:
+        pass
 
 
 def _continue(kind: str | None) -> pb.ProcessingResponse:

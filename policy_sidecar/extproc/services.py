@@ -50,6 +50,9 @@ class Services:
     # Ask OpenAI-style streams for their usage chunk so usage is always known.
     inject_stream_usage: bool = True
     clock: Callable[[], float] = time.time
+    # This worker's name in the metadata (its port): Envoy writes the request's access
+    # log line to this worker's file (docs/envoy.md, "Usage capture").
+    worker: str | None = None
     tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -165,3 +165,15 @@ class MeteredRecorder:
             observe_record(record)
         finally:
             self._inner.record(record)
+
+
+ACCESS_LOG_SKIPPED = Counter(
+    "access_log_lines_skipped",
+    "Access log lines the usage reader could not turn into a record, by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+
+
+def observe_skipped_line(reason: str) -> None:
+    ACCESS_LOG_SKIPPED.labels(reason).inc()

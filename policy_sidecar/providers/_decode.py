@@ -48,6 +48,10 @@ class DecodingParser:
                 return
             data = self._zlib.unconsumed_tail
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        # A compressed tail cannot be inflated without what came before it.
+        self._failed = True
+
     def finish(self) -> Usage | None:
         if self._failed:
             return None
@@ -75,6 +79,9 @@ class NoUsageParser:
     __slots__ = ()
 
     def feed(self, chunk: bytes) -> None:
+        return None
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
         return None
 
     def finish(self) -> Usage | None:

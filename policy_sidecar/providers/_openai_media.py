@@ -25,6 +25,7 @@ from policy_sidecar.providers._multipart import UploadedFile
 from policy_sidecar.providers._usage import FULL_PARSE_LIMIT, TAIL_BYTES
 from policy_sidecar.providers.base import ParsedRequest, RequestError, Usage, UsageParser
 from policy_sidecar.providers.sse import SSEDecoder
+from policy_sidecar.providers.window import after_first_event, through_last_event
 
 __all__ = [
     "FORM_OPERATIONS",
@@ -235,7 +236,16 @@ class MediaBodyParser:
     and plain-text transcripts report nothing (the request's quantity applies). Never
     raises."""
 
-    __slots__ = ("_carry", "_chunks", "_head", "_images", "_operation", "_size", "_truncated")
+    __slots__ = (
+        "_carry",
+        "_chunks",
+        "_head",
+        "_images",
+        "_operation",
+        "_size",
+        "_truncated",
+        "_windowed",
+    )
 
     def __init__(self, operation: str) -> None:
         self._operation = operation
@@ -248,6 +258,8 @@ class MediaBodyParser:
         # the start of a key cut by a chunk boundary.
         self._images = 0
         self._carry: tuple[bytes, ...] = (b"",) * len(_IMAGE_KEYS)
+        # Only the first and last bytes were seen (the access log's capture).
+        self._windowed = False
 
     def feed(self, chunk: bytes) -> None:
         if not self._head:
@@ -277,12 +289,21 @@ class MediaBodyParser:
             return media_usage(self._operation, _loads(body))
         return self._from_tail(body.decode("utf-8", "replace"))
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        """Only the first and last bytes of a large answer: what its end says. How many
+        images it held is not knowable from them, so the request's ``n`` stands."""
+        self._head = head[:16]
+        self._chunks, self._size, self._truncated = [tail], len(tail), True
+        self._windowed = True
+
     def _from_tail(self, text: str) -> Usage | None:
         """A large answer: the fields near its end, and the images counted."""
         found = {key: _value_at(text, key) for key in ("usage", "size", "quality", "duration")}
         obj: dict[str, Any] = {k: v for k, v in found.items() if v is not None}
         if self._operation in ("images", "image_edits"):
             obj["data"] = [None] * self._images
+            usage = media_usage(self._operation, obj)
+            return replace(usage, quantity=None) if usage and self._windowed else usage
         elif self._operation == "moderations":
             return None  # never large: a truncated moderation answer is not one
         return media_usage(self._operation, obj)
@@ -315,20 +336,31 @@ class ImageStreamParser:
     """``stream: true`` image generation: SSE events; each ``*.completed`` event is
     one final image (partial images are not billed as images)."""
 
-    __slots__ = ("_decoder", "_images", "_tokens")
+    __slots__ = ("_decoder", "_images", "_tokens", "_windowed")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
         self._images = 0
         self._tokens = (0, 0, 0)
+        self._windowed = False
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             self._event(event.data)
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        """Only the whole events at both ends of a long stream: a completed image event
+        (a base64 image) rarely fits, so the request's ``n`` is the count."""
+        self._windowed = True
+        self.feed(through_last_event(head))
+        self._decoder = SSEDecoder()
+        self.feed(after_first_event(tail))
+
     def finish(self) -> Usage | None:
         for event in self._decoder.close():
             self._event(event.data)
+        if self._windowed:
+            return _with_tokens(Usage(unit="images", quantity=None), self._tokens)
         if not self._images:
             return None
         return _with_tokens(Usage(unit="images", quantity=float(self._images)), self._tokens)

@@ -14,6 +14,12 @@ from typing import Any
 
 from policy_sidecar.providers.base import Usage, UsageParser
 from policy_sidecar.providers.sse import LineSplitter, SSEDecoder
+from policy_sidecar.providers.window import (
+    after_first_event,
+    after_first_line,
+    through_last_event,
+    through_last_line,
+)
 
 Raw = dict[str, int]
 Extract = Callable[[Any], "Raw | None"]
@@ -56,6 +62,12 @@ class JSONBodyParser:
             self._size = len(tail)
             self._truncated = True
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        # The usage member is found by key in the tail (`_tail` resynchronises there).
+        self._chunks = [tail]
+        self._size = len(tail)
+        self._truncated = True
+
     def finish(self) -> Usage | None:
         body = b"".join(self._chunks)
         self._chunks = []
@@ -74,23 +86,31 @@ class JSONBodyParser:
     def _tail(self, body: bytes) -> Raw | None:
         text = body.decode("utf-8", "replace")
         for key in self._tail_keys:
-            at = text.rfind(f'"{key}"')
-            if at < 0:
-                continue
-            colon = text.find(":", at + len(key) + 2)
-            if colon < 0:
-                continue
-            start = colon + 1
-            while start < len(text) and text[start] in " \t\r\n":
-                start += 1
-            try:
-                value, _ = _DECODER.raw_decode(text, start)
-            except ValueError:
-                continue
-            raw = self._extract({key: value})
-            if raw:
-                return raw
+            needle = f'"{key}"'
+            at = text.rfind(needle)
+            # The last occurrence may be cut short (a body cut by the client): earlier
+            # ones are tried, back to the first, before the next key.
+            while at >= 0:
+                raw = self._member(text, key, at + len(needle))
+                if raw:
+                    return raw
+                at = text.rfind(needle, 0, at)
         return None
+
+    def _member(self, text: str, key: str, after: int) -> Raw | None:
+        start = after
+        while start < len(text) and text[start] in " \t\r\n":
+            start += 1
+        if start >= len(text) or text[start] != ":":
+            return None  # not a member name (e.g. a string value that equals the key)
+        start += 1
+        while start < len(text) and text[start] in " \t\r\n":
+            start += 1
+        try:
+            value, _ = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            return None
+        return self._extract({key: value})
 
 
 class SSEUsageParser:
@@ -119,6 +139,10 @@ class SSEUsageParser:
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             self._data(event.data)
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        self.feed(through_last_event(head))
+        self.feed(after_first_event(tail))
 
     def finish(self) -> Usage | None:
         for event in self._decoder.close():
@@ -157,6 +181,10 @@ class NDJSONUsageParser:
     def feed(self, chunk: bytes) -> None:
         for line in self._lines.feed(chunk):
             self._line(line)
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        self.feed(through_last_line(head))
+        self.feed(after_first_line(tail))
 
     def finish(self) -> Usage | None:
         for line in self._lines.close():
@@ -197,6 +225,13 @@ class SniffingParser:
             chunk = b"".join(self._pending)
             self._pending = []
         self._inner.feed(chunk)
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        first = head.lstrip()[:1]
+        if not first:
+            return
+        self._inner = self._json() if first in (b"[", b"{") else self._sse()
+        self._inner.feed_window(head, tail)
 
     def finish(self) -> Usage | None:
         return self._inner.finish() if self._inner is not None else None

@@ -161,6 +161,10 @@ class CountTokensParser:
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        # A token count answer is a few bytes: larger, it is no such answer.
+        self._chunks = [head + tail]
+
     def finish(self) -> Usage | None:
         try:
             obj = json.loads(b"".join(self._chunks))

@@ -93,6 +93,12 @@ class UsageParser(Protocol):
 
     def feed(self, chunk: bytes) -> None: ...
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        """Instead of ``feed``: a body of which only the first bytes (``head``) and the
+        last (``tail``) are known, with a gap between them. Events, lines or JSON
+        members cut by the gap are skipped; usage in what is whole is still found."""
+        ...
+
     def finish(self) -> Usage | None: ...
 
 

@@ -184,20 +184,43 @@ def rerank_usage(obj: Any) -> Usage | None:
 class RerankParser:
     """A rerank JSON answer, buffered (it is small: scores and indexes)."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_meta")
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
+        self._meta: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
 
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        # A rerank answer larger than the capture (thousands of results): its billed
+        # units are the last member, read from the tail.
+        self._chunks = []
+        self._meta = _meta_in(tail)
+
     def finish(self) -> Usage | None:
+        if self._meta is not None:
+            return rerank_usage({"results": [], "meta": self._meta})
         try:
             obj = json.loads(b"".join(self._chunks))
         except (ValueError, RecursionError):
             return None
         return rerank_usage(obj)
+
+
+def _meta_in(tail: bytes) -> dict[str, Any] | None:
+    """The ``"meta"`` object at the end of a rerank answer's tail, or None."""
+    text = tail.decode("utf-8", "replace")
+    at = text.rfind('"meta"')
+    colon = text.find(":", at + 6) if at >= 0 else -1
+    if colon < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[colon + 1 :].lstrip())
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class CohereProvider:

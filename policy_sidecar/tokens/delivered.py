@@ -25,6 +25,7 @@ import tiktoken
 
 from policy_sidecar.providers.base import Usage
 from policy_sidecar.providers.sse import LineSplitter
+from policy_sidecar.providers.window import after_first_line, through_last_line
 from policy_sidecar.tokens import count_text
 
 __all__ = ["BYTES_PER_TOKEN", "MAX_TEXT_CHARS", "DeliveredText", "estimate_completion"]
@@ -51,7 +52,7 @@ class DeliveredText:
     thread-safe. ``feed`` and ``finish`` make it a `UsageParser` (it reports no usage),
     so `with_encoding` can inflate a compressed body in front of it."""
 
-    __slots__ = ("_chars", "_kept", "_lines", "_matched", "_parts")
+    __slots__ = ("_chars", "_covered", "_kept", "_lines", "_matched", "_parts")
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
@@ -59,6 +60,7 @@ class DeliveredText:
         self._chars = 0  # all recognised text, kept or not
         self._kept = 0
         self._matched = False
+        self._covered: int | None = None
 
     @property
     def recognised(self) -> bool:
@@ -76,6 +78,19 @@ class DeliveredText:
     def feed(self, chunk: bytes) -> None:
         for line in self._lines.feed(chunk):
             self._line(line)
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        """Only whole lines of the head and the tail: `covered` says how many bytes."""
+        first, last = through_last_line(head), after_first_line(tail)
+        self._covered = len(first) + len(last)
+        self.feed(first)
+        self.feed(last)
+
+    @property
+    def covered(self) -> int | None:
+        """Bytes of the body the text was read from when only a window was fed (the
+        caller extrapolates to the whole body); None when the whole body was fed."""
+        return self._covered
 
     def finish(self) -> Usage | None:
         for line in self._lines.close():
@@ -129,6 +144,10 @@ def estimate_completion(
         tokens = count_text(encoding, text) if text else 0
         if text and delivered.chars > len(text):
             tokens = math.ceil(tokens * delivered.chars / len(text))
+        covered = delivered.covered
+        if covered is not None and 0 < covered < response_bytes:
+            # Only a head and a tail were read: the gap is assumed to be alike.
+            tokens = math.ceil(tokens * response_bytes / covered)
     else:
         tokens = math.ceil(max(response_bytes, 0) / BYTES_PER_TOKEN)
     if max_tokens is not None and max_tokens >= 0:

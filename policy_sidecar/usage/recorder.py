@@ -81,6 +81,8 @@ class BatchingRecorder:
             on_spooled=self._arrived.set,
         )
         self._writer = SinkWriter(sink, self._m, self._spiller, self._priced)
+        # `store`'s own writer: the writer task's may be busy with a batch of its own.
+        self._direct = SinkWriter(sink, self._m, self._spiller, self._priced)
         self._queue: deque[UsageRecord] = deque()
         self._m.track(
             queue_depth=lambda: self.queued,
@@ -118,6 +120,30 @@ class BatchingRecorder:
                 self._spiller.overflow(record)
         except Exception:
             log.exception("usage record %s could not be queued", record.request_id)
+
+    async def store(self, records: Sequence[UsageRecord]) -> bool:
+        """Stores ``records`` durably: in the sink, else appended to the spool (the writer
+        task replays it). True once every record is in one or the other, so the caller
+        may forget them (the access log reader moves its cursor only then); False when
+        neither took them (call again later). Never raises."""
+        if self._closed:
+            return False
+        try:
+            batch = [metered(self._bounded(r)) for r in records]
+            if not batch:
+                return True
+            if not self._down and not self._spool_pending() and await self._direct.store(batch):
+                return True
+            if self._spool is None:
+                return False
+            await asyncio.to_thread(self._spool.append, self._priced(batch))
+        except Exception:
+            log.exception("usage records could not be stored nor spooled; kept for a retry")
+            return False
+        self._spiller.spooled += len(batch)
+        self._m.spooled.inc(len(batch))
+        self._arrived.set()  # the writer task replays the spool
+        return True
 
     @property
     def queued(self) -> int:
@@ -163,6 +189,7 @@ class BatchingRecorder:
             self._expired = True
             self._expired_event.set()
             self._writer.abandon()
+            self._direct.abandon()
             await self._task
         self._task = None
         await self._spiller.idle()

@@ -7,6 +7,9 @@
 | POLICY_SIDECAR_PORTS | 50051 | one port per worker process: `50051,50052` or `50051-50054` |
 | POLICY_SIDECAR_USAGE_FILE | usage.jsonl | standalone usage sink (JSON lines) |
 | POLICY_SIDECAR_SPOOL_DIR | ./spool | usage spool (one subdirectory per worker port) |
+| POLICY_SIDECAR_ACCESS_LOG_DIR | ./access-log | Envoy's per-worker access logs, read for usage |
+| POLICY_SIDECAR_ENVOY_ADMIN_URL | (none) | Envoy's admin, to rotate the access logs (reopen_logs) |
+| POLICY_SIDECAR_ACCESS_LOG_ROTATE_BYTES | 67108864 | rotate a worker's access log past this size |
 | POLICY_SIDECAR_USAGE_BATCH_SIZE | 500 | most usage records per sink write |
 | POLICY_SIDECAR_USAGE_BATCH_DELAY | 0.2 | seconds a usage record waits for its batch to fill |
 | POLICY_SIDECAR_USAGE_QUEUE_SIZE | 100000 | usage records held in memory before the spool |
@@ -73,6 +76,13 @@ class Settings:
     ports: tuple[int, ...] = (50051,)
     usage_file: str = "usage.jsonl"
     spool_dir: str = "./spool"
+    # Envoy writes one access log line per request here, one file per worker; the
+    # worker reads its file to record usage (docs/envoy.md, "Usage capture").
+    access_log_dir: str = "./access-log"
+    # With Envoy's admin URL, a worker rotates its access log once it has read past
+    # this many bytes (rename, then POST /reopen_logs); without it the file grows.
+    envoy_admin_url: str | None = None
+    access_log_rotate_bytes: int = 64 * 1024 * 1024
     usage_batch_size: int = 500
     usage_batch_delay: float = 0.2
     usage_queue_size: int = 100_000
@@ -111,6 +121,13 @@ class Settings:
             ports=parse_ports(get("PORTS")) if get("PORTS") else defaults.ports,
             usage_file=get("USAGE_FILE") or defaults.usage_file,
             spool_dir=get("SPOOL_DIR") or defaults.spool_dir,
+            access_log_dir=get("ACCESS_LOG_DIR") or defaults.access_log_dir,
+            envoy_admin_url=get("ENVOY_ADMIN_URL"),
+            access_log_rotate_bytes=_positive_int(
+                "ACCESS_LOG_ROTATE_BYTES",
+                get("ACCESS_LOG_ROTATE_BYTES"),
+                defaults.access_log_rotate_bytes,
+            ),
             usage_batch_size=_positive_int(
                 "USAGE_BATCH_SIZE", get("USAGE_BATCH_SIZE"), defaults.usage_batch_size
             ),

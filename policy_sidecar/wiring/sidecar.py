@@ -6,6 +6,7 @@ This is the one place where concrete components are chosen and connected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +30,9 @@ from policy_sidecar.catalog.pricing import CatalogPriceBook
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
+from policy_sidecar.envoy.access_log import log_path
+from policy_sidecar.extproc.completion import Completer
+from policy_sidecar.extproc.log_consumer import LogConsumer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UnknownPaths, Unpriced, UsageRecorder
 from policy_sidecar.identity.resolver import IdentityResolver
@@ -38,6 +43,7 @@ from policy_sidecar.observability.merge import WorkerMetricsCollector
 from policy_sidecar.observability.metrics import (
     MeteredRecorder,
     observe_counter_store_error,
+    observe_skipped_line,
     set_detailed_labels,
 )
 from policy_sidecar.policy.engine import PolicyEngine
@@ -54,6 +60,7 @@ from policy_sidecar.usage.cost import Pricing
 from policy_sidecar.usage.recorder import BatchingRecorder
 from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 from policy_sidecar.usage.spool import Spool, SpoolLockedError
+from policy_sidecar.usage.tailer import FileTailer
 from policy_sidecar.wiring.account_clusters import AccountClusterWriter
 from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
@@ -158,6 +165,8 @@ def build_services(
     estimator: TokenEstimator,
     counters: CounterStore,
     penalties: PenaltyBox,
+    *,
+    worker: str | None = None,
 ) -> Services:
     """The one construction of the stream processors' services, for either mode."""
     return Services(
@@ -177,7 +186,39 @@ def build_services(
         unknown_paths=source.unknown_paths,
         unpriced=source.unpriced,
         inject_stream_usage=settings.inject_stream_usage,
+        worker=worker,
     )
+
+
+def build_tailer(
+    settings: Settings, services: Services, recorder: BatchingRecorder, *, port: int
+) -> FileTailer:
+    """The reader of this worker's access log file: usage records from Envoy's lines.
+    Its cursor lives beside the worker's spool, which it shares the lifetime of."""
+    directory = Path(settings.access_log_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"access log directory {directory}: {exc}") from exc
+    consumer = LogConsumer(Completer(services), recorder)
+    admin = settings.envoy_admin_url
+    return FileTailer(
+        log_path(directory, port),
+        Path(settings.spool_dir) / f"access-{port}.cursor",
+        consumer,
+        on_skipped=observe_skipped_line,
+        rotate_bytes=settings.access_log_rotate_bytes,
+        reopen=functools.partial(reopen_envoy_logs, admin) if admin else None,
+    )
+
+
+async def reopen_envoy_logs(admin_url: str) -> None:
+    """Envoy's ``POST /reopen_logs``: it reopens every access log file by its path."""
+    url = admin_url.rstrip("/") + "/reopen_logs"
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
 
 
 async def serve_worker(
@@ -214,8 +255,15 @@ async def serve_worker(
             await writer.write(load_config(settings).accounts.values())
     recorder = build_recorder(settings, sink, port=port, models=source.models)
     services = build_services(
-        settings, source, MeteredRecorder(recorder), estimator, counters, penalties
+        settings,
+        source,
+        MeteredRecorder(recorder),
+        estimator,
+        counters,
+        penalties,
+        worker=str(port),
     )
+    tailer = build_tailer(settings, services, recorder, port=port)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -238,6 +286,7 @@ async def serve_worker(
     if bound == 0:
         raise StartupError(f"cannot listen on {settings.host}:{port}")
     recorder.start()
+    tailing = asyncio.create_task(tailer.run(), name="access-log")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     mode = "production" if production is not None else "standalone"
@@ -258,6 +307,9 @@ async def serve_worker(
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     await services.tasks.drain()
+    # Lines not handed over yet stay in the file: the next start reads them.
+    tailer.stop()
+    await tailing
     await recorder.close(max(deadline - loop.time(), 0.0))
     await counters.aclose()
     estimator.close()

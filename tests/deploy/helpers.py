@@ -16,6 +16,7 @@ import yaml
 
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.cli.main import build_parser
+from policy_sidecar.envoy.render import ACCESS_LOG_DIR
 
 from . import contract
 
@@ -89,6 +90,11 @@ def render(argv: list[str]) -> str:
 
 
 def envoy_validate(config_text: str, tmp_path: Path, name: str) -> None:
+    # Envoy opens the access log files when it loads a config: the shipped directory
+    # (a volume in the deployments) is replaced by a temporary one.
+    access_logs = tmp_path / "access-log"
+    access_logs.mkdir(exist_ok=True)
+    config_text = config_text.replace(ACCESS_LOG_DIR, str(access_logs))
     path = tmp_path / f"{name}.yaml"
     path.write_text(config_text)
     result = subprocess.run(

@@ -32,12 +32,25 @@ def test_rendered_config_structure() -> None:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]
-    policy, usage, router = hcm["http_filters"]
+    # One ext_proc filter, request path only; the response is watched by Lua.
+    policy, capture, router = hcm["http_filters"]
     assert policy["typed_config"]["failure_mode_allow"] is False  # fail closed
-    assert policy["typed_config"]["processing_mode"]["request_body_mode"] == "BUFFERED"
-    assert usage["typed_config"]["observability_mode"] is True
-    assert usage["typed_config"]["processing_mode"]["response_body_mode"] == "STREAMED"
+    mode = policy["typed_config"]["processing_mode"]
+    assert mode["request_body_mode"] == "BUFFERED"
+    assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SKIP", "NONE")
+    lua = capture["typed_config"]["default_source_code"]["inline_string"]
+    assert "envoy_on_response" in lua and "bodyChunks" in lua
     assert router["name"] == "envoy.filters.http.router"
+    # One access log file per worker, chosen by the worker in the policy metadata; the
+    # first worker also takes the lines no worker handled.
+    logs = hcm["access_log"]
+    assert [log["typed_config"]["path"] for log in logs] == [
+        "/var/lib/policy-sidecar/access-log/access-50051.log",
+        "/var/lib/policy-sidecar/access-log/access-50052.log",
+    ]
+    filters = [log["filter"]["metadata_filter"] for log in logs]
+    assert [f["matcher"]["value"]["string_match"]["exact"] for f in filters] == ["50051", "50052"]
+    assert [f["match_if_key_not_found"] for f in filters] == [True, False]
 
 
 def test_no_sidecar_ports_is_an_error() -> None:

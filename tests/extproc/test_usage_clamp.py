@@ -14,13 +14,13 @@ from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.counters.values import CounterOp, Window, WindowUnit
+from policy_sidecar.extproc.completion import Completer
 from policy_sidecar.extproc.facts import RequestFacts
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.extproc.usage_stream import UsageObserver
 from policy_sidecar.limits.enforcer import Charge, Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from tests.conftest import FakeClock, ListRecorder
-from tests.extproc.test_usage_stream import chunk_msg, req_headers_msg, resp_headers_msg
+from tests.extproc.access_lines import entry as log_entry
 
 MINUTE = Window(WindowUnit.MINUTE)
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -87,13 +87,10 @@ async def test_out_of_bounds_usage_is_clamped_settled_and_flagged(
         max_tokens=max_tokens,
         charges=(Charge(key, MINUTE, entry.bucket_start, 50, "total"),),
     )
-    obs = UsageObserver(services)
-    obs.on_message(req_headers_msg(handover.to_metadata()))
-    obs.on_message(resp_headers_msg(200, "application/json"))
-    obs.on_message(chunk_msg(body(*reported), eos=True))
-    await services.tasks.drain()
-
-    [r] = recorder.records
+    r = await Completer(services).complete(
+        log_entry(handover.to_metadata(), chunks=[body(*reported)], started_at=clock.now)
+    )
+    assert r is not None
     assert (r.prompt_tokens, r.completion_tokens, r.total_tokens) == kept
     assert r.usage_flags == flags
     probe = await store.check_and_add([CounterOp(key, 10**6, MINUTE, 0)], clock.now + 1)

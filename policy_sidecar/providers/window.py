@@ -1,0 +1,39 @@
+"""Where a body known only by its head and tail can be cut so that parsers trust it.
+
+Envoy's response capture (docs/envoy.md, "Usage capture") keeps the first and the last
+few KB of a response. The head ends, and the tail starts, anywhere: inside an SSE event,
+a line, a JSON member, a UTF-8 character. These functions find the last boundary in a
+head and the first one in a tail, so a parser only ever sees whole events or lines.
+"""
+
+from __future__ import annotations
+
+__all__ = ["after_first_event", "after_first_line", "through_last_event", "through_last_line"]
+
+# An SSE event ends with a blank line; lines end with LF, CRLF or CR.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\r\n\n", b"\n\r\n")
+
+
+def through_last_event(head: bytes) -> bytes:
+    """``head`` up to the end of its last complete SSE event (empty if none ends)."""
+    end = max((head.rfind(sep) + len(sep) if sep in head else 0) for sep in _EVENT_ENDS)
+    return head[:end]
+
+
+def after_first_event(tail: bytes) -> bytes:
+    """``tail`` after the end of its first SSE event boundary: the events after it are
+    whole. Empty when the tail holds no boundary (no event in it can be trusted)."""
+    ends = [tail.find(sep) + len(sep) for sep in _EVENT_ENDS if sep in tail]
+    return tail[min(ends) :] if ends else b""
+
+
+def through_last_line(head: bytes) -> bytes:
+    """``head`` up to its last line break."""
+    end = max(head.rfind(b"\n"), head.rfind(b"\r"))
+    return head[: end + 1]
+
+
+def after_first_line(tail: bytes) -> bytes:
+    """``tail`` after its first line break: the lines after it are whole."""
+    ends = [i for i in (tail.find(b"\n"), tail.find(b"\r")) if i >= 0]
+    return tail[min(ends) + 1 :] if ends else b""
