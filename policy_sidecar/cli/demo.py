@@ -16,7 +16,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from policy_sidecar.cli.embedded import (
 )
 from policy_sidecar.cli.launcher import LaunchError, Stack, free_port, new_stack, wait_tcp
 
-__all__ = ["DemoOptions", "admin_argv", "admin_ui_supported", "demo_text", "run_demo"]
+__all__ = ["DemoOptions", "admin_argv", "demo_text", "run_demo"]
 
 INSTALL_HINT = "pip install 'policy-sidecar[demo]' (from a checkout: pip install -e '.[demo]')"
 ADMIN_PORT = 50070
@@ -64,15 +63,6 @@ def _port_or_free(port: int) -> int:
     return free_port()
 
 
-def admin_ui_supported() -> bool:
-    """Whether this build's ``policy-sidecar admin`` serves the web console (asked the
-    way a user would: its ``--help``)."""
-    result = subprocess.run(
-        [*_cli(), "admin", "--help"], capture_output=True, text=True, timeout=120, check=False
-    )
-    return result.returncode == 0 and "--ui-port" in result.stdout
-
-
 def _cli() -> list[str]:
     return [sys.executable, "-m", "policy_sidecar.cli.main"]
 
@@ -93,7 +83,7 @@ def demo_text(
     *,
     url: str,
     admin: str,
-    ui_url: str | None,
+    ui_url: str,
     token: str,
     data: DemoData,
     notes: Sequence[str],
@@ -105,11 +95,7 @@ def demo_text(
     )
     denied = allowed.replace('"gpt-4o-mini"', '"gpt-4o"')
     grpcurl = f"{_grpcurl()} -plaintext -H 'authorization: Bearer {token}' {admin}"
-    console = (
-        f"Console: {ui_url}  (log in with the admin token below)"
-        if ui_url
-        else "Console: not in this build (`policy-sidecar admin` has no --ui-port)"
-    )
+    console = f"Console: {ui_url}  (log in with the admin token below)"
     lines = [
         "",
         f"policy-sidecar demo is running: Envoy on {url}, admin API on {admin}",
@@ -178,7 +164,7 @@ def run_demo(options: DemoOptions | None = None) -> int:
             stores["POLICY_SIDECAR_REDIS_URL"] = redis_url
         token = "demo-admin-" + secrets.token_hex(12)
         admin_port = _port_or_free(ADMIN_PORT)
-        ui_port = _port_or_free(UI_PORT) if admin_ui_supported() else None
+        ui_port = _port_or_free(UI_PORT)
         admin = stack.start_process(
             "admin",
             admin_argv(admin_port, ui_port),
@@ -189,8 +175,7 @@ def run_demo(options: DemoOptions | None = None) -> int:
             },
         )
         wait_tcp(admin, admin_port)
-        if ui_port is not None:
-            wait_tcp(admin, ui_port)
+        wait_tcp(admin, ui_port)
         stack.start_fake_provider()
         stack.start_sidecar(None, stores)
         stack.start_envoy()
@@ -204,7 +189,7 @@ def run_demo(options: DemoOptions | None = None) -> int:
             demo_text(
                 url=stack.url,
                 admin=admin_address,
-                ui_url=f"http://127.0.0.1:{ui_port}/" if ui_port is not None else None,
+                ui_url=f"http://127.0.0.1:{ui_port}/",
                 token=token,
                 data=data,
                 notes=[

@@ -3,27 +3,10 @@ hook) and the printed text. The demo itself: tests/e2e/test_demo_fresh_venv.py."
 
 from __future__ import annotations
 
-import contextlib
-import io
-
-from policy_sidecar.cli.demo import admin_argv, admin_ui_supported, demo_text
+from policy_sidecar.cli.demo import admin_argv, demo_text
 from policy_sidecar.cli.demo_seed import DemoData
-from policy_sidecar.cli.main import build_parser
 
 DATA = DemoData("app_1", "app_2", "ps_production_support", "ps_production_batch", "pol_1")
-
-
-def _admin_accepts_ui_port() -> bool:
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["admin", "--ui-port", "8070"])
-    except SystemExit:
-        return False
-    return True
-
-
-def test_console_hook_follows_the_admin_command() -> None:
-    assert admin_ui_supported() is _admin_accepts_ui_port()
 
 
 def test_admin_argv_passes_the_console_port_only_when_given() -> None:
@@ -49,8 +32,3 @@ def test_text_names_the_console_token_curls_and_grpcurl() -> None:
     grpcurl = next(line for line in text.splitlines() if "grpcurl" in line and "-plaintext" in line)
     assert "authorization: Bearer demo-admin-token" in grpcurl and "127.0.0.1:50070" in grpcurl
     assert text.rstrip().endswith("Press Ctrl-C to stop.")
-
-
-def test_without_the_console_the_text_says_so() -> None:
-    text = demo_text(url="u", admin="a", ui_url=None, token="t", data=DATA, notes=[])
-    assert "Console: not in this build" in text
