@@ -163,6 +163,10 @@ def test_fresh_venv_demo_runs_the_product(demo: tuple[subprocess.Popen[str], str
     allowed, denied = curls
     assert [status_of(allowed), status_of(denied)] == ["200", "403"], output
     assert "Postgres: embedded" in output and "Redis: embedded" in output, output
+    # The printed console URL answers with its login page.
+    console = re.search(r"^Console: (\S+)", output, flags=re.M)
+    assert console, output
+    assert shell(f"curl -s {console.group(1)}login").count("<form") >= 1, output
 
     # The admin API answers the printed grpcurl line with the seeded policies.
     (grpcurl,) = re.findall(r"^\s+(\S*grpcurl .*)$", output, flags=re.M)
