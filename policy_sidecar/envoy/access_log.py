@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -49,6 +50,9 @@ FORMAT: dict[str, str] = {
     "sent": "%BYTES_SENT%",
     "dur": "%DURATION%",
     "err": f"%RESP({ERROR_HEADER.upper()})%",
+    # "via_upstream" for an answer the provider sent: only Envoy's own replies may name
+    # an error cause (an upstream could send the error header too).
+    "det": "%RESPONSE_CODE_DETAILS%",
     "ct": "%RESP(CONTENT-TYPE)%",
     "ce": "%RESP(CONTENT-ENCODING)%",
 }
@@ -119,6 +123,17 @@ class Capture:
         return self.head + self.tail[overlap:]
 
 
+UPSTREAM_DETAILS = "via_upstream"
+
+
+def _own_error(raw: Mapping[str, Any]) -> str | None:
+    """The cause of an error Envoy answered itself (its local_reply_config names it in
+    the error header); None for whatever the provider answered, header or not."""
+    if _str(raw.get("det")) == UPSTREAM_DETAILS:
+        return None
+    return (_str(raw.get("err")) or "")[:64] or None
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     request_id: str | None
@@ -158,7 +173,7 @@ class LogEntry:
                 status=_int(raw.get("code")),
                 flags=_str(raw.get("flags")) or "",
                 bytes_sent=_int(raw.get("sent")),
-                envoy_error=(_str(raw.get("err")) or "")[:64] or None,
+                envoy_error=_own_error(raw),
                 content_type=_str(raw.get("ct")) or "",
                 content_encoding=_str(raw.get("ce")),
             )

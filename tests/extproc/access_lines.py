@@ -51,6 +51,7 @@ def line(
     first_byte_at: float | None = None,
     request_id: str | None = "rid-9",
     error: str | None = None,
+    details: str | None = None,
     flags: str = "-",
     encoding: str | None = None,
     lua: bool = True,
@@ -65,6 +66,9 @@ def line(
         "sent": sum(len(c) for c in chunks),
         "dur": duration_ms,
         "err": error,
+        # Envoy's response code details: an error header with "via_upstream" is the
+        # provider's, not Envoy's.
+        "det": details or ("via_upstream" if error is None else "local_reply"),
         "ct": content_type or None,
         "ce": encoding,
     }

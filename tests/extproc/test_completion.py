@@ -161,6 +161,19 @@ async def test_an_error_envoy_answered_is_recorded_with_its_cause(services: Serv
     assert ERROR_HEADER == "x-policy-sidecar-error"  # the header the log line reads
 
 
+async def test_a_provider_cannot_pass_its_answer_off_as_an_envoy_error(
+    services: Services,
+) -> None:
+    """The error header on an answer that came from upstream (Envoy's details say
+    "via_upstream") is the provider's: the answer is recorded with its usage as served,
+    not as an error with the cause the provider chose."""
+    data = build_response(ROUTE, {**REQUEST, "stream": False}, USAGE).body
+    r = await complete(
+        services, handover(), chunks=[data], error="upstream_reset", details="via_upstream"
+    )
+    assert (r.decision, r.denied_by, r.total_tokens) == ("allow", None, USAGE.total_tokens)
+
+
 async def test_an_error_before_the_handover_keeps_envoys_request_id(services: Services) -> None:
     r = await complete(
         services,
