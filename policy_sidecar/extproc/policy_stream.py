@@ -39,6 +39,7 @@ from policy_sidecar.providers.paths import (
     without_query_key,
 )
 from policy_sidecar.providers.units import route_unit
+from policy_sidecar.providers.upstream_request import same_api
 from policy_sidecar.providers.unmetered import not_metered
 from policy_sidecar.providers.upstream_request import upstream_request
 
@@ -195,6 +196,15 @@ class PolicyProcessor:
             return self._deny(_Denial(404, "model_not_found", f"model '{model}' is not deployed"))
         if deployment is not None and not deployment.enabled:
             return self._deny(_Denial(403, "model_disabled", f"model '{model}' is disabled"))
+        if deployment is not None and not same_api(route.provider, deployment.provider):
+            return self._deny(
+                _Denial(
+                    400,
+                    "model_provider_mismatch",
+                    f"model '{model}' is served by {deployment.provider}: call it on the"
+                    f" {deployment.provider} API, not the {route.provider} one",
+                )
+            )
         if deployment is not None and self._s.unpriced == "deny":
             unpriced = _unpriced(model, deployment, route, parsed.price_key)
             if unpriced is not None:

@@ -53,6 +53,20 @@ _GEMINI_PATH: Final = re.compile(
 _API_VERSION: Final = "api-version"
 
 
+# Providers that speak one wire format: a model deployed on Azure OpenAI may be called
+# on OpenAI's paths (the deployment's path is built here) and the other way round.
+_SAME_API: Final = ({"openai", "azure"},)
+
+
+def same_api(route_provider: str, deployment_provider: str) -> bool:
+    """Whether a request on ``route_provider``'s API can go to a model deployed on
+    ``deployment_provider`` (the request is parsed, and the answer metered, as the
+    route's provider: a Gemini request for an OpenAI model would be neither)."""
+    if route_provider == deployment_provider:
+        return True
+    return any({route_provider, deployment_provider} <= group for group in _SAME_API)
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     """The new ``:path`` and body; None: that part goes upstream as the client sent it."""

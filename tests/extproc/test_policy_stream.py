@@ -179,6 +179,34 @@ async def test_unknown_and_disabled_models_are_refused(
     assert (got, error["code"]) == (status, code)
 
 
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        (
+            "/v1beta/models/gpt-4o-mini:generateContent",
+            b'{"contents": [{"parts": [{"text": "hi"}]}]}',
+        ),
+        (
+            "/v1/messages",
+            b'{"model": "gpt-4o-mini", "max_tokens": 5,'
+            b' "messages": [{"role": "user", "content": "hi"}]}',
+        ),
+    ],
+)
+async def test_a_model_is_called_on_its_own_providers_api(
+    services: Services, recorder: ListRecorder, path: str, data: bytes
+) -> None:
+    """An OpenAI model asked for on Gemini's or Anthropic's API would be parsed and
+    metered as the wrong provider's: refused, naming the API to use."""
+    p = PolicyProcessor(services)
+    await p.on_request_headers(request_headers(KEY, path=path, body=data))
+    status, error = error_of(await p.on_request_body(body(data)))
+    assert status == 400
+    assert "served by openai: call it on the openai API" in str(error["message"])
+    [record] = recorder.records
+    assert (record.decision, record.status_code) == ("deny", 400)
+
+
 async def test_alias_is_rewritten_and_routed(services: Services) -> None:
     p = PolicyProcessor(services)
     data = chat_body("fast")
