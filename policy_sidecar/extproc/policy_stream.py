@@ -39,9 +39,8 @@ from policy_sidecar.providers.paths import (
     without_query_key,
 )
 from policy_sidecar.providers.units import route_unit
-from policy_sidecar.providers.upstream_request import same_api
 from policy_sidecar.providers.unmetered import not_metered
-from policy_sidecar.providers.upstream_request import upstream_request
+from policy_sidecar.providers.upstream_request import same_api, upstream_request
 
 log = logging.getLogger(__name__)
 
