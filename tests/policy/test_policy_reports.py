@@ -508,3 +508,22 @@ def test_account_quota_policies_in_full() -> None:
     assert (rate.limit, tokens.limit, rate.window, tokens.window) == (60, 90_000, MINUTE, MINUTE)
     assert rate.key(CALLER, "m") == "ps:{account:acme}:requests"
     assert tokens.key(CALLER, "m") == "ps:{account:acme}:tokens"
+
+
+@pytest.mark.parametrize(
+    ("count", "usage", "charged"),
+    [
+        ("total", Usage(prompt_tokens=10, completion_tokens=20, total_tokens=35), 35),
+        # a report without a total: prompt + completion
+        ("total", Usage(prompt_tokens=10, completion_tokens=20), 30),
+        ("prompt", Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30), 10),
+        ("completion", Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30), 20),
+    ],
+)
+def test_what_a_finished_request_costs_each_count(count: str, usage: Usage, charged: int) -> None:
+    assert TokenLimitPolicy.actual_for(count, usage, None) == charged
+
+
+def test_an_unknown_count_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"^unknown token count 'bogus'$"):
+        TokenLimitPolicy.actual_for("bogus", Usage(), None)
