@@ -25,18 +25,21 @@ from policy_sidecar.policy import (
 )
 from policy_sidecar.policy.account_limits import account_policies
 from policy_sidecar.policy.cel import (
+    POST_VARIABLES,
+    PRE_VARIABLES,
     CelCompileError,
     CelEvaluationError,
     EngineName,
     Phase,
     VarType,
     compile_expression,
+    variables_for,
 )
 from policy_sidecar.policy.cel_engines import CelExprEngine, CelPythonEngine
 from policy_sidecar.policy.cel_policy import CelPolicy
 from policy_sidecar.policy.definition import CustomCelConfig, RateLimitConfig, TokenLimitConfig
 from policy_sidecar.policy.limits import RateLimitPolicy, TokenLimitPolicy, cost_micro_usd
-from policy_sidecar.policy.local import ModelAllowlistPolicy, RequestSizePolicy
+from policy_sidecar.policy.local import ModelAllowlistPolicy, RequestSizePolicy, build_policy
 from policy_sidecar.providers.base import Usage
 
 ENGINES: list[EngineName] = ["cel-expr", "cel-python"]
@@ -527,3 +530,126 @@ def test_what_a_finished_request_costs_each_count(count: str, usage: Usage, char
 def test_an_unknown_count_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"^unknown token count 'bogus'$"):
         TokenLimitPolicy.actual_for("bogus", Usage(), None)
+
+
+# -- cel-python's own checks (no type checker: see cel_engines) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # a method argument is a reference like any other; only macros bind names
+        ("model.startsWith(nope)", "1:1: undeclared reference to 'nope'"),
+        ("estimated_tokens == 1 ]", "1:23: syntax error near 'estimated_tokens == 1 ]'"),
+        ("\n\n estimated_tokens ==", "3:19: syntax error near 'estimated_tokens =='"),
+    ],
+)
+def test_cel_python_compile_error_texts(source: str, message: str) -> None:
+    with pytest.raises(CelCompileError) as caught:
+        compile_expression(source, Phase.PRE, engine="cel-python")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({}, "missing variable 'max_tokens'"),
+        ({"max_tokens": True}, "'max_tokens' must be int, got bool"),  # a bool is no int
+        ({"max_tokens": "3"}, "'max_tokens' must be int, got str"),
+    ],
+)
+def test_cel_python_checks_the_variables_it_is_given(
+    variables: dict[str, object], message: str
+) -> None:
+    compiled = compile_expression("max_tokens > 1", Phase.PRE, engine="cel-python")
+    with pytest.raises(CelEvaluationError, match=f"^{re.escape(message)}$"):
+        compiled.evaluate(variables)
+
+
+def test_each_phase_declares_its_variables() -> None:
+    assert variables_for(Phase.PRE) is PRE_VARIABLES
+    assert variables_for(Phase.POST) is POST_VARIABLES
+    assert set(PRE_VARIABLES) < set(POST_VARIABLES)
+
+
+# -- the engine: per-caller policies, evaluation order, its CEL engine ------------------
+
+
+def size_policy(pid: str, max_bytes: int, scope: Scope | None = None) -> PolicyDefinition:
+    return PolicyDefinition(
+        id=pid,
+        name=pid,
+        type="request_size",
+        config=RequestSizeConfig(max_bytes=max_bytes),
+        scope=scope or Scope(),
+    )
+
+
+def test_each_caller_gets_its_own_policies_from_one_engine() -> None:
+    engine = PolicyEngine(
+        [
+            size_policy("a1-only", 10, Scope(app_id="a1")),
+            size_policy("a2-only", 10, Scope(app_id="a2")),
+        ]
+    )
+    other = Identity(app_id="a2", org_id="o1", environment="dev", key_id="k2")
+    assert engine.covers(CALLER) == ("a1-only",)
+    assert engine.covers(other) == ("a2-only",)
+    assert engine.covers(CALLER) == ("a1-only",)
+
+
+def test_a_passing_policy_does_not_end_the_evaluation() -> None:
+    engine = PolicyEngine([size_policy("roomy", 10_000), size_policy("tight", 1_000)])
+    decision = engine.pre_check(CALLER, PRE)
+    assert decision.denial is not None
+    assert decision.denial.policy_id == "tight"
+
+
+def test_the_engine_lists_its_enabled_definitions_in_order() -> None:
+    late = replace(size_policy("late", 10), priority=200)
+    off = replace(size_policy("off", 10), enabled=False)
+    engine = PolicyEngine([late, off, size_policy("b", 10), size_policy("a", 10)])
+    assert [d.id for d in engine.definitions] == ["a", "b", "late"]
+
+
+def test_the_engine_compiles_with_the_cel_engine_it_is_given() -> None:
+    definition = PolicyDefinition(
+        id="c",
+        name="c",
+        type="custom_cel",
+        config=CustomCelConfig(pre_check_expression='{"a": 1}["b"] == 1'),
+    )
+    assert PolicyEngine([definition], cel_engine="cel-expr").definitions == (definition,)
+    with pytest.raises(CelCompileError, match="no such key"):
+        PolicyEngine([definition], cel_engine="cel-python")
+
+
+def test_a_config_of_no_known_type_is_refused_by_name() -> None:
+    definition = PolicyDefinition(
+        id="x",
+        name="x",
+        type="mystery",
+        config=Scope(),  # type: ignore[arg-type]
+    )
+    with pytest.raises(TypeError, match=r"^no policy type for config Scope$"):
+        build_policy(definition)
+
+
+# -- counter keys: a stored format (changing it resets every counter on upgrade) --------
+
+
+@pytest.mark.parametrize(
+    ("scope", "model", "key"),
+    [
+        ("org", "gpt-4o", "ps:{org:o1}:org:p1"),
+        ("app", "gpt-4o", "ps:{org:o1}:app:a1:p1"),
+        ("app_env", "gpt-4o", "ps:{org:o1}:app:a1:env:dev:p1"),
+        ("api_key", "gpt-4o", "ps:{org:o1}:key:k:p1"),
+        ("app_model", "gpt-4o", "ps:{org:o1}:app:a1:model:gpt-4o:p1"),
+        ("app_model", "", "ps:{org:o1}:app:a1:model:-:p1"),
+    ],
+)
+def test_the_counter_key_of_each_scope(scope: str, model: str, key: str) -> None:
+    config = RateLimitConfig(requests=5, window="1m", key=scope)  # type: ignore[arg-type]
+    definition = PolicyDefinition(id="p1", name="p1", type="rate_limit", config=config)
+    assert RateLimitPolicy(definition, config).key(CALLER, model) == key
