@@ -4,6 +4,7 @@ denial, every CEL variable, the engines' own error texts, model-scoped post-chec
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -37,9 +38,15 @@ from policy_sidecar.policy.cel import (
 )
 from policy_sidecar.policy.cel_engines import CelExprEngine, CelPythonEngine
 from policy_sidecar.policy.cel_policy import CelPolicy
-from policy_sidecar.policy.definition import CustomCelConfig, RateLimitConfig, TokenLimitConfig
+from policy_sidecar.policy.definition import (
+    CustomCelConfig,
+    RateLimitConfig,
+    TokenLimitConfig,
+    parse_window,
+)
 from policy_sidecar.policy.limits import RateLimitPolicy, TokenLimitPolicy, cost_micro_usd
 from policy_sidecar.policy.local import ModelAllowlistPolicy, RequestSizePolicy, build_policy
+from policy_sidecar.policy.source import StaticPolicySource
 from policy_sidecar.providers.base import Usage
 
 ENGINES: list[EngineName] = ["cel-expr", "cel-python"]
@@ -488,8 +495,10 @@ def test_a_cost_budget_denial_in_dollars() -> None:
 
 
 def test_account_quota_policies_in_full() -> None:
+    # a name of its own: account_policies is cached per account value
+    name = f"acme-{uuid.uuid4().hex[:8]}"
     account = ProviderAccount(
-        name="acme",
+        name=name,
         provider="openai",
         base_host="api.openai.com",
         credential_ref="k",
@@ -498,19 +507,20 @@ def test_account_quota_policies_in_full() -> None:
     )
     rate, tokens = account_policies(account)
     assert (rate.definition.id, rate.definition.name, rate.definition.type) == (
-        "account:acme:requests_per_minute",
-        "provider account 'acme' requests per minute",
+        f"account:{name}:requests_per_minute",
+        f"provider account '{name}' requests per minute",
         "rate_limit",
     )
     assert (tokens.definition.id, tokens.definition.name, tokens.definition.type) == (
-        "account:acme:tokens_per_minute",
-        "provider account 'acme' tokens per minute",
+        f"account:{name}:tokens_per_minute",
+        f"provider account '{name}' tokens per minute",
         "token_limit",
     )
     assert rate.definition.config == rate.config
+    assert tokens.definition.config == tokens.config
     assert (rate.limit, tokens.limit, rate.window, tokens.window) == (60, 90_000, MINUTE, MINUTE)
-    assert rate.key(CALLER, "m") == "ps:{account:acme}:requests"
-    assert tokens.key(CALLER, "m") == "ps:{account:acme}:tokens"
+    assert rate.key(CALLER, "m") == f"ps:{{account:{name}}}:requests"
+    assert tokens.key(CALLER, "m") == f"ps:{{account:{name}}}:tokens"
 
 
 @pytest.mark.parametrize(
@@ -542,6 +552,8 @@ def test_an_unknown_count_is_refused_by_name() -> None:
         ("model.startsWith(nope)", "1:1: undeclared reference to 'nope'"),
         ("estimated_tokens == 1 ]", "1:23: syntax error near 'estimated_tokens == 1 ]'"),
         ("\n\n estimated_tokens ==", "3:19: syntax error near 'estimated_tokens =='"),
+        # a reference the dummy values never reach (short-circuit) is still checked
+        ("false && model.startsWith(nope)", "1:1: undeclared reference to 'nope'"),
     ],
 )
 def test_cel_python_compile_error_texts(source: str, message: str) -> None:
@@ -653,3 +665,29 @@ def test_the_counter_key_of_each_scope(scope: str, model: str, key: str) -> None
     config = RateLimitConfig(requests=5, window="1m", key=scope)  # type: ignore[arg-type]
     definition = PolicyDefinition(id="p1", name="p1", type="rate_limit", config=config)
     assert RateLimitPolicy(definition, config).key(CALLER, model) == key
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_empty_expression_is_refused(engine: EngineName) -> None:
+    with pytest.raises(CelCompileError) as caught:
+        compile_expression(" \n ", Phase.PRE, engine=engine)
+    assert str(caught.value) == "1:1: expression is empty"
+
+
+def test_an_error_without_a_position_keeps_the_engines_text() -> None:
+    nested = "(" * 200 + "true" + ")" * 200
+    with pytest.raises(CelCompileError) as caught:
+        compile_expression(nested, Phase.PRE, engine="cel-expr")
+    assert (caught.value.line, caught.value.column) == (1, 1)
+    assert "recursion limit exceeded" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["month", "1mo", "mo", " Month "])
+def test_every_spelling_of_a_calendar_month(text: str) -> None:
+    assert parse_window(text) == Window(WindowUnit.MONTH)
+
+
+async def test_the_static_source_gives_everyone_its_engine() -> None:
+    engine = PolicyEngine([])
+    source = StaticPolicySource(engine)
+    assert await source.engine_for(CALLER) is engine
