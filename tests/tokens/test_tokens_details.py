@@ -185,3 +185,15 @@ def test_an_undecodable_escape_keeps_the_raw_text_with_invalid_utf8_replaced() -
     d = DeliveredText()
     d.feed(b'data: {"content":"caf\xc3 \\q"}\n')  # \q is no JSON escape
     assert d.text() == "caf\ufffd \\q"
+
+
+@pytest.mark.parametrize(("directory", "shown"), [(None, "<bundled>"), ("/srv/enc", "/srv/enc")])
+def test_an_unknown_encoding_name_in_full(directory: str | None, shown: str) -> None:
+    with pytest.raises(EncodingLoadError) as caught:
+        load_encoding("p50k_base", directory)
+    error = caught.value
+    assert (error.encoding, error.path, error.problem) == (
+        "p50k_base",
+        shown,
+        "unknown encoding name",
+    )
