@@ -76,6 +76,10 @@ class InMemoryCounterStore(SettlingMixin):
                 value = min(max(0, current + adj.delta), MAX_COUNTER_VALUE)
                 self._values[key] = (value, now + ttl / 1000)
 
+    def __len__(self) -> int:
+        """Buckets held, expired ones not yet swept included (tests and debugging)."""
+        return len(self._values)
+
     def ttl(self, key: str, now: float) -> float | None:
         """Seconds until a bucket key expires (tests and debugging)."""
         entry = self._values.get(key)

@@ -46,14 +46,6 @@ class EncodingLoadError(RuntimeError):
         self.problem = problem
 
 
-class _Captured(Exception):
-    """Stops an openai_public constructor before it loads ranks; carries its arguments."""
-
-    def __init__(self, expected_hash: str | None) -> None:
-        super().__init__(expected_hash)
-        self.expected_hash = expected_hash
-
-
 def encoding_spec(name: str) -> dict[str, Any]:
     """``pat_str``, ``special_tokens`` and ``expected_hash`` for ``name``, with no I/O.
 

@@ -346,3 +346,125 @@ async def test_settle_negative_actual_takes_back_only_its_own_reservation(
     # A raw adjust past zero stops at zero.
     await store.adjust([Adjustment(op.key, MINUTE, int(T0), -(10**30))], T0 + 4)
     assert await used(store, op, T0 + 5) == 0
+
+
+# -- adjust: every entry of a settlement, exact amounts, the bucket's own expiry ---------
+
+
+async def test_settle_skips_a_stopped_bucket_and_still_corrects_the_next(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    second = CounterOp(key("sec"), limit=100, window=Window(WindowUnit.SECOND), amount=50)
+    hour = CounterOp(key("hour"), limit=1000, window=Window(WindowUnit.HOUR), amount=500)
+    result = await store.check_and_add([second, hour], T0)
+    assert result.reservation is not None
+    # 10 s later the 1-second bucket no longer counts; the hour one does
+    await store.settle(result.reservation, {second.key: 5, hour.key: 120}, T0 + 10)
+    assert await used(store, hour, T0 + 11) == 120
+
+
+async def test_settle_up_by_one_from_a_zero_reservation_creates_the_bucket(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    op = CounterOp(key("tok"), limit=1000, window=MINUTE, amount=0)
+    result = await store.check_and_add([op], T0)
+    assert result.reservation is not None
+    await store.settle(result.reservation, {op.key: 1}, T0 + 1)
+    assert await used(store, op, T0 + 2) == 1
+
+
+@pytest.mark.parametrize(
+    ("window", "expected_ttl"),
+    # until the end of the next bucket plus a second of slack
+    [(MINUTE, 120 - 10 + 1.0), (Window(WindowUnit.DAY), 2 * 86400 - 10 + 1.0)],
+)
+async def test_a_settled_bucket_keeps_the_bucket_expiry(
+    store: CounterStore, key: KeyFactory, redis_url: str, window: Window, expected_ttl: float
+) -> None:
+    op = CounterOp(key("tok"), limit=1000, window=window, amount=0)
+    result = await store.check_and_add([op], T0 + 10)
+    assert result.reservation is not None
+    await store.settle(result.reservation, {op.key: 40}, T0 + 10)  # creates the bucket
+    bucket = bucket_key(op.key, window, int(T0))
+    assert await bucket_ttl(store, redis_url, bucket, T0 + 10) == pytest.approx(expected_ttl, abs=2)
+
+
+async def test_settling_some_keys_leaves_the_others_reserved(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    req = CounterOp(key("req"), limit=10, window=MINUTE, amount=1)
+    tok = CounterOp(key("tok"), limit=1000, window=MINUTE, amount=500)
+    result = await store.check_and_add([req, tok], T0)
+    assert result.reservation is not None
+    await store.settle(result.reservation, {tok.key: 120}, T0 + 1)
+    assert [await used(store, op, T0 + 2) for op in (req, tok)] == [1, 120]
+
+
+# -- what a result reports ------------------------------------------------------------
+
+
+async def test_states_describe_each_counter(store: CounterStore, key: KeyFactory) -> None:
+    ops = [CounterOp(key("a"), 10, MINUTE, 1), CounterOp(key("b"), 7, MONTH, 2)]
+    result = await store.check_and_add(ops, T0 + 5)
+    assert [(s.key, s.limit, s.window) for s in result.states] == [
+        (ops[0].key, 10, MINUTE),
+        (ops[1].key, 7, MONTH),
+    ]
+
+
+@pytest.mark.parametrize("window", [MINUTE, MONTH])
+async def test_an_unused_counter_resets_now(
+    store: CounterStore, key: KeyFactory, window: Window
+) -> None:
+    state = (await store.check_and_add([CounterOp(key("a"), 10, window, 0)], T0 + 5)).states[0]
+    assert (state.used, state.reset_at) == (0, T0 + 5)
+
+
+async def test_a_counter_used_only_in_the_previous_bucket_resets_at_this_bucket_end(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    await store.check_and_add([CounterOp(key("a"), 10, MINUTE, 4)], T0 + 5)
+    state = (await store.check_and_add([CounterOp(key("a"), 10, MINUTE, 0)], T0 + 70)).states[0]
+    assert state.used == 4  # ceil(4 * 50/60)
+    assert state.reset_at == T0 + 120
+
+
+async def test_an_op_that_exactly_fits_a_denied_request_has_no_retry(
+    store: CounterStore, key: KeyFactory
+) -> None:
+    ops = [
+        CounterOp(key("fits"), limit=10, window=MINUTE, amount=10),
+        CounterOp(key("over"), limit=5, window=MINUTE, amount=6),
+    ]
+    result = await store.check_and_add(ops, T0 + 1)
+    assert result.denied_index == 1
+    assert result.states[0].retry_at is None
+    assert result.states[1].retry_at is None  # 6 > 5: never fits
+
+
+@pytest.mark.parametrize(
+    ("ask", "retry_at"),
+    [
+        # 60 in this bucket + ceil(30 * 59/60) + 50 > 100: wait for the next bucket,
+        # where this one's 60 decays until 60 * w + 50 <= 100, i.e. w <= 5/6: T0 + 130
+        (50, T0 + 130),
+        # 60 + ceil(30 * w) + 40 <= 100 once the previous 30 has decayed fully: T0 + 120
+        (40, T0 + 120),
+        # 60 + ceil(30 * w) + 25 <= 100 once w <= 1/2: half-way through, T0 + 90
+        (25, T0 + 90),
+    ],
+)
+async def test_retry_with_both_buckets_in_use(
+    store: CounterStore, key: KeyFactory, ask: int, retry_at: float
+) -> None:
+    await store.check_and_add([CounterOp(key("t"), 100, MINUTE, 30)], T0 + 10)
+    # previous bucket: 30 at full weight at T0 + 60, so 60 more fit
+    assert (await store.check_and_add([CounterOp(key("t"), 100, MINUTE, 60)], T0 + 60)).admitted
+    op = CounterOp(key("t"), 100, MINUTE, ask)
+    denied = await store.check_and_add([op], T0 + 60.5)
+    assert not denied.admitted
+    found = denied.states[0].retry_at
+    assert found == pytest.approx(retry_at, abs=0.0025)
+    assert found is not None
+    assert not (await store.check_and_add([op], found - 0.01)).admitted
+    assert (await store.check_and_add([op], found)).admitted

@@ -14,7 +14,13 @@ from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
-from policy_sidecar.counters.values import Adjustment, CheckResult, CounterOp, Reservation
+from policy_sidecar.counters.values import (
+    Adjustment,
+    CheckResult,
+    CounterOp,
+    CounterStoreUnavailable,
+    Reservation,
+)
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox
@@ -166,3 +172,43 @@ async def test_the_account_tpm_is_reserved_and_settled(store: CounterStore) -> N
     third = await enforcer.admit(engine, org("globex"), ctx(who, 100, 0), deployment)
     assert third.decision.denial is not None
     assert third.decision.denial.policy_id == f"account:{name}:tokens_per_minute"
+
+
+class AccountSlotDown(OneSlotPerCall):
+    """The account's slot is unreachable (its Redis Cluster node is down); the org's is up."""
+
+    async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
+        if any("{account:" in o.key for o in ops):
+            raise CounterStoreUnavailable("account slot down")
+        return await super().check_and_add(ops, now)
+
+
+async def test_an_unreachable_account_slot_fails_open_and_keeps_the_apps_charges(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    enforcer, _, deployment, _ = setup(InMemoryCounterStore(), tokens_per_minute=1_000)
+    enforcer._counters = AccountSlotDown(InMemoryCounterStore())
+    engine = PolicyEngine([token_policy(100_000)])
+    who = org("acme")
+    admission = await enforcer.admit(engine, who, ctx(who, 300, 400), deployment)
+    assert admission.decision.allowed
+    assert admission.counters_unavailable is True
+    assert enforcer.unavailable_events == 1
+    assert [c.key.rsplit(":", 1)[-1] for c in admission.charges] == ["tok"]  # the app's
+    assert "counter store unavailable for account quotas; failing open: account slot down" in (
+        caplog.text
+    )
+
+
+async def test_account_and_app_charges_and_headers_together(store: CounterStore) -> None:
+    enforcer, _, deployment, name = setup(store, tokens_per_minute=1_000)
+    engine = PolicyEngine([token_policy(100_000)])
+    who = org("acme")
+    first = await enforcer.admit(engine, who, ctx(who, 300, 400), deployment)  # 500
+    # both reservations, to be settled: the app's and the account's
+    assert sorted(c.key for c in first.charges)[0] == account_key(name, "tokens")
+    assert len(first.charges) == 2
+    refused = await enforcer.admit(engine, who, ctx(who, 600, 400), deployment)  # 800
+    assert refused.decision.denial is not None
+    assert refused.charges == ()
+    assert refused.headers["x-ratelimit-limit-tokens"] == "1000"  # the tighter: the account's

@@ -167,3 +167,22 @@ def test_a_json_body_cut_short_is_charged_by_its_bytes() -> None:
         encoding=ENC,
     )
     assert got == Usage(50, 400 // BYTES_PER_TOKEN, 50 + 400 // BYTES_PER_TOKEN)
+
+
+def test_the_last_line_without_a_newline_is_read_at_the_end() -> None:
+    d = DeliveredText()
+    d.feed(b'{"choices":[{"message":{"content":"all of it"}}]}')  # a JSON body, no newline
+    assert d.text() == ""
+    d.finish()
+    assert d.text() == "all of it"
+
+
+def test_invalid_utf8_in_the_text_is_replaced_not_fatal() -> None:
+    d = DeliveredText()
+    d.feed(b'data: {"delta":{"content":"caf\xc3 ok"}}\n')
+    assert d.text() == "caf\ufffd ok"
+
+
+def test_a_request_allowing_no_output_is_charged_none() -> None:
+    got = estimate_completion(FOUR, response_bytes=100, encoding=ENC, max_tokens=0)
+    assert got == 0
