@@ -379,14 +379,14 @@ async def test_settle_up_by_one_from_a_zero_reservation_creates_the_bucket(
     [(MINUTE, 120 - 10 + 1.0), (Window(WindowUnit.DAY), 2 * 86400 - 10 + 1.0)],
 )
 async def test_a_settled_bucket_keeps_the_bucket_expiry(
-    store: CounterStore, key: KeyFactory, redis_url: str, window: Window, expected_ttl: float
+    store: CounterStore, key: KeyFactory, window: Window, expected_ttl: float
 ) -> None:
     op = CounterOp(key("tok"), limit=1000, window=window, amount=0)
     result = await store.check_and_add([op], T0 + 10)
     assert result.reservation is not None
     await store.settle(result.reservation, {op.key: 40}, T0 + 10)  # creates the bucket
     bucket = bucket_key(op.key, window, int(T0))
-    assert await bucket_ttl(store, redis_url, bucket, T0 + 10) == pytest.approx(expected_ttl, abs=2)
+    assert await bucket_ttl(store, bucket, T0 + 10) == pytest.approx(expected_ttl, abs=2)
 
 
 async def test_settling_some_keys_leaves_the_others_reserved(
