@@ -76,8 +76,9 @@ class InMemoryCounterStore(SettlingMixin):
                 value = min(max(0, current + adj.delta), MAX_COUNTER_VALUE)
                 self._values[key] = (value, now + ttl / 1000)
 
-    def __len__(self) -> int:
-        """Buckets held, expired ones not yet swept included (tests and debugging)."""
+    def bucket_count(self) -> int:
+        """Buckets held, expired ones not yet swept included (tests and debugging). Not
+        ``__len__``: an empty store must stay truthy (``store or default`` checks)."""
         return len(self._values)
 
     def ttl(self, key: str, now: float) -> float | None:

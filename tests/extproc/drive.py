@@ -36,6 +36,11 @@ applications:
 models:
   - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15,
       output_price_per_mtok: 0.6}}
+  # A model is called on its own provider's API (model_provider_mismatch otherwise).
+  - {{name: claude-haiku-4-5, provider: anthropic, input_price_per_mtok: 1,
+      output_price_per_mtok: 5}}
+  - {{name: gemini-2.5-flash, provider: gemini, input_price_per_mtok: 0.3,
+      output_price_per_mtok: 2.5}}
   - name: fast
     provider: openai
     upstream_model: gpt-4o-mini
@@ -75,7 +80,7 @@ ROUTES: dict[str, str] = {
     "anthropic": "/v1/messages",
     "cohere-v1": "/v1/chat",
     "cohere-v2": "/v2/chat",
-    "gemini": "/v1beta/models/gpt-4o-mini:generateContent",
+    "gemini": "/v1beta/models/gemini-2.5-flash:generateContent",
 }
 
 

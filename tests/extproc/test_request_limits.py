@@ -147,7 +147,7 @@ async def test_largest_token_count_passes_every_policy(limited: Services, route:
     data = {
         "openai-chat": chat(max_tokens=MAX_TOKEN_COUNT, stream=True),
         "anthropic": json.dumps(
-            {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": MAX_TOKEN_COUNT}
+            {"model": "claude-haiku-4-5", "messages": HELLO, "max_tokens": MAX_TOKEN_COUNT}
         ).encode(),
         "gemini": json.dumps(
             {
@@ -198,7 +198,7 @@ async def broken_stub(
 async def test_unexpected_failure_is_500_in_shape_and_recorded_for_the_app(
     broken_stub: pb_grpc.ExternalProcessorStub, recorder: ListRecorder
 ) -> None:
-    data = json.dumps({"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 5}).encode()
+    data = json.dumps({"model": "claude-haiku-4-5", "messages": HELLO, "max_tokens": 5}).encode()
     call = broken_stub.Process()
     headers = request_headers(KEY, path=ROUTES["anthropic"], body=data)
     await call.write(pb.ProcessingRequest(request_headers=headers))
@@ -213,7 +213,7 @@ async def test_unexpected_failure_is_500_in_shape_and_recorded_for_the_app(
     [record] = recorder.records
     assert (record.decision, record.status_code) == ("error", 500)
     assert (record.app_id, record.org_id, record.provider) == ("app1", "org1", "anthropic")
-    assert record.requested_model == "gpt-4o-mini"
+    assert record.requested_model == "claude-haiku-4-5"
 
 
 class PatchFails:
