@@ -98,9 +98,14 @@ def shots(tmp_path: Path) -> Callable[[Page, str], Awaitable[None]]:
 
 
 def chat(stack: Stack, key: str, model: str) -> int:
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 9}
+    return post(stack, key, "/v1/chat/completions", body)
+
+
+def post(stack: Stack, key: str, path: str, body: dict[str, object]) -> int:
     request = urllib.request.Request(
-        stack.url + "/v1/chat/completions",
-        data=json.dumps({"model": model, "messages": MESSAGES, "max_tokens": 9}).encode(),
+        stack.url + path,
+        data=json.dumps(body).encode(),
         headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
     )
     try:
@@ -295,6 +300,31 @@ async def test_every_screen_in_chromium(
     await expect(shadow.locator("[data-shadow]")).not_to_have_text("0")
     await expect(page.locator('[data-chart="requests"] canvas')).to_have_count(1)
     await shots(page, "usage")
+
+    # Metering coverage: the traffic by route and unit, and a batch (not metered:
+    # refused before routing) on the line for traffic no metered route matched.
+    batch = {"input_file_id": "file-1", "endpoint": "/v1/chat/completions"}
+    assert await asyncio.to_thread(post, live.stack, secret, "/v1/batches", batch) == 403
+    await page.click("#coverage-tab")
+    await expect(page.locator("h1")).to_have_text("Metering coverage")
+    assert "range=24h" in page.url
+    tokens = page.locator('#coverage tr[data-provider="openai"][data-unit="tokens"]')
+    deadline = time.monotonic() + DEADLINE
+    unmetered = page.locator("#coverage tr[data-unmetered]")
+    while await tokens.count() == 0 or await unmetered.count() == 0:
+        assert time.monotonic() < deadline, await page.locator("#coverage").inner_text()
+        await asyncio.sleep(1)
+        await page.reload()
+    allowed = await tokens.locator('[data-col="allowed"]').get_attribute("data-value")
+    denied = await tokens.locator('[data-col="denied"]').get_attribute("data-value")
+    assert int(allowed or 0) >= 3 and int(denied or 0) >= 2, (allowed, denied)
+    await expect(tokens.locator('[data-col="quantity"]')).to_contain_text(" tokens")
+    total = page.locator('#coverage-total [data-col="requests"]')
+    assert int(await total.get_attribute("data-value") or 0) >= int(requests or 0)
+    await expect(page.locator("#coverage-proves")).to_contain_text("nothing bypassed metering")
+    await shots(page, "coverage")
+    await page.click('nav.tabs a:has-text("Dashboard")')
+    await expect(page.locator("h1")).to_have_text("Usage")
     # The range picker and auto-refresh.
     await page.select_option('#usage-filters [name="range"]', "7d")
     await page.check('#usage-filters [name="refresh"]')
@@ -326,7 +356,9 @@ async def test_every_screen_in_chromium(
     ro = await browser.new_context(viewport={"width": 1400, "height": 900})
     rpage = await ro.new_page()
     await login(rpage, base, READ_TOKEN)
-    for path in ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage", "/audit"):
+    paths = ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage", "/usage/coverage",
+             "/audit")  # fmt: skip
+    for path in paths:
         await rpage.goto(base + path)
         await expect(rpage.locator('[data-role="readonly"]')).to_be_visible()
         assert await rpage.locator('form[method="post"]').count() == 1  # log out only
