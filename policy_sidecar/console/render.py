@@ -36,6 +36,15 @@ def _number(value: int | float) -> str:
     return f"{value:,}"
 
 
+def _amount(text: str) -> str:
+    """A decimal string with thousands separators, its fraction kept as written."""
+    whole, dot, fraction = (text or "0").partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    digits = whole.removeprefix("-")
+    grouped = f"{int(digits):,}" if digits.isdigit() else digits
+    return f"{sign}{grouped}{dot}{fraction}"
+
+
 def _scope(policy: Any) -> list[tuple[str, str]]:
     """The scope fields a policy sets (unset ones match everyone)."""
     names = ("org_id", "app_id", "environment", "model_pattern")
@@ -53,6 +62,7 @@ def create_environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["number"] = _number
     env.filters["clock"] = _clock
+    env.filters["amount"] = _amount
     env.filters["scope"] = _scope
     env.tests["set_time"] = _is_set
     return env

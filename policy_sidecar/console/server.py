@@ -18,6 +18,7 @@ from policy_sidecar.console import (
     apps_views,
     audit_views,
     auth_views,
+    coverage_views,
     models_views,
     policy_views,
     usage_views,
@@ -119,7 +120,15 @@ def build_app(client: AdminClient, *, secure_cookie: bool = False) -> web.Applic
     app.router.add_static("/static/", str(static), append_version=False)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/favicon.ico", _no_icon)
-    for module in (auth_views, apps_views, models_views, policy_views, usage_views, audit_views):
+    for module in (
+        auth_views,
+        apps_views,
+        models_views,
+        policy_views,
+        usage_views,
+        coverage_views,
+        audit_views,
+    ):
         module.add_routes(app.router)
     return app
 

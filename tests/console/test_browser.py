@@ -39,6 +39,7 @@ CHROMIUM = os.environ.get("POLICY_SIDECAR_CHROMIUM", "/usr/bin/chromium")
 REDIS_URL = os.environ.get("POLICY_SIDECAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DEADLINE = 60.0
 MESSAGES = [{"role": "user", "content": "Name three prime numbers, briefly."}]
+UNPRICED = "gpt-4o-unpriced"
 
 
 @dataclass
@@ -62,7 +63,12 @@ async def live(dsn: str, pool: Pool, tmp_path: Path) -> AsyncIterator[Live]:
         tmp_path,
         None,
         workers=1,
-        sidecar_env={"POLICY_SIDECAR_DATABASE_URL": dsn, "POLICY_SIDECAR_REDIS_URL": REDIS_URL},
+        sidecar_env={
+            "POLICY_SIDECAR_DATABASE_URL": dsn,
+            "POLICY_SIDECAR_REDIS_URL": REDIS_URL,
+            # A model without a price is forwarded and reported (the coverage tab shows it).
+            "POLICY_SIDECAR_UNPRICED": "allow_and_report",
+        },
     )
     try:
         yield Live(console, stack)
@@ -98,9 +104,14 @@ def shots(tmp_path: Path) -> Callable[[Page, str], Awaitable[None]]:
 
 
 def chat(stack: Stack, key: str, model: str) -> int:
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 9}
+    return post(stack, key, "/v1/chat/completions", body)
+
+
+def post(stack: Stack, key: str, path: str, body: dict[str, object]) -> int:
     request = urllib.request.Request(
-        stack.url + "/v1/chat/completions",
-        data=json.dumps({"model": model, "messages": MESSAGES, "max_tokens": 9}).encode(),
+        stack.url + path,
+        data=json.dumps(body).encode(),
         headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
     )
     try:
@@ -206,6 +217,15 @@ async def test_every_screen_in_chromium(
             await page.click(f'{model_form} button[type="submit"]')
         await expect(page.locator(f'tr[data-model="{name}"]')).to_be_visible()
     await shots(page, "models")
+    # A model with no price (empty = unpriced, not free).
+    await page.fill(f'{model_form} [name="name"]', UNPRICED)
+    await page.select_option(f'{model_form} [name="provider"]', "openai")
+    await page.fill(f'{model_form} [name="upstream_model"]', "gpt-4o")
+    await page.fill(f'{model_form} [name="upstream_cluster"]', "upstream")
+    await page.fill(f'{model_form} [name="input_price_per_mtok"]', "")
+    await page.fill(f'{model_form} [name="output_price_per_mtok"]', "")
+    await page.click(f'{model_form} button[type="submit"]')
+    await expect(page.locator(f'tr[data-model="{UNPRICED}"]')).to_be_visible()
 
     # Policies: one of each type.
     await create_policy(page, base, "model_allowlist", {
@@ -295,6 +315,7 @@ async def test_every_screen_in_chromium(
     await expect(shadow.locator("[data-shadow]")).not_to_have_text("0")
     await expect(page.locator('[data-chart="requests"] canvas')).to_have_count(1)
     await shots(page, "usage")
+
     # The range picker and auto-refresh.
     await page.select_option('#usage-filters [name="range"]', "7d")
     await page.check('#usage-filters [name="refresh"]')
@@ -307,10 +328,48 @@ async def test_every_screen_in_chromium(
     # A policy changed in the console applies to the next request.
     await page.goto(base + "/policies")
     await page.click("text=only mini")
-    await page.fill('#policy-form [name="model_allowlist.models"]', "gpt-4o-mini\ngpt-4o")
+    await page.fill(
+        '#policy-form [name="model_allowlist.models"]', f"gpt-4o-mini\ngpt-4o\n{UNPRICED}"
+    )
     await page.click('#policy-form button[type="submit"]')
     await expect(page.locator(".muted").first).to_contain_text("version 2")
     await until_status(live.stack, secret, "gpt-4o", 200)
+
+    # An unpriced model (allow_and_report): forwarded, and reported as such.
+    assert await asyncio.to_thread(chat, live.stack, secret, UNPRICED) == 200
+
+    # Metering coverage: the traffic by route and unit, and a batch (not metered:
+    # refused before routing) on the line for traffic no metered route matched.
+    batch = {"input_file_id": "file-1", "endpoint": "/v1/chat/completions"}
+    assert await asyncio.to_thread(post, live.stack, secret, "/v1/batches", batch) == 403
+    await page.goto(base + "/usage?range=24h&bucket=hour")
+    await page.click("#coverage-tab")
+    await expect(page.locator("h1")).to_have_text("Metering coverage")
+    assert "range=24h" in page.url
+    tokens = page.locator('#coverage tr[data-provider="openai"][data-unit="tokens"]')
+    unpriced = tokens.locator('[data-col="unpriced_allowed"]')
+    unmetered = page.locator("#coverage tr[data-unmetered]")
+    deadline = time.monotonic() + DEADLINE
+    while (
+        await unmetered.count() == 0
+        or await tokens.count() == 0
+        or int(await unpriced.get_attribute("data-value") or 0) == 0
+    ):
+        assert time.monotonic() < deadline, await page.locator("#coverage").inner_text()
+        await asyncio.sleep(1)
+        await page.reload()
+    allowed = await tokens.locator('[data-col="allowed"]').get_attribute("data-value")
+    denied = await tokens.locator('[data-col="denied"]').get_attribute("data-value")
+    assert int(allowed or 0) >= 4 and int(denied or 0) >= 2, (allowed, denied)
+    await expect(unpriced.locator(".badge.warn")).to_be_visible()
+    await expect(tokens).to_have_class("unpriced")
+    await expect(tokens.locator('[data-col="quantity"]')).to_contain_text(" tokens")
+    total = page.locator('#coverage-total [data-col="requests"]')
+    assert int(await total.get_attribute("data-value") or 0) >= int(requests or 0)
+    await expect(page.locator("#coverage-proves")).to_contain_text("nothing bypassed metering")
+    await shots(page, "coverage")
+    await page.click('nav.tabs a:has-text("Dashboard")')
+    await expect(page.locator("h1")).to_have_text("Usage")
 
     # The audit log: who changed what, before and after.
     await page.goto(base + "/audit?object_type=policy")
@@ -326,7 +385,9 @@ async def test_every_screen_in_chromium(
     ro = await browser.new_context(viewport={"width": 1400, "height": 900})
     rpage = await ro.new_page()
     await login(rpage, base, READ_TOKEN)
-    for path in ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage", "/audit"):
+    paths = ("/apps", f"/apps/{app_id}", "/models", "/policies", "/usage", "/usage/coverage",
+             "/audit")  # fmt: skip
+    for path in paths:
         await rpage.goto(base + path)
         await expect(rpage.locator('[data-role="readonly"]')).to_be_visible()
         assert await rpage.locator('form[method="post"]').count() == 1  # log out only

@@ -19,7 +19,7 @@ from policy_sidecar.admin.v1 import (
     policies_pb2,
     usage_pb2,
 )
-from policy_sidecar.console import ConsoleServer, start_console
+from policy_sidecar.console import ConsoleServer, coverage_views, start_console
 from policy_sidecar.store.postgres import Pool, UsageRepository
 from policy_sidecar.usage.record import UsageRecord
 from tests.admin.conftest import Client
@@ -111,7 +111,9 @@ async def test_read_only_sees_no_write_controls_and_writes_are_refused(
     admin_ui: Browser, readonly_ui: Browser
 ) -> None:
     app_id = await create_app(admin_ui)
-    for path in ("/apps", f"/apps/{app_id}", "/models", "/policies", "/policies/new", "/usage"):
+    paths = ("/apps", f"/apps/{app_id}", "/models", "/policies", "/policies/new", "/usage",
+             "/usage/coverage")  # fmt: skip
+    for path in paths:
         status, page = await readonly_ui.get(path)
         assert status == 200, path
         assert 'data-role="readonly"' in page
@@ -389,6 +391,132 @@ async def test_dashboard_numbers_equal_the_admin_api(
     assert re.search(r'data-policy-id="pol_shadow">.*?data-shadow="1"', page)
     assert 'data-denied-by="pol_deny"' in page
     assert page.index('data-request-id="u3"') < page.index('data-request-id="u1"')
+
+
+def coverage_rows(page: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The coverage table's rows by (provider, operation, unit): column -> data-value."""
+    rows = re.findall(
+        r'<tr data-provider="([^"]*)" data-operation="([^"]*)" data-unit="([^"]*)"[^>]*>'
+        r"(.*?)</tr>",
+        page,
+        re.DOTALL,
+    )
+    return {
+        (p, o, u): dict(re.findall(r'data-col="(\w+)" data-value="([^"]*)"', cells))
+        for p, o, u, cells in rows
+    }
+
+
+async def api_coverage(
+    client: Client, start: datetime, end: datetime
+) -> dict[tuple[str, str, str], dict[str, str]]:
+    reply = await client.usage.GetUsageCoverage(
+        usage_pb2.GetUsageCoverageRequest(start_time=ts(start), end_time=ts(end), page_size=500),
+        metadata=AUTH,
+    )
+    assert not reply.next_page_token
+    return {
+        (e.provider, e.operation, e.unit): {
+            "requests": str(e.requests),
+            "allowed": str(e.allowed),
+            "denied": str(e.denied),
+            "quantity": e.quantity,
+            "cost_usd": e.cost_usd,
+            "unpriced_allowed": str(e.unpriced_allowed),
+        }
+        for e in reply.entries
+    }
+
+
+def metered(rid: str, started_at: datetime, **fields: Any) -> UsageRecord:
+    base: dict[str, Any] = {
+        "request_id": rid, "started_at": started_at, "decision": "allow", "status_code": 200,
+        "usage_reported": True, "app_id": "app_a", "environment": "prod",
+    }  # fmt: skip
+    return UsageRecord(**{**base, **fields})
+
+
+async def test_coverage_rows_equal_the_admin_api(
+    admin_ui: Browser, readonly_ui: Browser, client: Client, pool: Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    now = datetime.now(UTC)
+    at = now - timedelta(minutes=30)
+    await UsageRepository(pool).insert_batch([
+        metered("c1", at, provider="openai", operation="chat", unit="tokens", quantity=1234,
+                total_tokens=1234, cost_usd=0.5),
+        metered("c2", at, provider="openai", operation="chat", unit="tokens", quantity=66,
+                total_tokens=66, cost_usd=0.25),
+        metered("c3", at, provider="openai", operation="chat", unit="tokens", decision="deny",
+                status_code=403, usage_reported=False, denied_by="pol"),
+        metered("i1", at, provider="openai", operation="images", unit="images", quantity=2,
+                cost_usd=0.16),
+        # Forwarded without a price (unpriced: allow_and_report).
+        metered("s1", at, provider="openai", operation="speech", unit="characters",
+                quantity=44, cost_usd=None),
+        # No metered route: a free or unknown path, and a refusal before routing.
+        metered("f1", at, usage_reported=False),
+        metered("f2", at, decision="deny", status_code=403, usage_reported=False,
+                denied_by="endpoint_not_metered"),
+    ])  # fmt: skip
+    # The console reads every page of the report, whatever the page size.
+    monkeypatch.setattr(coverage_views, "PAGE_SIZE", 2)
+    status, page = await admin_ui.get("/usage/coverage?range=24h")
+    assert status == 200
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    api = await api_coverage(client, end - timedelta(hours=24), end)
+    shown = coverage_rows(page)
+    assert shown == api
+    assert len(api) == 4
+    assert api[("", "", "")] == {
+        "requests": "2", "allowed": "1", "denied": "1", "quantity": "0", "cost_usd": "0",
+        "unpriced_allowed": "0",
+    }  # fmt: skip
+    assert api[("openai", "chat", "tokens")]["quantity"] == "1300"
+    assert api[("openai", "speech", "characters")]["unpriced_allowed"] == "1"
+    # Quantity with its unit; unpriced rows highlighted; the unmetered line labelled.
+    assert ">1,300 tokens<" in page and ">44 characters<" in page
+    speech = re.search(r'<tr data-provider="openai" data-operation="speech"[^>]*>', page)
+    assert speech and 'class="unpriced"' in speech.group(0)
+    chat = re.search(r'<tr data-provider="openai" data-operation="chat"[^>]*>', page)
+    assert chat and "class=" not in chat.group(0)
+    assert re.search(r'data-col="unpriced_allowed" data-value="1"><span class="badge warn"', page)
+    assert re.search(r'data-unmetered class="unmetered">\s*<td colspan="3"><em>No metered', page)
+    total = dict(re.findall(r'data-col="(\w+)" data-value="([^"]*)"',
+                            page[page.index('id="coverage-total"'):]))  # fmt: skip
+    assert total["requests"] == "7" and total["cost_usd"] == "0.91"
+    assert "nothing bypassed metering" in page
+    assert 'id="coverage-clamped"' not in page
+    # The dashboard links to it with its range; read-only users see the same rows.
+    _, dashboard = await admin_ui.get("/usage?range=24h&bucket=hour")
+    assert 'href="/usage/coverage?range=24h&amp;bucket=hour"' in dashboard
+    status, ro_page = await readonly_ui.get("/usage/coverage?range=24h")
+    assert status == 200 and coverage_rows(ro_page) == api
+
+
+async def test_coverage_of_a_long_range_is_its_last_31_days(
+    admin_ui: Browser, client: Client, pool: Pool
+) -> None:
+    now = datetime.now(UTC)
+    await UsageRepository(pool).insert_batch([
+        metered("old", now - timedelta(days=40), provider="openai", operation="chat",
+                unit="tokens", quantity=10, cost_usd=1),
+        metered("new", now - timedelta(hours=1), provider="openai", operation="chat",
+                unit="tokens", quantity=20, cost_usd=2),
+    ])  # fmt: skip
+    status, page = await admin_ui.get("/usage/coverage?range=90d&app_id=app_a")
+    assert status == 200
+    end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    api = await api_coverage(client, end - timedelta(days=31), end)
+    assert coverage_rows(page) == api
+    assert api[("openai", "chat", "tokens")]["requests"] == "1"  # 40 days ago: outside
+    note = re.search(r'id="coverage-clamped">([^<]*)<', page)
+    assert note and "at most 31 days" in note.group(1)
+    start, asked = (end - timedelta(days=d) for d in (31, 90))
+    assert f"from {start:%Y-%m-%d %H:%M} UTC, not {asked:%Y-%m-%d %H:%M}" in note.group(1)
+    assert 'id="coverage-unfiltered"' in page  # the report has no filters
+    status, page = await admin_ui.get("/usage/coverage?range=30d")
+    assert status == 200 and 'id="coverage-clamped"' not in page
 
 
 # --- audit log ----------------------------------------------------------------------
