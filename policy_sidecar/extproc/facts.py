@@ -69,11 +69,11 @@ class RequestFacts:
 
     @classmethod
     def for_route(cls, request_id: str, started_at: float, route: Route | None) -> RequestFacts:
-        facts = cls(request_id=request_id, started_at=started_at)
         if route is None:
-            return facts
-        return replace(
-            facts,
+            return cls(request_id=request_id, started_at=started_at)
+        return cls(
+            request_id=request_id,
+            started_at=started_at,
             provider=route.provider,
             operation=route.operation,
             model_from_path=route.model_from_path,

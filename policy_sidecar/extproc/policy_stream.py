@@ -172,18 +172,20 @@ class PolicyProcessor:
         identity = self._identity
         assert self._facts is not None, "body before headers"
         assert identity is not None, "body before headers"
-        self._facts = replace(self._facts, request_bytes=len(msg.body))
         if self._provider is None or self._route is None:
+            self._facts = replace(self._facts, request_bytes=len(msg.body))
             return continue_request_body(metadata=self._metadata(self._facts))
         provider, route = self._provider, self._route
         try:
             body = load_request(route, msg.body, self._content_type)
             parsed = provider.parse_request(route, body)
         except ValueError as exc:  # RequestError, json.JSONDecodeError, UnicodeDecodeError
+            self._facts = replace(self._facts, request_bytes=len(msg.body))
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
         self._facts = replace(
             self._facts,
+            request_bytes=len(msg.body),
             requested_model=model,
             stream=parsed.stream or route.stream_from_path,
             quantity=parsed.quantity,
@@ -218,20 +220,22 @@ class PolicyProcessor:
         engine = await self._engine_for(identity)
         admission = await self._s.enforcer.admit(engine, identity, facts.pre_context(), deployment)
         decision = admission.decision
-        # A denial's record names no served model: nothing went upstream.
-        self._facts = replace(
-            self._facts,
-            estimated_tokens=facts.estimated_tokens,
-            max_tokens=facts.max_tokens,
-            shadow=tuple(v.policy_id for v in decision.shadow),
-        )
+        shadow = tuple(v.policy_id for v in decision.shadow)
+        if shadow or decision.denial is not None:
+            # A denial's record names no served model: nothing went upstream.
+            self._facts = replace(
+                self._facts,
+                estimated_tokens=facts.estimated_tokens,
+                max_tokens=facts.max_tokens,
+                shadow=shadow,
+            )
         for v in decision.shadow:
             observe_violation(v.policy_type, v.policy_id, "shadow_deny")
         if decision.denial is not None:
             return self._deny_by(
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
             )
-        self._facts = replace(facts, shadow=self._facts.shadow, charges=admission.charges)
+        self._facts = replace(facts, shadow=shadow, charges=admission.charges)
         self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         # The deployment's path (Azure, Gemini) and upstream model; None: unchanged.

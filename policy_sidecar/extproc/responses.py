@@ -29,6 +29,11 @@ def header_mutation(
 def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     """A flat Struct, built field by field (``Struct.update`` recurses in Python)."""
     out = struct_pb2.Struct()
+    _fill(out, values)
+    return out
+
+
+def _fill(out: struct_pb2.Struct, values: Mapping[str, Any]) -> None:
     fields = out.fields
     for key, value in values.items():
         if isinstance(value, bool):
@@ -39,25 +44,29 @@ def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
             fields[key].number_value = value
         else:
             fields[key].list_value.extend(value)
-    return out
 
 
-def _metadata(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
-    if not values:
-        return None
-    out = struct_pb2.Struct()
-    out.fields[METADATA_NAMESPACE].struct_value.CopyFrom(to_struct(values))
-    return out
+def _set_metadata(response: pb.ProcessingResponse, values: Mapping[str, Any] | None) -> None:
+    """The namespace's values, written in place (no intermediate Struct to copy)."""
+    if values:
+        _fill(response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value, values)
 
 
-def _common(mutation: pb.HeaderMutation | None, body: bytes | None) -> pb.CommonResponse:
-    common = pb.CommonResponse()
+def _fill_common(
+    common: pb.CommonResponse,
+    mutation: pb.HeaderMutation | None,
+    body: bytes | None,
+    clear_route_cache: bool,
+) -> None:
+    """Fills the response's CommonResponse in place (a constructor would copy it)."""
+    common.SetInParent()
     if mutation is not None:
         common.header_mutation.CopyFrom(mutation)
     if body is not None:
         common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
         common.body_mutation.body = body
-    return common
+    if clear_route_cache:
+        common.clear_route_cache = True
 
 
 def continue_request_body(
@@ -69,12 +78,9 @@ def continue_request_body(
 ) -> pb.ProcessingResponse:
     """Let a buffered request body go upstream, optionally replaced; with
     ``clear_route_cache`` Envoy picks the route again (after a routing header)."""
-    common = _common(mutation, body)
-    common.clear_route_cache = clear_route_cache
-    response = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
-    md = _metadata(metadata)
-    if md is not None:
-        response.dynamic_metadata.CopyFrom(md)
+    response = pb.ProcessingResponse()
+    _fill_common(response.request_body.response, mutation, body, clear_route_cache)
+    _set_metadata(response, metadata)
     return response
 
 
@@ -84,12 +90,9 @@ def continue_request_headers(
     metadata: Mapping[str, Any] | None = None,
     clear_route_cache: bool = False,
 ) -> pb.ProcessingResponse:
-    common = _common(mutation, None)
-    common.clear_route_cache = clear_route_cache
-    response = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
-    md = _metadata(metadata)
-    if md is not None:
-        response.dynamic_metadata.CopyFrom(md)
+    response = pb.ProcessingResponse()
+    _fill_common(response.request_headers.response, mutation, None, clear_route_cache)
+    _set_metadata(response, metadata)
     return response
 
 
@@ -111,7 +114,5 @@ def immediate_response(
             details=details,
         )
     )
-    md = _metadata(metadata)
-    if md is not None:
-        response.dynamic_metadata.CopyFrom(md)
+    _set_metadata(response, metadata)
     return response
