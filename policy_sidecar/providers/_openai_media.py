@@ -25,7 +25,11 @@ from policy_sidecar.providers._multipart import UploadedFile
 from policy_sidecar.providers._usage import FULL_PARSE_LIMIT, TAIL_BYTES
 from policy_sidecar.providers.base import ParsedRequest, RequestError, Usage, UsageParser
 from policy_sidecar.providers.sse import SSEDecoder
-from policy_sidecar.providers.window import after_first_event, through_last_event
+from policy_sidecar.providers.window import (
+    after_first_event,
+    last_member_value,
+    through_last_event,
+)
 
 __all__ = [
     "FORM_OPERATIONS",
@@ -164,7 +168,6 @@ _UNITS = {
     "translations": "seconds",
     "moderations": "requests",
 }
-_DECODER = json.JSONDecoder()
 
 
 def _loads(data: bytes) -> Any:
@@ -298,7 +301,9 @@ class MediaBodyParser:
 
     def _from_tail(self, text: str) -> Usage | None:
         """A large answer: the fields near its end, and the images counted."""
-        found = {key: _value_at(text, key) for key in ("usage", "size", "quality", "duration")}
+        found = {
+            key: last_member_value(text, key) for key in ("usage", "size", "quality", "duration")
+        }
         obj: dict[str, Any] = {k: v for k, v in found.items() if v is not None}
         if self._operation in ("images", "image_edits"):
             obj["data"] = [None] * self._images
@@ -310,26 +315,6 @@ class MediaBodyParser:
 
 
 _IMAGE_KEYS = (b'"url"', b'"b64_json"')
-
-
-def _value_at(text: str, key: str) -> Any:
-    """The JSON value after the last ``"key":`` in ``text``, or None."""
-    at = text.rfind(f'"{key}"')
-    colon = text.find(":", at + len(key) + 2) if at >= 0 else -1
-    if colon < 0:
-        return None
-    try:
-        value, _ = _DECODER.raw_decode(text, colon + 1 + _spaces(text, colon + 1))
-    except ValueError:
-        return None
-    return value
-
-
-def _spaces(text: str, start: int) -> int:
-    n = 0
-    while start + n < len(text) and text[start + n] in " \t\r\n":
-        n += 1
-    return n
 
 
 class ImageStreamParser:

@@ -15,8 +15,10 @@ from typing import Any
 from policy_sidecar.providers.base import Usage, UsageParser
 from policy_sidecar.providers.sse import LineSplitter, SSEDecoder
 from policy_sidecar.providers.window import (
+    MISSING,
     after_first_event,
     after_first_line,
+    member_value,
     through_last_event,
     through_last_line,
 )
@@ -30,7 +32,6 @@ ToUsage = Callable[[Raw], "Usage | None"]
 # 100 MB body costs a small decode instead of a 100 MB one on the event loop.
 FULL_PARSE_LIMIT = 1024 * 1024
 TAIL_BYTES = 64 * 1024
-_DECODER = json.JSONDecoder()
 
 
 def _loads(data: bytes | str) -> Any:
@@ -38,6 +39,32 @@ def _loads(data: bytes | str) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+class CountTokensParser:
+    """A token-count answer (Anthropic ``{"input_tokens": N}``, Gemini
+    ``{"totalTokens": N, …}``, from their API references): one free request when the
+    answer carries ``key``; an error body reports nothing."""
+
+    __slots__ = ("_chunks", "_key")
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def feed_window(self, head: bytes, tail: bytes) -> None:
+        # A real count answer is a few bytes: this only happens to odd bodies, which
+        # are judged by what the two ends make together.
+        self._chunks = [head + tail]
+
+    def finish(self) -> Usage | None:
+        found = _loads(b"".join(self._chunks))
+        if not isinstance(found, dict) or self._key not in found:
+            return None
+        return Usage(unit="requests", quantity=1.0)
 
 
 class JSONBodyParser:
@@ -98,18 +125,9 @@ class JSONBodyParser:
         return None
 
     def _member(self, text: str, key: str, after: int) -> Raw | None:
-        start = after
-        while start < len(text) and text[start] in " \t\r\n":
-            start += 1
-        if start >= len(text) or text[start] != ":":
+        value = member_value(text, after)
+        if value is MISSING:
             return None  # not a member name (e.g. a string value that equals the key)
-        start += 1
-        while start < len(text) and text[start] in " \t\r\n":
-            start += 1
-        try:
-            value, _ = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            return None
         return self._extract({key: value})
 
 

@@ -19,7 +19,13 @@ from policy_sidecar.providers._fields import (
     req_str,
     wrong,
 )
-from policy_sidecar.providers._usage import JSONBodyParser, Raw, SSEUsageParser, int_fields
+from policy_sidecar.providers._usage import (
+    CountTokensParser,
+    JSONBodyParser,
+    Raw,
+    SSEUsageParser,
+    int_fields,
+)
 from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
 
 _FIELDS = {
@@ -149,32 +155,6 @@ def parse_count_tokens(body: Mapping[str, Any]) -> ParsedRequest:
     return ParsedRequest(model=req_model(body), stream=False, max_output_tokens=0, quantity=1.0)
 
 
-class CountTokensParser:
-    """The answer ``{"input_tokens": N}`` (Anthropic's API reference): one request,
-    free; an error body reports nothing."""
-
-    __slots__ = ("_chunks",)
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def feed_window(self, head: bytes, tail: bytes) -> None:
-        # A token count answer is a few bytes: larger, it is no such answer.
-        self._chunks = [head + tail]
-
-    def finish(self) -> Usage | None:
-        try:
-            obj = json.loads(b"".join(self._chunks))
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(obj, dict) or "input_tokens" not in obj:
-            return None
-        return Usage(unit="requests", quantity=1.0)
-
-
 class AnthropicProvider:
     """api.anthropic.com ``POST /v1/messages``."""
 
@@ -200,7 +180,7 @@ class AnthropicProvider:
     ) -> UsageParser:
         parser: UsageParser
         if route.operation == "count_tokens":
-            parser = CountTokensParser()
+            parser = CountTokensParser("input_tokens")
         elif streaming:
             # message_start sets the baseline; message_delta updates fields one by one.
             needles = ('"output_tokens"', '"input_tokens"')

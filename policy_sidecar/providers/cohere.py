@@ -29,6 +29,7 @@ from policy_sidecar.providers._usage import (
     std_usage,
 )
 from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
+from policy_sidecar.providers.window import last_member_value
 
 _ROUTES = {
     "/v1/chat": ("chat", "v1"),
@@ -211,15 +212,7 @@ class RerankParser:
 
 def _meta_in(tail: bytes) -> dict[str, Any] | None:
     """The ``"meta"`` object at the end of a rerank answer's tail, or None."""
-    text = tail.decode("utf-8", "replace")
-    at = text.rfind('"meta"')
-    colon = text.find(":", at + 6) if at >= 0 else -1
-    if colon < 0:
-        return None
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[colon + 1 :].lstrip())
-    except ValueError:
-        return None
+    value = last_member_value(tail.decode("utf-8", "replace"), "meta")
     return value if isinstance(value, dict) else None
 
 

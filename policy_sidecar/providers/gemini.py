@@ -10,6 +10,7 @@ from typing import Any
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers._fields import compact_json, obj, opt_int, opt_list, req_list, wrong
 from policy_sidecar.providers._usage import (
+    CountTokensParser,
     JSONBodyParser,
     Raw,
     SniffingParser,
@@ -138,31 +139,6 @@ def parse_count_tokens(route: Route, body: Mapping[str, Any]) -> ParsedRequest:
     )
 
 
-class CountTokensParser:
-    """``{"totalTokens": N, …}`` (Gemini's API reference): one free request."""
-
-    __slots__ = ("_chunks",)
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def feed_window(self, head: bytes, tail: bytes) -> None:
-        # A token count answer is a few bytes: larger, it is no such answer.
-        self._chunks = [head + tail]
-
-    def finish(self) -> Usage | None:
-        try:
-            found = json.loads(b"".join(self._chunks))
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(found, dict) or "totalTokens" not in found:
-            return None
-        return Usage(unit="requests", quantity=1.0)
-
-
 def extract(obj: Any) -> Raw | None:
     if not isinstance(obj, dict):
         return None
@@ -223,7 +199,7 @@ class GeminiProvider:
         # Without alt=sse a stream is one JSON array sent in pieces: sniff the framing.
         parser: UsageParser
         if route.operation == "count_tokens":
-            parser = CountTokensParser()
+            parser = CountTokensParser("totalTokens")
         else:
             parser = SniffingParser(_json, _sse) if streaming else _json()
         return with_encoding(parser, content_encoding)

@@ -8,7 +8,55 @@ head and the first one in a tail, so a parser only ever sees whole events or lin
 
 from __future__ import annotations
 
-__all__ = ["after_first_event", "after_first_line", "through_last_event", "through_last_line"]
+import json
+from typing import Any
+
+__all__ = [
+    "MISSING",
+    "after_first_event",
+    "after_first_line",
+    "last_member_value",
+    "member_value",
+    "through_last_event",
+    "through_last_line",
+]
+
+_DECODER = json.JSONDecoder()
+#: What ``member_value`` returns when no whole JSON value follows.
+MISSING: Any = object()
+_SPACE = " \t\r\n"
+
+
+def member_value(text: str, after: int) -> Any:
+    """The JSON value of the member whose quoted name ends at ``after`` in ``text``
+    (a body's tail, cut anywhere), or ``MISSING`` when what follows is no ``: value``
+    (the quoted text was a string value, or the value is cut)."""
+    start = after
+    while start < len(text) and text[start] in _SPACE:
+        start += 1
+    if start >= len(text) or text[start] != ":":
+        return MISSING
+    start += 1
+    while start < len(text) and text[start] in _SPACE:
+        start += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return MISSING
+    return value
+
+
+def last_member_value(text: str, key: str) -> Any:
+    """The value of the last whole ``"key": value`` member in ``text``, or None."""
+    needle = f'"{key}"'
+    at = text.rfind(needle)
+    while at >= 0:
+        value = member_value(text, at + len(needle))
+        if value is not MISSING:
+            return value
+        at = text.rfind(needle, 0, at)
+    return None
+
 
 # An SSE event ends with a blank line; lines end with LF, CRLF or CR.
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\r\n\n", b"\n\r\n")
