@@ -18,6 +18,7 @@ from policy_sidecar.admin.errors import Violations
 from policy_sidecar.admin.v1 import accounts_pb2 as pb
 from policy_sidecar.catalog.account_rules import account_problems, credential_file
 from policy_sidecar.store.postgres import AccountRepository
+from policy_sidecar.store.postgres.fallback_groups import FallbackGroupRepository
 from policy_sidecar.store.records import ProviderAccountRow
 
 __all__ = ["AccountServicer", "account_message"]
@@ -50,9 +51,35 @@ def account_message(row: ProviderAccountRow) -> pb.Account:
 
 
 class AccountServicer:
-    def __init__(self, repo: AccountRepository, credentials_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        repo: AccountRepository,
+        credentials_dir: Path | None = None,
+        groups: FallbackGroupRepository | None = None,
+    ) -> None:
         self._repo = repo
         self._credentials_dir = credentials_dir
+        self._groups = groups
+
+    async def _check_groups(
+        self, row: ProviderAccountRow, fields: dict[str, Any], v: Violations
+    ) -> None:
+        """An account of a fallback group stays enabled and of the group's provider: a
+        group is checked when it is written, and this keeps it true."""
+        if self._groups is None:
+            return
+        disabling = fields.get("enabled") is False and row.enabled
+        moving = "provider" in fields and fields["provider"] != row.provider
+        if not (disabling or moving):
+            return
+        groups = await self._groups.with_account(row.name)
+        if not groups:
+            return
+        names = ", ".join(groups)
+        if disabling:
+            v.add("account.enabled", f"in fallback group(s) {names}: remove it there first")
+        if moving:
+            v.add("account.provider", f"in fallback group(s) {names}: remove it there first")
 
     def _fields(self, a: pb.Account, paths: frozenset[str], v: Violations) -> dict[str, Any]:
         """The columns named by `paths`, validated; problems go to `v`."""
@@ -100,6 +127,9 @@ class AccountServicer:
         else:
             for field, problem in account_problems(name=name):
                 v.add(f"account.{field}", problem)
+            if self._groups is not None and await self._groups.exists(name):
+                # Both are Envoy cluster names.
+                v.add("account.name", f"{name!r} is a fallback group's name")
         fields = self._fields(request.account, frozenset(_MUTABLE), v)
         v.check()
         row = await self._repo.create(name=name, **fields)
@@ -139,6 +169,8 @@ class AccountServicer:
         v.check()
         paths = mask_paths(request.update_mask, _MUTABLE)
         fields = self._fields(request.account, paths, v)
+        v.check()
+        await self._check_groups(await self._repo.get(request.account.id), fields, v)
         v.check()
         row = await self._repo.update(request.account.id, version=request.account.version, **fields)
         return pb.UpdateAccountResponse(account=account_message(row))

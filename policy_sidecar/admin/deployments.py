@@ -20,6 +20,7 @@ from policy_sidecar.admin.v1 import models_pb2 as pb
 from policy_sidecar.catalog.deployments import azure_problems
 from policy_sidecar.providers.registry import default_registry
 from policy_sidecar.store.postgres import AccountRepository, ModelRepository, NotFoundError
+from policy_sidecar.store.postgres.fallback_groups import FallbackGroupRepository
 from policy_sidecar.store.postgres.price_book import PriceBookRepository, PriceVersion
 from policy_sidecar.store.records import EXTRA_PRICE_DECIMALS, Model
 
@@ -147,10 +148,12 @@ class ModelServicer:
         repo: ModelRepository,
         accounts: AccountRepository,
         prices: PriceBookRepository,
+        groups: FallbackGroupRepository | None = None,
     ) -> None:
         self._repo = repo
         self._accounts = accounts
         self._prices = prices
+        self._groups = groups
 
     @staticmethod
     def _check_azure(fields: dict[str, Any], provider: str | None, v: Violations) -> None:
@@ -177,12 +180,33 @@ class ModelServicer:
                 "model.account", f"account {name!r} is a {account.provider} account, not {provider}"
             )
 
+    async def _check_group(
+        self, fields: dict[str, Any], provider: str | None, v: Violations
+    ) -> None:
+        """An ``upstream_cluster`` naming a fallback group: the group's accounts must
+        serve the model's provider. Any other name is a cluster of the static Envoy
+        config, which the admin service cannot see."""
+        cluster = fields.get("upstream_cluster")
+        if not cluster or fields.get("account") or self._groups is None or provider is None:
+            return
+        try:
+            group = await self._groups.get_by_name(cluster)
+            account = await self._accounts.get_by_name(group.accounts[0])
+        except NotFoundError:
+            return
+        if account.provider != provider:
+            v.add(
+                "model.upstream_cluster",
+                f"fallback group {cluster!r} serves {account.provider}, not {provider}",
+            )
+
     async def CreateModel(
         self, request: pb.CreateModelRequest, context: Context
     ) -> pb.CreateModelResponse:
         v = Violations()
         fields = _fields(request.model, frozenset(_MUTABLE), v)
         await self._check_account(fields, v)
+        await self._check_group(fields, fields.get("provider"), v)
         self._check_azure(fields, fields.get("provider"), v)
         v.check()
         return pb.CreateModelResponse(model=model_message(await self._repo.create(**fields)))
@@ -221,8 +245,13 @@ class ModelServicer:
         fields = _fields(request.model, paths, v)
         await self._check_account(fields, v)
         provider = fields.get("provider")
-        if provider is None and (fields.get("azure_deployment") or fields.get("api_version")):
+        if provider is None and (
+            fields.get("azure_deployment")
+            or fields.get("api_version")
+            or "upstream_cluster" in fields
+        ):
             provider = (await self._repo.get(request.model.id)).provider
+        await self._check_group(fields, provider, v)
         self._check_azure(fields, provider, v)
         v.check()
         model = await self._repo.update(request.model.id, version=request.model.version, **fields)

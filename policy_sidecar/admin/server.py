@@ -23,6 +23,7 @@ from policy_sidecar.admin.audit import AuditServicer
 from policy_sidecar.admin.auth import AdminToken, AuthInterceptor
 from policy_sidecar.admin.configs import ApplicationConfigServicer
 from policy_sidecar.admin.deployments import ModelServicer
+from policy_sidecar.admin.fallback_groups import FallbackGroupServicer
 from policy_sidecar.admin.handlers import generic_handler
 from policy_sidecar.admin.metrics import AdminMetrics
 from policy_sidecar.admin.policies import PolicyServicer
@@ -35,6 +36,7 @@ from policy_sidecar.admin.v1 import (
     applications_pb2,
     audit_pb2,
     configs_pb2,
+    fallback_groups_pb2,
     models_pb2,
     policies_pb2,
     usage_pb2,
@@ -52,6 +54,7 @@ from policy_sidecar.store.postgres import (
     open_pool,
 )
 from policy_sidecar.store.postgres.audit import AuditLog
+from policy_sidecar.store.postgres.fallback_groups import FallbackGroupRepository
 from policy_sidecar.store.postgres.price_book import PriceBookRepository
 from policy_sidecar.store.postgres.usage_coverage import UsageCoverage
 from policy_sidecar.store.postgres.usage_recent import RecentRequests
@@ -69,6 +72,7 @@ _SERVICES = (
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    fallback_groups_pb2.DESCRIPTOR.services_by_name["FallbackGroupService"],
 )
 SERVICE_NAMES = tuple(s.full_name for s in _SERVICES)
 
@@ -97,17 +101,19 @@ async def start_admin_server(
     apps = ApplicationRepository(pool, pub)
     accounts = AccountRepository(pool, pub)
     models = ModelRepository(pool, pub)
+    groups = FallbackGroupRepository(pool, pub)
     servicers: tuple[object, ...] = (
         ApplicationServicer(apps),
         ApplicationConfigServicer(ApplicationConfigRepository(pool, pub), apps),
         ApiKeyServicer(ApiKeyRepository(pool, pub), apps),
-        ModelServicer(models, accounts, PriceBookRepository(pool, models)),
+        ModelServicer(models, accounts, PriceBookRepository(pool, models), groups),
         PolicyServicer(
             PolicyRepository(pool, pub, validator=config_validator), ModelRepository(pool, pub)
         ),
         UsageServicer(UsageQueries(pool), RecentRequests(pool), UsageCoverage(pool)),
-        AccountServicer(accounts, credentials_dir),
+        AccountServicer(accounts, credentials_dir, groups),
         AuditServicer(AuditLog(pool)),
+        FallbackGroupServicer(groups, accounts),
     )
     server = grpc.aio.server(interceptors=[AuthInterceptor(tokens, metrics)])
     server.add_generic_rpc_handlers(

@@ -85,6 +85,7 @@ def _record(r: RecentRequest) -> pb.RequestRecord:
         denied_by=r.denied_by or "",
         shadow_violations=r.shadow_violations,
         post_violations=r.post_violations,
+        upstream_account=r.upstream_account or "",
     )
 
 

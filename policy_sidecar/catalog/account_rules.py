@@ -8,10 +8,11 @@ caller that has one (`credential_file`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from policy_sidecar.catalog.accounts import ACCOUNT_NAME, CREDENTIAL_HEADERS
+from policy_sidecar.catalog.accounts import ACCOUNT_NAME, CREDENTIAL_HEADERS, ProviderAccount
 
 __all__ = [
     "ACCOUNT_NAME",
@@ -20,6 +21,7 @@ __all__ = [
     "PROVIDERS",
     "account_problems",
     "credential_file",
+    "fallback_group_problems",
 ]
 
 # A plain file name (a key of a Kubernetes Secret): no path, no leading dot.
@@ -73,3 +75,31 @@ def credential_file(directory: Path, credential_ref: str) -> Path:
     SDS file per secret, `<ref>.yaml` (envoy.upstreams.secret_path; a mounted Kubernetes
     Secret with that key lays it out the same way)."""
     return directory / f"{credential_ref}.yaml"
+
+
+def fallback_group_problems(
+    name: str, members: Sequence[str], accounts: Mapping[str, ProviderAccount]
+) -> list[tuple[str, str]]:
+    """(field, problem) for a fallback group (``name``, ``accounts``) over the known
+    ``accounts``: a plain name no account has, two or more distinct accounts, each
+    known and enabled, all of one provider. The one rule set of both the accounts file
+    (``render-envoy``) and the admin API."""
+    out: list[tuple[str, str]] = []
+    if not ACCOUNT_NAME.fullmatch(name):
+        out.append(("name", f"must match {ACCOUNT_NAME.pattern} (it is the Envoy cluster name)"))
+    elif name in accounts:
+        out.append(("name", f"{name!r} is an account's name: a group needs one no account has"))
+    if len(members) < 2 or len(set(members)) != len(members):
+        out.append(("accounts", "two or more distinct accounts"))
+    providers: dict[str, None] = {}
+    for member in members:
+        account = accounts.get(member)
+        if account is None:
+            out.append(("accounts", f"no enabled account {member!r} (unknown account)"))
+        elif not account.enabled:
+            out.append(("accounts", f"no enabled account {member!r} (it is disabled)"))
+        else:
+            providers[account.provider] = None
+    if len(providers) > 1:
+        out.append(("accounts", f"its accounts are of one provider, not {', '.join(providers)}"))
+    return out

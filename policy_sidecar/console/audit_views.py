@@ -17,7 +17,7 @@ from policy_sidecar.console.state import CLIENT_KEY, current_user
 __all__ = ["Change", "add_routes", "changes"]
 
 OBJECT_TYPES = ("application", "application_config", "api_key", "model", "policy",
-                "provider_account")  # fmt: skip
+                "provider_account", "fallback_group")  # fmt: skip
 PAGE_SIZE = 50
 LINKS = {
     "application": "/apps/{id}",

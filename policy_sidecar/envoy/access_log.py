@@ -55,6 +55,9 @@ FORMAT: dict[str, str] = {
     "det": "%RESPONSE_CODE_DETAILS%",
     "ct": "%RESP(CONTENT-TYPE)%",
     "ce": "%RESP(CONTENT-ENCODING)%",
+    # The provider account of the host that answered (its endpoint metadata; for a
+    # fallback group, the last attempt's): "-" when no account cluster served it.
+    "acct": "%UPSTREAM_METADATA(policy_sidecar:account)%",
 }
 
 
@@ -147,6 +150,8 @@ class LogEntry:
     envoy_error: str | None
     content_type: str
     content_encoding: str | None
+    # The provider account that answered (upstream host metadata); None: no account.
+    upstream_account: str | None = None
 
     @classmethod
     def from_line(cls, line: bytes) -> LogEntry:
@@ -176,6 +181,7 @@ class LogEntry:
                 envoy_error=_own_error(raw),
                 content_type=_str(raw.get("ct")) or "",
                 content_encoding=_str(raw.get("ce")),
+                upstream_account=(_str(raw.get("acct")) or "")[:64] or None,
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             if isinstance(exc, LogLineError):

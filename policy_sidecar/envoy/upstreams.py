@@ -25,6 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
+from policy_sidecar.catalog.account_rules import fallback_group_problems
 from policy_sidecar.catalog.accounts import ACCOUNT_NAME, FallbackGroup, ProviderAccount
 
 SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
@@ -213,19 +214,10 @@ def render_fallback_clusters(
 
 
 def _members(group: FallbackGroup, by_name: dict[str, ProviderAccount]) -> list[ProviderAccount]:
-    if not ACCOUNT_NAME.match(group.name) or group.name in by_name:
-        raise ValueError(f"fallback group {group.name!r}: a plain name no account has")
-    if len(group.accounts) < 2 or len(set(group.accounts)) != len(group.accounts):
-        raise ValueError(f"fallback group {group.name!r}: two or more distinct accounts")
-    members = []
-    for name in group.accounts:
-        account = by_name.get(name)
-        if account is None or not account.enabled:
-            raise ValueError(f"fallback group {group.name!r}: no enabled account {name!r}")
-        members.append(account)
-    if len({m.provider for m in members}) != 1:
-        raise ValueError(f"fallback group {group.name!r}: its accounts are of one provider")
-    return members
+    problems = fallback_group_problems(group.name, group.accounts, by_name)
+    if problems:
+        raise ValueError(f"fallback group {group.name!r}: {problems[0][1]}")
+    return [by_name[name] for name in group.accounts]
 
 
 def _attempt_account(*, set_it: bool) -> dict[str, Any]:

@@ -152,6 +152,7 @@ class Completer:
             # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
             denied_by=entry.envoy_error,
             usage_flags=clamped.flags,
+            upstream_account=entry.upstream_account,
         )
         record = usage_record(h, ending)
         if h.identity() is None:

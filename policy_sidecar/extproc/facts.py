@@ -166,6 +166,8 @@ class Ending:
     # The denying policy, or the cause of an error Envoy answered itself.
     denied_by: str | None = None
     usage_flags: tuple[str, ...] = ()
+    # The provider account that answered (Envoy's upstream host), if any.
+    upstream_account: str | None = None
 
 
 def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
@@ -205,6 +207,7 @@ def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
         # Token routes get theirs from the recorder (``usage.metering``).
         unit=usage.unit,
         quantity=(usage.quantity or 0.0) if usage.unit is not None else 0.0,
+        upstream_account=ending.upstream_account,
     )
 
 

@@ -1,4 +1,4 @@
-"""Provider accounts from Postgres: a mapping by name, refreshed on start and on change."""
+"""Provider accounts and fallback groups from Postgres, refreshed on start and on change."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import cast
 
-from policy_sidecar.catalog.accounts import ProviderAccount, ProviderName
-from policy_sidecar.store.records import ProviderAccountRow
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount, ProviderName
+from policy_sidecar.store.records import FallbackGroupRow, ProviderAccountRow
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +53,21 @@ class AccountCatalog(Mapping[str, ProviderAccount]):
 
     def __len__(self) -> int:
         return len(self._accounts)
+
+
+class FallbackGroupCatalog:
+    """The fallback groups, for the CDS writer (not read on the hot path); ``refresh``
+    says whether it loaded (a failed load keeps the last good groups)."""
+
+    def __init__(self, load: Callable[[], Awaitable[Sequence[FallbackGroupRow]]]) -> None:
+        self._load = load
+        self.groups: tuple[FallbackGroup, ...] = ()
+
+    async def refresh(self) -> bool:
+        try:
+            rows = await self._load()
+        except Exception as exc:
+            log.warning("could not refresh the fallback groups: %s", exc)
+            return False
+        self.groups = tuple(FallbackGroup(r.name, tuple(r.accounts)) for r in rows)
+        return True

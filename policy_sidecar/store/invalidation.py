@@ -12,7 +12,13 @@ from typing import Literal, Protocol
 __all__ = ["ChangeAction", "ChangeKind", "NoopPublisher", "PolicyChange", "PolicyChangePublisher"]
 
 ChangeKind = Literal[
-    "policy", "application", "application_config", "api_key", "model", "provider_account"
+    "policy",
+    "application",
+    "application_config",
+    "api_key",
+    "model",
+    "provider_account",
+    "fallback_group",
 ]
 ChangeAction = Literal["created", "updated", "deleted"]
 

@@ -17,6 +17,7 @@ __all__ = [
     "Application",
     "ApplicationConfig",
     "CreatedApiKey",
+    "FallbackGroupRow",
     "KeyIdentity",
     "Model",
     "Page",
@@ -174,6 +175,18 @@ class ProviderAccountRow:
     tokens_per_minute: int | None
     requests_per_minute: int | None
     enabled: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackGroupRow:
+    """A stored fallback group: account names, first choice first."""
+
+    id: str
+    name: str
+    accounts: list[str]
     version: int
     created_at: datetime
     updated_at: datetime

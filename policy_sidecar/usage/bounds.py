@@ -67,6 +67,7 @@ _ID_NAMESPACE: Final = uuid.UUID("6f1c3b7e-4a52-4d8e-9c1a-2b7e5d0f9a31")
 _TEXT_FIELDS: Final = (
     "org_id", "app_id", "environment", "api_key_id", "provider", "operation",
     "requested_model", "served_model", "denied_by", "client_request_id", "unit",
+    "upstream_account",
 )  # fmt: skip
 _LIST_FIELDS: Final = ("shadow_violations", "post_violations")
 _TOKEN_FIELDS: Final = (

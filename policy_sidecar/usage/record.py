@@ -58,6 +58,10 @@ class UsageRecord:
     # The price book version ``cost_usd`` was computed with (docs/providers.md, "Price
     # versions"); None when unpriced or the prices are not versioned (standalone).
     price_version: int | None = None
+    # The provider account that answered: Envoy's upstream host's ``policy_sidecar.account``
+    # metadata (for a model on a fallback group, the account of the last attempt). None
+    # when no account cluster served the request (docs/usage-recording.md).
+    upstream_account: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and the spool encodes every record.

@@ -1,4 +1,5 @@
-"""Writes the provider accounts' Envoy clusters to the CDS file Envoy watches.
+"""Writes the provider accounts' and fallback groups' Envoy clusters to the CDS file
+Envoy watches.
 
 Run by the sidecar's first worker only (the one on the first port): it already holds
 the account catalog and the invalidation listener, while the supervisor is a plain
@@ -13,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.envoy.cds import write_cds_file
-from policy_sidecar.envoy.upstreams import render_account_clusters
+from policy_sidecar.envoy.upstreams import render_account_clusters, render_fallback_clusters
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,26 @@ class AccountClusterWriter:
         self._credentials_dir = credentials_dir
         self._lock = asyncio.Lock()
 
-    async def write(self, accounts: Iterable[ProviderAccount]) -> None:
-        """Render and write; a failure is logged and the previous file stays in force."""
+    async def write(
+        self, accounts: Iterable[ProviderAccount], groups: Iterable[FallbackGroup] = ()
+    ) -> None:
+        """Render and write; a failure is logged and the previous file stays in force.
+        A group the accounts no longer satisfy (the admin API keeps them consistent,
+        but rows can be changed behind it) is left out and logged; the accounts' and
+        the other groups' clusters are still written."""
         ordered = sorted(accounts, key=lambda a: a.name)
         async with self._lock:
             try:
                 clusters = render_account_clusters(ordered, credentials_dir=self._credentials_dir)
+                for group in sorted(groups, key=lambda g: g.name):
+                    try:
+                        clusters += render_fallback_clusters(
+                            [group], ordered, credentials_dir=self._credentials_dir
+                        )
+                    except ValueError as exc:
+                        log.error(
+                            "fallback group %r left out of %s: %s", group.name, self._path, exc
+                        )
                 changed = await asyncio.to_thread(write_cds_file, self._path, clusters)
             except (OSError, ValueError) as exc:
                 log.error("cannot write the account clusters to %s: %s", self._path, exc)

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.redis_clients import RedisClient, open_redis
-from policy_sidecar.store.account_catalog import AccountCatalog
+from policy_sidecar.store.account_catalog import AccountCatalog, FallbackGroupCatalog
 from policy_sidecar.store.identity_cache import CachedIdentityResolver
 from policy_sidecar.store.listener import InvalidationListener
 from policy_sidecar.store.model_catalog import ModelCatalog
@@ -24,6 +24,7 @@ from policy_sidecar.store.postgres import (
     UsageRepository,
     open_pool,
 )
+from policy_sidecar.store.postgres.fallback_groups import FallbackGroupRepository
 from policy_sidecar.store.postgres.usage_sink import PostgresUsageSink
 from policy_sidecar.store.records import Page
 
@@ -41,13 +42,22 @@ class Production:
     usage_sink: PostgresUsageSink
     listener: InvalidationListener | None
     accounts: AccountCatalog
-    # Called after the accounts were reloaded (the CDS writer, on the first worker).
-    on_accounts: Callable[[Iterable[ProviderAccount]], Awaitable[None]] | None = None
+    groups: FallbackGroupCatalog
+    # Called after the accounts or groups were reloaded (the CDS writer, on the first
+    # worker).
+    on_accounts: (
+        Callable[[Iterable[ProviderAccount], Iterable[FallbackGroup]], Awaitable[None]] | None
+    ) = None
 
     async def on_change(self, kind: str) -> None:
-        loaded = kind in ("provider_account", "*") and await self.accounts.refresh()
+        loaded = False
+        if kind in ("provider_account", "*"):
+            loaded = await self.accounts.refresh()
+        if kind in ("provider_account", "fallback_group", "*"):
+            # A group's cluster depends on its accounts' too.
+            loaded = await self.groups.refresh() or loaded
         if loaded and self.on_accounts is not None:
-            await self.on_accounts(self.accounts.values())
+            await self.on_accounts(self.accounts.values(), self.groups.groups)
         if kind in ("policy", "*"):
             await self.policies.invalidate()
         if kind in ("api_key", "application", "application_config", "*"):
@@ -95,6 +105,7 @@ async def open_production(
     policies_repo = PolicyRepository(pool)
     models_repo = ModelRepository(pool)
     accounts_repo = AccountRepository(pool)
+    groups_repo = FallbackGroupRepository(pool)
     production = Production(
         pool=pool,
         redis=redis,
@@ -119,9 +130,13 @@ async def open_production(
         accounts=AccountCatalog(
             lambda: _all_pages(lambda token: accounts_repo.list(page_size=500, page_token=token))
         ),
+        groups=FallbackGroupCatalog(
+            lambda: _all_pages(lambda token: groups_repo.list(page_size=500, page_token=token))
+        ),
     )
     await production.models.refresh()
     await production.accounts.refresh()
+    await production.groups.refresh()
     production.identities.start()
     if redis is not None:
         production.listener = InvalidationListener(redis, production.on_change)

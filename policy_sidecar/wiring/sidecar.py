@@ -250,9 +250,9 @@ async def serve_worker(
         writer = AccountClusterWriter(settings.cds_path, settings.credentials_dir)
         if production is not None:
             production.on_accounts = writer.write
-            await writer.write(production.accounts.values())
+            await writer.write(production.accounts.values(), production.groups.groups)
         else:
-            await writer.write(load_config(settings).accounts.values())
+            await writer.write(load_config(settings).accounts.values(), ())
     recorder = build_recorder(settings, sink, port=port, models=source.models)
     services = build_services(
         settings,

@@ -186,7 +186,7 @@ class ListRecentRequestsRequest(_message.Message):
     def __init__(self, filter: _Optional[_Union[UsageFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
-    __slots__ = ("request_id", "start_time", "org_id", "app_id", "environment", "api_key_id", "provider", "model", "decision", "status_code", "streamed", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "cost_usd", "denied_by", "shadow_violations", "post_violations")
+    __slots__ = ("request_id", "start_time", "org_id", "app_id", "environment", "api_key_id", "provider", "model", "decision", "status_code", "streamed", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "cost_usd", "denied_by", "shadow_violations", "post_violations", "upstream_account")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class RequestRecord(_message.Message):
     DENIED_BY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     POST_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     start_time: _timestamp_pb2.Timestamp
     org_id: str
@@ -225,7 +226,8 @@ class RequestRecord(_message.Message):
     denied_by: str
     shadow_violations: _containers.RepeatedScalarFieldContainer[str]
     post_violations: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., environment: _Optional[str] = ..., api_key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., decision: _Optional[str] = ..., status_code: _Optional[int] = ..., streamed: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., cost_usd: _Optional[str] = ..., denied_by: _Optional[str] = ..., shadow_violations: _Optional[_Iterable[str]] = ..., post_violations: _Optional[_Iterable[str]] = ...) -> None: ...
+    upstream_account: str
+    def __init__(self, request_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org_id: _Optional[str] = ..., app_id: _Optional[str] = ..., environment: _Optional[str] = ..., api_key_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., decision: _Optional[str] = ..., status_code: _Optional[int] = ..., streamed: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., cost_usd: _Optional[str] = ..., denied_by: _Optional[str] = ..., shadow_violations: _Optional[_Iterable[str]] = ..., post_violations: _Optional[_Iterable[str]] = ..., upstream_account: _Optional[str] = ...) -> None: ...
 
 class ListRecentRequestsResponse(_message.Message):
     __slots__ = ("requests", "next_page_token")

@@ -17,7 +17,7 @@ COLUMNS: Final = (
     "cached_tokens", "reasoning_tokens", "estimated_tokens", "usage_reported",
     "latency_ms", "ttft_ms", "request_bytes", "response_bytes", "cost_usd", "denied_by",
     "shadow_violations", "post_violations", "client_request_id", "usage_flags", "unit",
-    "quantity", "price_version",
+    "quantity", "price_version", "upstream_account",
 )  # fmt: skip
 
 #: Postgres types of COLUMNS, for binary COPY (about 3x faster than text here).
@@ -25,7 +25,7 @@ COPY_TYPES: Final = (
     "text", "timestamptz", "text", "int4", "text", "text", "text", "text", "text", "text",
     "text", "text", "bool", "int8", "int8", "int8", "int8", "int8", "int8", "bool",
     "float8", "float8", "int8", "int8", "numeric", "text", "text[]", "text[]", "text", "text[]",
-    "text", "numeric", "int8",
+    "text", "numeric", "int8", "text",
 )  # fmt: skip
 
 #: Error = not a policy denial, and not a success: the sidecar gave up, the stream

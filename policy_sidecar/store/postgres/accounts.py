@@ -157,7 +157,9 @@ class AccountRepository:
                     conn, kind=_KIND, table=_TABLE, key={"id": account_id}, version=version
                 )
         except pg_errors.ForeignKeyViolation as exc:
-            raise InUseError(_KIND, account_id, "model deployments still refer to it") from exc
+            raise InUseError(
+                _KIND, account_id, "model deployments or fallback groups still refer to it"
+            ) from exc
         await self._changed(account_id, "deleted", None)
 
     async def _changed(self, account_id: str, action: Any, version: int | None) -> None:

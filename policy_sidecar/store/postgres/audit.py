@@ -41,7 +41,15 @@ SYSTEM_ACTOR: Final = "system"
 
 #: The `object_type` values the triggers write (one per audited table).
 OBJECT_TYPES: Final = frozenset(
-    {"application", "application_config", "api_key", "model", "policy", "provider_account"}
+    {
+        "application",
+        "application_config",
+        "api_key",
+        "model",
+        "policy",
+        "provider_account",
+        "fallback_group",
+    }
 )
 
 

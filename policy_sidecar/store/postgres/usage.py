@@ -38,6 +38,7 @@ def _row(r: UsageRecord) -> tuple[object, ...]:
         None if r.cost_usd is None else Decimal(repr(r.cost_usd)), r.denied_by,
         list(r.shadow_violations), list(r.post_violations), r.client_request_id,
         list(r.usage_flags), r.unit, Decimal(repr(float(r.quantity))), r.price_version,
+        r.upstream_account,
     )  # fmt: skip
 
 

@@ -47,6 +47,7 @@ class RecentRequest:
     denied_by: str | None
     shadow_violations: list[str]
     post_violations: list[str]
+    upstream_account: str | None
 
 
 def _token(row: RecentRequest) -> str:
@@ -92,7 +93,7 @@ class RecentRequests:
             "SELECT request_id, started_at, org_id, app_id, environment, api_key_id, provider,"
             " coalesce(served_model, requested_model) AS model, decision, status_code, streamed,"
             " prompt_tokens, completion_tokens, total_tokens, latency_ms, cost_usd, denied_by,"
-            " shadow_violations, post_violations"
+            " shadow_violations, post_violations, upstream_account"
             " FROM usage_metrics"
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
             + " ORDER BY started_at DESC, request_id DESC LIMIT %s"
