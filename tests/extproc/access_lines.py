@@ -55,6 +55,7 @@ def line(
     flags: str = "-",
     encoding: str | None = None,
     lua: bool = True,
+    account: str | None = None,
 ) -> bytes:
     raw = {
         "id": request_id,
@@ -71,6 +72,8 @@ def line(
         "det": details or ("via_upstream" if error is None else "local_reply"),
         "ct": content_type or None,
         "ce": encoding,
+        # Envoy writes null when the upstream host has no such metadata (or no host).
+        "acct": account,
     }
     return json.dumps(raw).encode()
 

@@ -92,6 +92,18 @@ async def test_json_response_records_usage(services: Services) -> None:
     assert not r.streamed
 
 
+async def test_the_account_that_answered_is_recorded(services: Services) -> None:
+    data = build_response(ROUTE, {**REQUEST, "stream": False}, USAGE).body
+    r = await complete(services, handover(), chunks=[data], account="openai-spare")
+    assert r.upstream_account == "openai-spare"
+    assert r.to_json_dict()["upstream_account"] == "openai-spare"
+    assert UsageRecord.from_json_dict(r.to_json_dict()) == r
+    # No account cluster (a static cluster, or Envoy answered alone): none recorded.
+    for account in (None, "-"):
+        plain = await complete(services, handover(), chunks=[data], account=account)
+        assert plain.upstream_account is None
+
+
 async def test_stream_cut_short_is_charged_what_it_delivered(services: Services) -> None:
     chunks = sse_chunks(REQUEST)
     # role, "one", " two", " three"; then the client is gone
