@@ -176,6 +176,17 @@ class Completer:
             await self._s.enforcer.settle(
                 h.charges, charged, deployment, estimated_prompt=h.estimated_tokens
             )
+            answered = record.upstream_account
+            if (
+                answered
+                and 200 <= record.status_code < 300
+                and answered != (deployment.account if deployment is not None else None)
+            ):
+                # A fallback group's model reserved no account quota: charge the account
+                # that answered now (docs/connect-providers.md).
+                await self._s.enforcer.charge_answering_account(
+                    answered, charged, deployment, estimated_prompt=h.estimated_tokens
+                )
             if h.provider is not None and usage is not None:
                 engine = await self._s.policies.engine_for(identity)
                 found = await self._s.enforcer.post_check(

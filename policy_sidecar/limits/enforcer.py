@@ -22,7 +22,7 @@ from policy_sidecar.counters.values import (
 )
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.penalties import Penalty, PenaltyBox, penalty_key
-from policy_sidecar.policy.account_limits import account_policies
+from policy_sidecar.policy.account_limits import account_policies, answered_adjustments
 from policy_sidecar.policy.context import PostRequestContext, PreRequestContext
 from policy_sidecar.policy.decision import Decision, Violation
 from policy_sidecar.policy.engine import PolicyEngine, merge
@@ -323,6 +323,32 @@ class Enforcer:
             except CounterStoreUnavailable as exc:
                 self._store_errors("settle")
                 log.warning("could not settle %d token reservations: %s", len(group), exc)
+
+    async def charge_answering_account(
+        self,
+        account_name: str,
+        usage: Usage | None,
+        deployment: ModelDeployment | None,
+        *,
+        estimated_prompt: int,
+    ) -> None:
+        """Adds a request to the quota counters of the account that answered it, for a
+        model that reserved nothing on them (a fallback group's): the account's own
+        models then see the group's load. Nothing was checked before the request, so
+        the group's traffic itself is never refused by these quotas."""
+        account = self._accounts.get(account_name)
+        if account is None:
+            return
+        actual = usage or Usage(prompt_tokens=estimated_prompt, total_tokens=estimated_prompt)
+        now = self._clock()
+        adjustments = answered_adjustments(account, actual, deployment, now)
+        if not adjustments:
+            return
+        try:
+            await self._counters.adjust(adjustments, now)
+        except CounterStoreUnavailable as exc:
+            self._store_errors("settle")
+            log.warning("could not charge account %s's quotas: %s", account_name, exc)
 
     async def post_check(
         self, engine: PolicyEngine, identity: Identity, ctx: PostRequestContext

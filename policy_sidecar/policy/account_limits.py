@@ -12,12 +12,15 @@ from __future__ import annotations
 from functools import lru_cache
 
 from policy_sidecar.catalog.accounts import ProviderAccount
-from policy_sidecar.counters.values import counter_key
+from policy_sidecar.catalog.deployments import ModelDeployment
+from policy_sidecar.counters.values import Adjustment, counter_key
+from policy_sidecar.counters.windows import bucket_bounds
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.policy.definition import PolicyDefinition, RateLimitConfig, TokenLimitConfig
 from policy_sidecar.policy.limits import CounterPolicy, RateLimitPolicy, TokenLimitPolicy
+from policy_sidecar.providers.base import Usage
 
-__all__ = ["account_key", "account_policies"]
+__all__ = ["account_key", "account_policies", "answered_adjustments"]
 
 
 def account_key(account: str, unit: str) -> str:
@@ -77,3 +80,20 @@ def _definition(
         type=type_,
         config=config,
     )
+
+
+def answered_adjustments(
+    account: ProviderAccount, usage: Usage, deployment: ModelDeployment | None, now: float
+) -> list[Adjustment]:
+    """What a request the account answered adds to its quota counters when nothing was
+    reserved on them before (a model on a fallback group: which account answers is
+    known only at the end): one request, and the tokens it used, in the current bucket."""
+    out = []
+    for policy in account_policies(account):
+        if isinstance(policy, TokenLimitPolicy):
+            amount = TokenLimitPolicy.actual_for(policy.config.count, usage, deployment)
+        else:
+            amount = 1
+        start, _ = bucket_bounds(policy.window, now)
+        out.append(Adjustment(account_key(account.name, policy.unit), policy.window, start, amount))
+    return out

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.completion import Completer
 from policy_sidecar.extproc.facts import RequestFacts
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.fakeprovider.samples import build_response
+from policy_sidecar.limits.enforcer import Enforcer
+from policy_sidecar.limits.penalties import InMemoryPenaltyBox
+from policy_sidecar.policy.account_limits import account_key
 from policy_sidecar.providers import Route, Usage
 from policy_sidecar.usage.bounds import bound_record
 from policy_sidecar.usage.record import UsageRecord
@@ -102,6 +109,36 @@ async def test_the_account_that_answered_is_recorded(services: Services) -> None
     for account in (None, "-"):
         plain = await complete(services, handover(), chunks=[data], account=account)
         assert plain.upstream_account is None
+
+
+async def test_a_group_models_answer_is_charged_to_the_answering_accounts_quotas(
+    make_services: Callable[..., Services],
+    counters: InMemoryCounterStore,
+    penalties: InMemoryPenaltyBox,
+    clock: FakeClock,
+) -> None:
+    spare = ProviderAccount(
+        name="openai-spare",
+        provider="openai",
+        base_host="api.openai.com",
+        credential_ref="spare",
+        tokens_per_minute=1_000,
+        requests_per_minute=10,
+    )
+    enforcer = Enforcer(counters, penalties, clock, accounts={"openai-spare": spare})
+    services = make_services(enforcer=enforcer)
+    data = build_response(ROUTE, {**REQUEST, "stream": False}, USAGE).body
+    # gpt-4o-mini is on no account (as on a group): nothing was reserved on spare's.
+    await complete(services, handover(), chunks=[data], account="openai-spare")
+    used = {key: value for key, (value, _) in counters._values.items()}
+    assert len(used) == 2, used  # spare's requests and tokens
+    tokens = next(k for k in used if k.startswith(account_key("openai-spare", "tokens") + ":"))
+    requests = next(k for k in used if k.startswith(account_key("openai-spare", "requests") + ":"))
+    assert (used[tokens], used[requests]) == (USAGE.total_tokens, 1)
+    # An error answer is not charged (the provider refused it); nor an unknown account.
+    await complete(services, handover(), chunks=[b"{}"], status=429, account="openai-spare")
+    await complete(services, handover(), chunks=[data], account="ghost")
+    assert counters.bucket_count() == 2
 
 
 async def test_stream_cut_short_is_charged_what_it_delivered(services: Services) -> None:

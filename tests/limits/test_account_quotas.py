@@ -212,3 +212,39 @@ async def test_account_and_app_charges_and_headers_together(store: CounterStore)
     assert refused.decision.denial is not None
     assert refused.charges == ()
     assert refused.headers["x-ratelimit-limit-tokens"] == "1000"  # the tighter: the account's
+
+
+async def test_a_fallback_groups_request_is_charged_to_the_account_that_answered(
+    store: CounterStore,
+) -> None:
+    """A model on a group reserves no account quota (the answering account is known only
+    at the end); afterwards the request and its tokens land on that account's counters,
+    which the account's own models are then checked against."""
+    enforcer, wrapped, deployment, name = setup(
+        store, requests_per_minute=3, tokens_per_minute=1_000
+    )
+    grouped = ModelDeployment(
+        name="gpt-4o-mini", provider="openai", upstream_model="gpt-4o-mini", route="any"
+    )
+    engine = PolicyEngine([])
+    who = org("acme")
+    admitted = await enforcer.admit(engine, who, ctx(who, 300, 400), grouped)
+    assert admitted.decision.allowed and admitted.charges == ()
+    await enforcer.charge_answering_account(
+        name, Usage(300, 400, 700), grouped, estimated_prompt=300
+    )
+    assert wrapped.calls[-1] == {f"account:{name}"}  # one call, in the account's slot
+    # 700 of 1,000 tokens and 1 of 3 requests are used: 350 more tokens do not fit.
+    refused = await enforcer.admit(engine, who, ctx(who, 250, 200), deployment)
+    assert refused.decision.denial is not None
+    assert refused.decision.denial.policy_id == f"account:{name}:tokens_per_minute"
+    assert (await enforcer.admit(engine, who, ctx(who, 100, 100), deployment)).decision.allowed
+    # Two requests counted (the group's and the last one): one more fits, then none.
+    assert (await enforcer.admit(engine, who, ctx(who, 1, 0), deployment)).decision.allowed
+    rpm = await enforcer.admit(engine, who, ctx(who, 1, 0), deployment)
+    assert rpm.decision.denial is not None
+    assert rpm.decision.denial.policy_id == f"account:{name}:requests_per_minute"
+    # An unknown account, or one without quotas, is left alone.
+    calls = len(wrapped.calls)
+    await enforcer.charge_answering_account("ghost", Usage(1, 1, 2), grouped, estimated_prompt=1)
+    assert len(wrapped.calls) == calls
