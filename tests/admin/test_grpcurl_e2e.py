@@ -253,3 +253,55 @@ async def test_grpcurl_write_is_in_the_audit_log(admin_address: tuple[str, int])
         "AuditService/ListAuditEvents", "-d", '{"page_token": "bogus"}', token=VIEWER
     )
     assert code != 0 and "InvalidArgument" in out and "page_token" in out
+
+
+async def test_the_fallback_group_commands_of_the_docs_work(
+    admin_address: tuple[str, int],
+) -> None:
+    """docs/connect-providers.md, "Fallback across accounts": its grpcurl commands, run
+    as written (the group's id filled in where the docs say fbg_...)."""
+    address, _ = admin_address
+    g = Grpcurl(address)
+    text = (ROOT / "docs" / "connect-providers.md").read_text()
+    section = text[text.index("## Fallback across accounts") :]
+    block = section[section.index("```sh") : section.index("```", section.index("```sh") + 5)]
+    commands = re.findall(r"g -d '(.*?)'\s*\\?\s*\$ADMIN (\S+)", block, re.DOTALL)
+    assert [m.rsplit("/", 1)[1] for _, m in commands] == [
+        "CreateAccount",
+        "CreateAccount",
+        "CreateFallbackGroup",
+        "CreateModel",
+        "UpdateFallbackGroup",
+        "GetFallbackGroup",
+    ]
+    group_id = ""
+    for body, method in commands:
+        code, out = await g.rpc(
+            method.removeprefix("policy_sidecar.admin.v1."),
+            "-d",
+            body.replace("fbg_...", group_id),
+        )
+        assert code == 0, (method, out)
+        answer = json.loads(out)
+        if method.endswith("CreateFallbackGroup"):
+            group_id = answer["fallbackGroup"]["id"]
+    assert answer["fallbackGroup"]["accounts"] == ["openai-spare", "openai-prod"]
+    assert answer["fallbackGroup"]["version"] == "2"
+    # A group over an account of another provider is refused, naming the field.
+    await g.call(
+        "AccountService/CreateAccount",
+        {
+            "account": {
+                "name": "claude",
+                "provider": "anthropic",
+                "base_host": "api.anthropic.com",
+                "credential_ref": "claude",
+            }
+        },
+    )
+    code, out = await g.rpc(
+        "FallbackGroupService/CreateFallbackGroup",
+        "-d",
+        json.dumps({"fallback_group": {"name": "mixed", "accounts": ["openai-prod", "claude"]}}),
+    )
+    assert code != 0 and "InvalidArgument" in out and "fallback_group.accounts" in out, out
