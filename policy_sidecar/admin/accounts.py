@@ -170,8 +170,9 @@ class AccountServicer:
         paths = mask_paths(request.update_mask, _MUTABLE)
         fields = self._fields(request.account, paths, v)
         v.check()
-        await self._check_groups(await self._repo.get(request.account.id), fields, v)
-        v.check()
+        if fields.get("enabled") is False or "provider" in fields:
+            await self._check_groups(await self._repo.get(request.account.id), fields, v)
+            v.check()
         row = await self._repo.update(request.account.id, version=request.account.version, **fields)
         return pb.UpdateAccountResponse(account=account_message(row))
 
