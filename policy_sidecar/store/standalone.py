@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from policy_sidecar.catalog.account_rules import account_problems
-from policy_sidecar.catalog.accounts import ProviderAccount
+from policy_sidecar.catalog.account_rules import account_problems, fallback_group_problems
+from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.catalog.deployments import ModelDeployment, azure_problems
 from policy_sidecar.identity.resolver import Identity, hash_api_key
 from policy_sidecar.policy.definition import CONFIG_TYPES, PolicyConfig, PolicyDefinition, Scope
@@ -102,6 +102,12 @@ class _Model(_Strict):
     api_version: _ApiVersion | None = None
 
 
+class _FallbackGroup(_Strict):
+    name: Name
+    # Account names (accounts[].name), first choice first.
+    accounts: list[Name]
+
+
 class _Scope(_Strict):
     org_id: Name | None = None
     app_id: Name | None = None
@@ -126,6 +132,7 @@ class _File(_Strict):
     unpriced: Literal["deny", "allow_and_report"] = "deny"
     applications: list[_App] = []
     accounts: list[_Account] = []
+    fallback_groups: list[_FallbackGroup] = []
     models: list[_Model] = []
     policies: list[_Policy] = []
 
@@ -143,6 +150,8 @@ class StandaloneConfig:
     policies: tuple[PolicyDefinition, ...]
     accounts: Mapping[str, ProviderAccount] = field(default_factory=dict)
     unpriced: Literal["deny", "allow_and_report"] = "deny"
+    # Written into the CDS file with the accounts' clusters (POLICY_SIDECAR_CDS_PATH).
+    fallback_groups: tuple[FallbackGroup, ...] = ()
 
 
 def load_standalone_config(path: str | Path) -> StandaloneConfig:
@@ -205,6 +214,14 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
             raise fail(("accounts", i, field_name), problem)
         accounts[acc.name] = ProviderAccount(**acc.model_dump())
 
+    groups: dict[str, FallbackGroup] = {}
+    for g, grp in enumerate(raw.fallback_groups):
+        if grp.name in groups:
+            raise fail(("fallback_groups", g, "name"), f"duplicate fallback group '{grp.name}'")
+        for field_name, problem in fallback_group_problems(grp.name, grp.accounts, accounts):
+            raise fail(("fallback_groups", g, field_name), problem)
+        groups[grp.name] = FallbackGroup(grp.name, tuple(grp.accounts))
+
     models: dict[str, ModelDeployment] = {}
     for m, model in enumerate(raw.models):
         if model.name in models:
@@ -224,6 +241,13 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
                     f" not {model.provider}",
                 )
             route = account.cluster
+        elif route in groups:
+            group_provider = accounts[groups[route].accounts[0]].provider
+            if group_provider != model.provider:
+                raise fail(
+                    ("models", m, "route"),
+                    f"fallback group '{route}' serves {group_provider}, not {model.provider}",
+                )
         for field_name, problem in azure_problems(
             model.provider, model.azure_deployment, model.api_version
         ):
@@ -282,6 +306,7 @@ def parse_standalone_config(text: str, *, source: str) -> StandaloneConfig:
         models=models,
         policies=tuple(policies),
         accounts=accounts,
+        fallback_groups=tuple(groups.values()),
     )
 
 

@@ -252,7 +252,8 @@ async def serve_worker(
             production.on_accounts = writer.write
             await writer.write(production.accounts.values(), production.groups.groups)
         else:
-            await writer.write(load_config(settings).accounts.values(), ())
+            config = load_config(settings)
+            await writer.write(config.accounts.values(), config.fallback_groups)
     recorder = build_recorder(settings, sink, port=port, models=source.models)
     services = build_services(
         settings,

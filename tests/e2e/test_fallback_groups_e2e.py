@@ -46,6 +46,7 @@ from policy_sidecar.store.postgres import (
 )
 from policy_sidecar.store.redis_publisher import RedisPolicyChangePublisher
 from tests.admin.helpers import ADMIN_TOKEN, AUTH
+from tests.e2e.conftest import KEY, usage_records
 from tests.e2e.test_provider_tls_e2e import OPENAI_HOST, Fake, send, write_key
 from tests.log_secrets import register as register_secret
 
@@ -263,3 +264,57 @@ def test_a_group_created_through_the_admin_api_falls_back_and_records_the_answer
 
     shown = admin_call(env, recent)
     assert (shown[rid], shown[plain]) == ("openai-spare", "openai-spare")
+
+
+def test_a_standalone_files_groups_are_written_to_the_cds_file(tmp_path: Path, env: Env) -> None:
+    """Standalone mode: the file's fallback groups go into the CDS file the sidecar
+    writes at start, beside its accounts (the same fakes as above)."""
+    accounts = "\n".join(
+        f"  - {{name: {name}, provider: openai, base_host: {OPENAI_HOST}, port: {fake.port},"
+        f" address: 127.0.0.1, credential_ref: {name}, ca_file: {env.ca_file}}}"
+        for name, fake in env.fakes.items()
+    )
+    config = tmp_path / "standalone.yaml"
+    config.write_text(
+        f"""
+version: 1
+applications:
+  - id: sa-app
+    org_id: sa-org
+    keys: [{{environment: dev, key: {KEY}}}]
+accounts:
+{accounts}
+fallback_groups:
+  - {{name: openai-any, accounts: [openai-busy, openai-spare]}}
+models:
+  - {{name: any-mini, provider: openai, upstream_model: gpt-4o-mini, route: openai-any,
+      input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+"""
+    )
+    (tmp_path / "cds").mkdir()
+    stack = new_stack(tmp_path / "stack")
+    stack.cds_path = tmp_path / "cds" / "clusters.json"
+    try:
+        stack.start_fake_provider()
+        stack.start_sidecar(
+            config,
+            {
+                "POLICY_SIDECAR_CDS_PATH": str(stack.cds_path),
+                "POLICY_SIDECAR_CREDENTIALS_DIR": str(env.credentials),
+            },
+        )
+        stack.start_envoy()
+        _until(lambda: "openai-any::" in _clusters(stack), "Envoy lists the group's cluster")
+        rid = str(uuid.uuid4())
+        status, _, body = send(
+            stack, "/v1/chat/completions", {**CHAT, "model": "any-mini"}, request_id=rid
+        )
+        assert status == 200, body
+        (refused,) = env.fakes["openai-busy"].by_request_id(rid)
+        (answered,) = env.fakes["openai-spare"].by_request_id(rid)
+        assert refused["headers"]["authorization"] == "Bearer sk-openai-busy"
+        assert answered["headers"]["authorization"] == "Bearer sk-openai-spare"
+        (record,) = usage_records(stack, {rid})
+        assert (record["status_code"], record["upstream_account"]) == (200, "openai-spare")
+    finally:
+        stack.stop()

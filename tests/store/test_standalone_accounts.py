@@ -135,3 +135,49 @@ def test_azure_fields_are_checked(old: str, new: str, line: int, fragment: str) 
         parse_standalone_config(AZURE.replace(old, new), source="c.yaml")
     assert f"c.yaml:{line}:" in str(err.value)
     assert fragment in str(err.value)
+
+
+GROUPS = """\
+accounts:
+  - {name: openai-prod, provider: openai, base_host: api.openai.com, credential_ref: prod}
+  - {name: openai-spare, provider: openai, base_host: api.openai.com, credential_ref: spare}
+  - {name: claude, provider: anthropic, base_host: api.anthropic.com, credential_ref: claude}
+fallback_groups:
+  - name: openai-any
+    accounts: [openai-prod, openai-spare]
+models:
+  - {name: gpt-4o-mini, provider: openai, route: openai-any}
+"""
+
+
+def test_fallback_groups_load_and_models_route_to_them() -> None:
+    config = parse_standalone_config(GROUPS, source="c.yaml")
+    (group,) = config.fallback_groups
+    assert (group.name, group.accounts) == ("openai-any", ("openai-prod", "openai-spare"))
+    assert (config.models["gpt-4o-mini"].route, config.models["gpt-4o-mini"].account) == (
+        "openai-any",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "fragment"),
+    [
+        ("[openai-prod, openai-spare]", "[openai-prod]", 7, "two or more distinct accounts"),
+        ("[openai-prod, openai-spare]", "[openai-prod, ghost]", 7, "'ghost' (unknown"),
+        ("[openai-prod, openai-spare]", "[openai-prod, claude]", 7, "of one provider"),
+        ("  - name: openai-any", "  - name: claude", 6, "fallback_groups[0].name: 'claude'"),
+        ("provider: openai, route", "provider: anthropic, route", 9, "serves openai"),
+        ("credential_ref: spare}", "credential_ref: spare, enabled: false}", 7, "disabled"),
+    ],
+)
+def test_fallback_group_mistakes_name_line_and_field(
+    old: str, new: str, line: int, fragment: str
+) -> None:
+    text = GROUPS.replace(old, new, 1)
+    assert text != GROUPS
+    with pytest.raises(ConfigError) as info:
+        parse_standalone_config(text, source="c.yaml")
+    message = str(info.value)
+    assert message.startswith(f"c.yaml:{line}:"), message
+    assert fragment in message, message
