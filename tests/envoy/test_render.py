@@ -63,7 +63,10 @@ def test_no_sidecar_ports_is_an_error() -> None:
 @pytest.mark.e2e
 def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
     path = tmp_path / "envoy.yaml"
-    path.write_text(render_envoy_config(OPTIONS))
+    # Envoy opens the access log files when it loads a config: a temporary directory
+    # stands in for the shipped volume, which need not exist on this machine.
+    options = dataclasses.replace(OPTIONS, access_log_dir=str(tmp_path))
+    path.write_text(render_envoy_config(options))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path)],
         capture_output=True,
@@ -157,7 +160,9 @@ def test_envoy_validates_a_config_with_accounts(tmp_path: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "openai-prod.yaml").write_text(secret_file_text("openai-prod", "sk-1"))
-    options = dataclasses.replace(OPTIONS, accounts=ACCOUNTS, credentials_dir=str(creds))
+    options = dataclasses.replace(
+        OPTIONS, accounts=ACCOUNTS, credentials_dir=str(creds), access_log_dir=str(tmp_path)
+    )
     path = tmp_path / "envoy.yaml"
     path.write_text(render_envoy_config(options))
     result = subprocess.run(
