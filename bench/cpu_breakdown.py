@@ -7,15 +7,18 @@
 path, before ``PYTHONPATH``, so a variant's own code would not be the one imported.)
 
 Starts the same targets as ``hot_path.py`` (the trivial ext_proc and the sidecar, the
-product's own Envoy configuration and launcher), runs wrk at ``--connections`` for
-``--duration`` seconds and prints, per JSON request: CPU time of each thread of the
-ext_proc processes (grouped by thread name: the event loop is ``python``, grpc's own
-threads and ``asyncio_N`` pool threads keep theirs), from ``/proc/*/task/*/schedstat``
-(nanoseconds, not 10 ms ticks), and voluntary / involuntary context switches (each a
-thread going to sleep and being woken: hand-offs). With ``--strace SECONDS`` it then
-counts one worker's system calls per request (``strace -c -f``; slows that worker
-down, so it is run apart from the CPU figures). ``--c1`` adds wrk at one connection:
-p50 and p99, and CPU per request at that rate.
+product's own Envoy configuration and launcher), runs wrk at ``--connections`` (and with
+``--c1`` at one connection) for ``--duration`` seconds, ``--rounds`` times interleaved,
+and prints per JSON request the CPU time of each thread of the ext_proc processes, from
+``/proc/*/task/*/schedstat`` (nanoseconds, not 10 ms ticks), grouped by the Python
+thread's name (``py-spy dump``; the OS calls them all ``python``): ``MainThread`` (the
+event loop), ``_poll_wrapper`` (grpc.aio's completion-queue poller), ``event_engine``
+(grpc core), ``uvloop_N`` (the default executor: ``asyncio.to_thread``), and the
+voluntary / involuntary context switches of each (a voluntary one is a thread going to
+sleep: a hand-off). ``--variant`` adds targets with another environment or another
+checkout's code, so an A/B is measured in one run. With ``--strace SECONDS`` it then
+counts one worker's system calls per request (``strace -c -f``; slows that worker down,
+so it is run apart from the CPU figures).
 """
 
 from __future__ import annotations
