@@ -606,12 +606,12 @@ def wrk(
         )
     )
     threads = 1 if connections < 64 else 2
-    out = subprocess.run(
+    run = subprocess.run(
         [
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{duration}s",
+            f"-d{duration:g}s",
             "--latency",
             "--timeout",
             "10s",
@@ -621,8 +621,10 @@ def wrk(
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {(run.stderr or run.stdout)[-500:]}")
+    out = run.stdout
 
     def pct(p: str) -> float:
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)

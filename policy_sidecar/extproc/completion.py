@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
 
 from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.access_log import Capture, LogEntry
@@ -26,7 +25,8 @@ from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_respo
 from policy_sidecar.providers.units import bills_tokens, request_quantity, route_unit
 from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
-from policy_sidecar.usage.record import Outcome, UsageRecord
+from policy_sidecar.usage.metering import metering
+from policy_sidecar.usage.record import Outcome, UsageRecord, with_changes
 
 __all__ = ["Completer", "post_context"]
 
@@ -198,7 +198,14 @@ class Completer:
         except Exception:
             # The record is kept even when settling or a check failed.
             log.exception("settling request %s failed", h.request_id[:128])
-        return replace(record, cost_usd=cost, price_version=version, post_violations=violations)
+        # Metered here too (the recorder would copy the record again to do it).
+        return with_changes(
+            record,
+            cost_usd=cost,
+            price_version=version,
+            post_violations=violations,
+            **metering(record),
+        )
 
 
 def post_context(

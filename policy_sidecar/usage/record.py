@@ -87,3 +87,19 @@ class UsageRecord:
 
 _FIELDS = fields(UsageRecord)
 _NAMES = tuple(f.name for f in _FIELDS)
+_SET = object.__setattr__
+
+
+def with_changes(record: UsageRecord, /, **changes: Any) -> UsageRecord:
+    """``dataclasses.replace(record, **changes)`` at half its cost (~12 against ~23 µs
+    here): the fields are set directly instead of through a keyword call of the 31-field
+    ``__init__``. Valid because the record has no ``__post_init__`` and every field is
+    an init field (`tests/usage/test_record_json.py` checks both); an unknown name
+    raises TypeError, as ``replace`` does. The access log reader copies every record
+    once on its way (`extproc.completion`)."""
+    new = object.__new__(UsageRecord)
+    for name in _NAMES:
+        _SET(new, name, changes.pop(name) if name in changes else getattr(record, name))
+    if changes:
+        raise TypeError(f"UsageRecord has no field(s) {', '.join(sorted(changes))}")
+    return new

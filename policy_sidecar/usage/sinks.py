@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Sequence
@@ -22,7 +21,11 @@ class UsageSink(Protocol):
 
 class JsonlFileSink:
     """Appends one JSON object per line. Each batch is one ``write`` on an O_APPEND file,
-    so several worker processes can share the file without interleaving lines."""
+    so several worker processes can share the file without interleaving lines.
+
+    The append runs on the event loop: a few KB into the page cache take microseconds,
+    where handing them to a thread cost ~100 µs of CPU per batch (the wake-ups and the
+    GIL going back and forth). Not fsynced (the file is a standalone mode's log)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -33,11 +36,14 @@ class JsonlFileSink:
         data = "".join(
             json.dumps(r.to_json_dict(), separators=(",", ":")) + "\n" for r in batch
         ).encode()
-        await asyncio.to_thread(self._append, data)
+        self._append(data)
 
     def _append(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             view = memoryview(data)
             while view:

@@ -5,8 +5,12 @@ complete lines, in order and in batches, to ``consume`` and moves its cursor pas
 only once ``consume`` says they are safe (stored or spooled), so a restart resumes
 exactly there: a line is handed over at least once, and never skipped.
 
-The cursor file holds ``{"inode": N, "offset": B}`` and is replaced atomically (write,
-fsync, rename). Rotation is followed: when the path names a new file, the old one is
+The cursor (`usage.cursor`: ``{"inode": N, "offset": B}``) is rewritten in place once
+per batch, on the event loop, and flushed to disk at most every ``sync_seconds``.
+After handing a batch over the tailer waits a poll interval before reading again, so
+the lines of that interval come as one batch (one cursor write, one sink append).
+
+Rotation is followed: when the path names a new file, the old one is
 read to its end first (a rotated ``<name>.1`` with the cursor's inode is found again
 after a restart); a file cut shorter than the cursor (truncated) is read from its start.
 A line longer than `max_line` is skipped and counted, never buffered.
@@ -27,8 +31,9 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from policy_sidecar.usage.cursor import Cursor, CursorFile
 
 __all__ = ["Cursor", "FileTailer"]
 
@@ -36,12 +41,6 @@ log = logging.getLogger(__name__)
 
 Consume = Callable[[Sequence[bytes]], Awaitable[bool]]
 Reopen = Callable[[], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    inode: int
-    offset: int
 
 
 def rotated(path: Path) -> Path:
@@ -58,6 +57,7 @@ class FileTailer:
         consume: Consume,
         *,
         poll_seconds: float = 0.01,
+        sync_seconds: float = 1.0,
         read_bytes: int = 1024 * 1024,
         max_line: int = 256 * 1024,
         retry_seconds: float = 0.5,
@@ -69,6 +69,7 @@ class FileTailer:
         self.cursor_path = Path(cursor_path)
         self._consume = consume
         self._poll = poll_seconds
+        self._cursor = CursorFile(self.cursor_path, sync_seconds=sync_seconds)
         self._read_bytes = max(read_bytes, max_line + 1)
         self._max_line = max_line
         self._retry = retry_seconds
@@ -78,6 +79,7 @@ class FileTailer:
         # Renamed, and the writer asked to reopen (once per rotation).
         self._reopen_asked = False
         self._stopping = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the sleep `stop` cuts short
         self._fd: int | None = None
         self._inode = 0
         self._offset = 0
@@ -87,20 +89,27 @@ class FileTailer:
     def stop(self) -> None:
         """``run`` returns after the batch in hand (its cursor saved, or not handed)."""
         self._stopping.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def run(self) -> None:
         try:
             self._resume(self._load_cursor())
             while not self._stopping.is_set():
                 if not await self._step():
+                    # Also after a batch: the lines of the next poll interval come as one
+                    # batch (one cursor write, one sink append) rather than one by one.
                     await self._sleep(self._poll)
+                await self._cursor.sync_if_due()
         finally:
             self._close()
+            await self._cursor.close()
 
     # -- one step ------------------------------------------------------------------------
 
     async def _step(self) -> bool:
-        """Reads and hands over one batch; False when there was nothing to do."""
+        """Reads and hands over one batch; True when there may be more to read at once
+        (the read was full, or the file changed under it)."""
         if self._fd is None and not self._open_current(0):
             return False
         assert self._fd is not None
@@ -111,7 +120,7 @@ class FileTailer:
                 # No line break in a whole read: skip what we have, up to the next one.
                 self._skipping = True
                 self._offset += len(data)
-                await self._save_cursor()
+                self._save_cursor()
                 return True
             if await self._follow_rotation(len(data)):
                 return True
@@ -135,8 +144,8 @@ class FileTailer:
             await self._sleep(self._retry)
         self.lines += len(kept)
         self._offset += end
-        await self._save_cursor()
-        return True
+        self._save_cursor()
+        return len(data) == self._read_bytes
 
     def _skip(self, reason: str) -> None:
         log.warning("access log %s: a line skipped (%s)", self.path, reason)
@@ -163,7 +172,7 @@ class FileTailer:
             self._reopen_asked = False
             if not self._open_current(0):
                 return False
-            await self._save_cursor()
+            self._save_cursor()
             # Read to its end and the cursor is past it: the rotated file can go.
             with contextlib.suppress(OSError):
                 if os.stat(rotated(self.path)).st_ino == old:
@@ -261,23 +270,25 @@ class FileTailer:
             log.error("access log cursor %s is unreadable; starting over", self.cursor_path)
             return None
 
-    async def _save_cursor(self) -> None:
-        data = json.dumps({"inode": self._inode, "offset": self._offset}).encode()
-        await asyncio.to_thread(_write_atomically, self.cursor_path, data)
+    def _save_cursor(self) -> None:
+        self._cursor.save(Cursor(self._inode, self._offset))
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+        """Sleeps ``seconds``, or until `stop`. A plain timer and future: the timeout
+        machinery (a cancellation and two exceptions) cost more than the poll itself."""
+        if self._stopping.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(seconds, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

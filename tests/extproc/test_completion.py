@@ -16,6 +16,7 @@ from policy_sidecar.limits.penalties import InMemoryPenaltyBox
 from policy_sidecar.policy.account_limits import account_key
 from policy_sidecar.providers import Route, Usage
 from policy_sidecar.usage.bounds import bound_record
+from policy_sidecar.usage.metering import metered
 from policy_sidecar.usage.record import UsageRecord
 from tests.conftest import FakeClock
 from tests.extproc.access_lines import entry
@@ -97,6 +98,9 @@ async def test_json_response_records_usage(services: Services) -> None:
     r = await complete(services, handover(), chunks=[data[:10], data[10:]])
     assert r.total_tokens == 14
     assert not r.streamed
+    # Metered as it is built: the recorder's `metered` then keeps it as it is.
+    assert (r.unit, r.quantity) == ("tokens", 14.0)
+    assert metered(r) is r
 
 
 async def test_the_account_that_answered_is_recorded(services: Services) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from policy_sidecar.usage.bounds import FLAG_VALUE_OUT_OF_RANGE, MAX_QUANTITY, bound_record
-from policy_sidecar.usage.metering import metered
+from policy_sidecar.usage.metering import metered, metering
 from policy_sidecar.usage.record import UsageRecord
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -48,3 +48,10 @@ def test_a_quantity_out_of_bounds_is_clamped_and_flagged() -> None:
         assert FLAG_VALUE_OUT_OF_RANGE in bounded.usage_flags
     fine = _record(unit="seconds", quantity=3)
     assert bound_record(fine) is fine
+
+
+def test_metering_names_exactly_what_metered_changes() -> None:
+    record = _record(provider="openai", operation="chat", total_tokens=42)
+    assert metering(record) == {"unit": "tokens", "quantity": 42.0}
+    assert metering(metered(record)) == {}
+    assert metering(_record(provider=None, operation=None)) == {}

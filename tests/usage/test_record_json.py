@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from policy_sidecar.usage.record import UsageRecord
+from policy_sidecar.usage.record import UsageRecord, with_changes
 
 FULL = UsageRecord(
     request_id="req-1",
@@ -77,3 +78,14 @@ def test_bad_input_raises(change: dict[str, object], error: type[Exception]) -> 
     data = {k: v for k, v in data.items() if v is not None}
     with pytest.raises(error):
         UsageRecord.from_json_dict(data)
+
+
+def test_with_changes_is_replace() -> None:
+    changes = {"cost_usd": 0.25, "unit": "tokens", "quantity": 14.0, "post_violations": ("p",)}
+    assert with_changes(FULL, **changes) == dataclasses.replace(FULL, **changes)
+    assert with_changes(FULL) == FULL and with_changes(FULL) is not FULL
+    with pytest.raises(TypeError, match="no_such_field"):
+        with_changes(FULL, no_such_field=1)
+    # What makes the shortcut valid: nothing runs in __init__ but the assignments.
+    assert not hasattr(UsageRecord, "__post_init__")
+    assert all(f.init for f in dataclasses.fields(UsageRecord))
