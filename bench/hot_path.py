@@ -17,6 +17,12 @@ Side by side, on the same machine, in one run (``--rounds`` rounds, medians):
 - ``litellm`` (optional: ``pip install -e '.[bench]'``): LiteLLM's proxy, one worker,
   with rpm/tpm limits, in front of the same upstream.
 
+Bisection rows (only when named in ``--modes``): ``lua``, Envoy alone plus the Lua
+capture filter and the access log (no ext_proc); ``memory-nolua``, the sidecar in
+memory mode with the Lua capture filter removed. ``--only-streams`` skips the JSON
+loads (wrk) and measures only the streams, with ``--streams`` at c=1 (twice as many at
+c=8).
+
 Upstream: one Envoy ``direct_response`` serving a realistic chat completion (never the
 bottleneck) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
 provider streaming 200 chunks 2 ms apart. Load: wrk (``apt-get install wrk``) and an
@@ -86,7 +92,8 @@ POLICIES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 MODES = ("envoy", "trivial", "memory", "redis", "production", "litellm")
-SIDECAR_MODES = ("memory", "redis", "production")
+SIDECAR_MODES = ("memory", "redis", "production", "memory-nolua")
+BISECT_MODES = ("lua", "memory-nolua")
 TOP = 20
 # What a stream request carries upstream: the fake provider's pacing, and no gzip (a
 # compressed stream would reach the client in one piece at the end).
@@ -282,6 +289,23 @@ def ext_proc_cluster(config: dict[str, Any]) -> str:
     raise SystemExit("the rendered Envoy config has no ext_proc filter")
 
 
+def is_lua(http_filter: dict[str, Any]) -> bool:
+    return ".lua." in str(http_filter.get("typed_config", {}).get("@type", ""))
+
+
+def lua_only(config: dict[str, Any]) -> dict[str, Any]:
+    """Envoy alone plus the Lua capture and the access log (bisection row ``lua``)."""
+    for filters in http_filter_lists(config):
+        filters[:] = [f for f in filters if not is_gateway_filter(f) or is_lua(f)]
+    return config
+
+
+def without_lua(config: dict[str, Any]) -> None:
+    """The product's chain without the Lua capture (bisection row ``memory-nolua``)."""
+    for filters in http_filter_lists(config):
+        filters[:] = [f for f in filters if not is_lua(f)]
+
+
 def without_gateway(config: dict[str, Any]) -> dict[str, Any]:
     """Envoy alone: every ext_proc and Lua filter removed, the rest as shipped."""
     for filters in http_filter_lists(config):
@@ -413,7 +437,11 @@ class Bench:
         )
 
     def new_stack(self, mode: str) -> Stack:
-        stack = new_stack(self.workdir / mode, workers=self.args.workers)
+        path, n = self.workdir / mode, 1
+        while path.exists():  # a second stack of one mode (bench/stream_bisect.py)
+            n += 1
+            path = self.workdir / f"{mode}-{n}"
+        stack = new_stack(path, workers=self.args.workers)
         stack.upstream_port = self.upstream_port
         self.stacks.append(stack)
         return stack
@@ -430,11 +458,15 @@ class Bench:
         self, mode: str, envoy_transform: Callable[[dict[str, Any]], None] | None = None
     ) -> Target:
         stack = self.new_stack(mode)
-        if mode in ("envoy", "trivial"):
+        if mode == "memory-nolua" and envoy_transform is None:
+            envoy_transform = without_lua
+        if mode in ("envoy", "trivial", "lua"):
             config = self.rendered(stack)
             cluster = ext_proc_cluster(config)
             pids: list[int] = []
-            if mode == "trivial":
+            if mode == "lua":
+                config = lua_only(config)
+            elif mode == "trivial":
                 ports = ",".join(str(p) for p in stack.sidecar_ports)
                 trivial = stack.start_process(
                     "trivial", [sys.executable, str(HERE / "trivial_extproc.py"), "--ports", ports]
@@ -443,6 +475,8 @@ class Bench:
                 config = with_trivial(config)
             else:
                 config = without_gateway(config)
+            if envoy_transform is not None:
+                envoy_transform(config)
             envoy = start_envoy_config(stack, "envoy", config, stack.admin_port)
             return Target(
                 mode,
@@ -726,23 +760,31 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
     a = bench.args
     w = bench.workdir
     if warm:
-        wrk(target, connections=4, duration=2, workdir=w)
+        if not a.only_streams:
+            wrk(target, connections=4, duration=2, workdir=w)
         asyncio.run(streams(target, count=2, concurrency=1, chunks=a.chunks))
     out: dict[str, float] = {}
-    gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
-    loaded = wrk(target, connections=16, duration=a.duration, workdir=w)
-    gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
-    n = max(loaded["requests"], 1.0)
-    out |= {
-        "rps": loaded["rps"],
-        "c16_p50_ms": loaded["p50_ms"],
-        "non2xx": loaded["non2xx"],
-        "gateway_cpu_us_per_req": (gw1 - gw0) / n * 1e6,
-        "envoy_cpu_us_per_req": (en1 - en0) / n * 1e6,
-    }
-    unloaded = wrk(target, connections=1, duration=a.duration_c1, workdir=w)
-    out |= {"c1_p50_ms": unloaded["p50_ms"], "c1_p99_ms": unloaded["p99_ms"]}
-    out["non2xx"] += unloaded["non2xx"]
+    if a.only_streams:
+        nan = float("nan")
+        out |= dict.fromkeys(
+            ("rps", "c16_p50_ms", "gateway_cpu_us_per_req", "envoy_cpu_us_per_req"), nan
+        )
+        out |= {"c1_p50_ms": nan, "c1_p99_ms": nan, "non2xx": 0.0}
+    else:
+        gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        loaded = wrk(target, connections=16, duration=a.duration, workdir=w)
+        gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        n = max(loaded["requests"], 1.0)
+        out |= {
+            "rps": loaded["rps"],
+            "c16_p50_ms": loaded["p50_ms"],
+            "non2xx": loaded["non2xx"],
+            "gateway_cpu_us_per_req": (gw1 - gw0) / n * 1e6,
+            "envoy_cpu_us_per_req": (en1 - en0) / n * 1e6,
+        }
+        unloaded = wrk(target, connections=1, duration=a.duration_c1, workdir=w)
+        out |= {"c1_p50_ms": unloaded["p50_ms"], "c1_p99_ms": unloaded["p99_ms"]}
+        out["non2xx"] += unloaded["non2xx"]
     one = asyncio.run(streams(target, count=a.streams, concurrency=1, chunks=a.chunks))
     out |= {
         "ttft_c1_ms": statistics.median(t for t, _ in one),
@@ -1020,6 +1062,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--no-overload", action="store_true")
+    parser.add_argument(
+        "--only-streams",
+        action="store_true",
+        help="measure only the SSE streams (no wrk JSON loads, no overload run)",
+    )
     parser.add_argument("--overload-connections", type=int, default=1024)
     parser.add_argument("--overload-duration", type=int, default=8)
     parser.add_argument(
@@ -1035,6 +1082,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.duration, args.duration_c1, args.streams = 1, 4, 3, 6
         args.overload_duration = 4
+    if args.only_streams:
+        args.no_overload = True
     args.sidecar_env = {}
     modes = [m for m in args.modes.split(",") if m]
     if "envoy" not in modes:
