@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import statistics
 import sys
@@ -57,24 +56,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hot_path
 from hot_path import BODY, STREAM_HEADERS, Bench, Target, descendants
 
-from policy_sidecar.cli.launcher import Stack
-
-# Envoy's own clock for each request (µs), from a timing access log added to every row:
-# where a request's time goes inside the gateway Envoy, free of the client's scheduling.
-TIMING = {
-    "rid": "%REQ(X-BISECT-KIND)%",
-    # first request byte in -> first byte sent upstream: the request path (ext_proc)
-    "req": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%",
-    # first byte sent upstream -> first response byte from upstream: the provider
-    "up": "%COMMON_DURATION(US_TX_BEG:US_RX_BEG:us)%",
-    # first response byte from upstream -> first byte sent to the client: response filters
-    "relay": "%COMMON_DURATION(US_RX_BEG:DS_TX_BEG:us)%",
-    # first request byte in -> first response byte out: the gateway's time to first byte
-    "ttfb": "%COMMON_DURATION(DS_RX_BEG:DS_TX_BEG:us)%",
-    "total": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
-}
-TIMING_FIELDS = ("req", "up", "relay", "ttfb")
-
 ROWS = ("direct", "direct+usage", "envoy", "lua", "memory-nolua", "memory", "trivial")
 
 
@@ -83,53 +64,6 @@ def replace_lua(config: dict[str, Any], source: str) -> None:
         for f in filters:
             if hot_path.is_lua(f):
                 f["typed_config"]["default_source_code"] = {"inline_string": source}
-
-
-def add_timing_log(config: dict[str, Any], path: Path) -> None:
-    for hcm in hot_path.connection_managers(config):
-        hcm.setdefault("access_log", []).append(
-            {
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": "type.googleapis.com/"
-                    "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                    "path": str(path),
-                    "log_format": {"json_format": TIMING},
-                },
-            }
-        )
-
-
-_start_envoy_config = hot_path.start_envoy_config
-
-
-def start_envoy_config(
-    stack: Stack, name: str, config: dict[str, Any], admin_port: int
-) -> hot_path.Process:
-    """hot_path's, with the timing log in every gateway Envoy (not the upstream's)."""
-    if name != "upstream-envoy":
-        add_timing_log(config, stack.workdir / "timing.log")
-    return _start_envoy_config(stack, name, config, admin_port)
-
-
-hot_path.start_envoy_config = start_envoy_config
-
-
-def timings(target: Target, kind: str) -> dict[str, float]:
-    """Medians of Envoy's timing fields over the row's requests of this kind."""
-    if target.stack is None:
-        return {}
-    path = target.stack.workdir / "timing.log"
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("rid") == kind]
-    out: dict[str, float] = {}
-    for f in TIMING_FIELDS:
-        values = [float(r[f]) for r in rows if isinstance(r.get(f), (int, float))]
-        if values:
-            out[f] = statistics.median(values)
-    return out
 
 
 def cpu_ns(pids: list[int]) -> int:
@@ -150,32 +84,61 @@ def pids(target: Target) -> list[int]:
     return [*target.gateway_pids, *([target.envoy_pid] if target.envoy_pid else [])]
 
 
-async def json_request(session: aiohttp.ClientSession, target: Target, kind: str = "json") -> float:
+# Requests the sidecar shed (its fast 503 past capacity: on a very busy machine a
+# request can wait longer than POLICY_SIDECAR_MAX_QUEUE_MS), retried, per row.
+SHED: dict[str, int] = {}
+
+
+def shed(target: Target, status: int, text: bytes) -> bool:
+    if status == 503 and b"sidecar_overloaded" in text:
+        SHED[target.mode] = SHED.get(target.mode, 0) + 1
+        return True
+    return False
+
+
+async def json_request(
+    session: aiohttp.ClientSession, target: Target, kind: str = "json", retries: int = 3
+) -> float:
     """One non-streamed chat request (the upstream Envoy answers it itself), in ms."""
     start = time.perf_counter()
-    headers = {"authorization": f"Bearer {target.key}", "x-bisect-kind": kind}
+    headers = {"authorization": f"Bearer {target.key}", hot_path.KIND_HEADER: kind}
     async with session.post(target.url, json=BODY, headers=headers) as resp:
-        await resp.read()
+        text = await resp.read()
+        if shed(target, resp.status, text) and retries:
+            await asyncio.sleep(0.1)
+            return await json_request(session, target, kind, retries - 1)
         if resp.status != 200:
-            raise SystemExit(f"{target.mode}: {resp.status}")
+            raise SystemExit(f"{target.mode}: {resp.status} {text[:300]!r}")
     return (time.perf_counter() - start) * 1e3
 
 
 async def one(
-    session: aiohttp.ClientSession, target: Target, chunks: int, gap: float = 0.05
+    session: aiohttp.ClientSession,
+    target: Target,
+    chunks: int,
+    gap: float = 0.05,
+    retries: int = 3,
 ) -> tuple[float, float, float, int]:
     """(headers, first line, end) in ms, and the CPU ns of the row's processes."""
     body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": chunks}
     if target.mode == "direct+usage":  # what the sidecar's rewrite asks of the provider
         body["stream_options"] = {"include_usage": True}
-    headers = {"authorization": f"Bearer {target.key}", "x-bisect-kind": "stream", **STREAM_HEADERS}
+    headers = {
+        "authorization": f"Bearer {target.key}",
+        hot_path.KIND_HEADER: "stream",
+        **STREAM_HEADERS,
+    }
     cpu0 = cpu_ns(pids(target))
     start = time.perf_counter()
     first = 0.0
     async with session.post(target.url, json=body, headers=headers) as resp:
         head = time.perf_counter() - start
         if resp.status != 200:
-            raise SystemExit(f"{target.mode}: {resp.status} {(await resp.text())[:300]}")
+            text = await resp.read()
+            if shed(target, resp.status, text) and retries:
+                await asyncio.sleep(0.1)
+                return await one(session, target, chunks, gap, retries - 1)
+            raise SystemExit(f"{target.mode}: {resp.status} {text[:300]!r}")
         async for _line in resp.content:
             if not first:
                 first = time.perf_counter() - start
@@ -233,7 +196,7 @@ async def concurrent(target: Target, count: int, chunks: int) -> tuple[float, fl
                 body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": chunks}
                 headers = {
                     "authorization": f"Bearer {target.key}",
-                    "x-bisect-kind": "stream-c8",
+                    hot_path.KIND_HEADER: "stream-c8",
                     **STREAM_HEADERS,
                 }
                 async with session.post(target.url, json=body, headers=headers) as resp:
@@ -371,12 +334,16 @@ def main() -> None:
         )
         for kind in ("stream", "json-idle", "json", "stream-c8"):
             for m, t in targets.items():
-                got_t = timings(t, kind)
+                got_t = hot_path.timings(t, kind)
                 if got_t:
                     print(
                         f"  {kind:6s} {m:13s} "
-                        + "  ".join(f"{f} {got_t.get(f, float('nan')):7.0f}" for f in TIMING_FIELDS)
+                        + "  ".join(
+                            f"{f} {got_t.get(f, float('nan')):7.0f}" for f in hot_path.TIMING_FIELDS
+                        )
                     )
+        if SHED:
+            print(f"shed by the sidecar (503 sidecar_overloaded) and retried: {SHED}")
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     finally:
         bench.close()
