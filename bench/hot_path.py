@@ -17,11 +17,21 @@ Side by side, on the same machine, in one run (``--rounds`` rounds, medians):
 - ``litellm`` (optional: ``pip install -e '.[bench]'``): LiteLLM's proxy, one worker,
   with rpm/tpm limits, in front of the same upstream.
 
+Bisection rows (only when named in ``--modes``): ``lua``, Envoy alone plus the Lua
+capture filter and the access log (no ext_proc); ``memory-nolua``, the sidecar in
+memory mode with the Lua capture filter removed. ``--only-streams`` skips the JSON
+loads (wrk) and measures only the streams, with ``--streams`` at c=1 (twice as many at
+c=8).
+
 Upstream: one Envoy ``direct_response`` serving a realistic chat completion (never the
 bottleneck) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
 provider streaming 200 chunks 2 ms apart. Load: wrk (``apt-get install wrk``) and an
 aiohttp client for the streams. CPU from /proc (sidecar: supervisor and workers; Envoy:
 its process). Per-worker counts: Envoy's per-endpoint ``rq_total`` of the ext_proc cluster.
+Every gateway Envoy also writes a timing access log (Envoy's own clock per request,
+``TIMING``): the ``E.TTFB+`` columns are the added time to the first response byte by
+that clock, steadier than the client's ``TTFT+`` on a busy machine (the sidecar rows'
+Envoy is restarted with the rendered config plus that log).
 
 Prints the table, the ratios against the trivial ext_proc, and writes ``--json``.
 With ``--profile`` it also records ``py-spy record --native`` of one production worker
@@ -59,7 +69,14 @@ import psycopg
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from policy_sidecar.cli.launcher import Process, Stack, envoy_binary, free_port, new_stack
+from policy_sidecar.cli.launcher import (
+    ACCESS_LOG_FLUSH_MS,
+    Process,
+    Stack,
+    envoy_binary,
+    free_port,
+    new_stack,
+)
 from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Route, Usage
 
@@ -86,11 +103,31 @@ POLICIES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 MODES = ("envoy", "trivial", "memory", "redis", "production", "litellm")
-SIDECAR_MODES = ("memory", "redis", "production")
+SIDECAR_MODES = ("memory", "redis", "production", "memory-nolua")
+BISECT_MODES = ("lua", "memory-nolua")
 TOP = 20
 # What a stream request carries upstream: the fake provider's pacing, and no gzip (a
 # compressed stream would reach the client in one piece at the end).
 STREAM_HEADERS = {"x-fake-chunk-delay": CHUNK_DELAY, "accept-encoding": "identity"}
+
+
+# Tags a request for the timing log (what kind of request, which round).
+KIND_HEADER = "x-bench-kind"
+# Envoy's own clock for each request (µs), from a timing access log added to every row:
+# where a request's time goes inside the gateway Envoy, free of the client's scheduling.
+TIMING = {
+    "kind": "%REQ(X-BENCH-KIND)%",
+    # first request byte in -> first byte sent upstream: the request path (ext_proc)
+    "req": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%",
+    # first byte sent upstream -> first response byte from upstream: the provider
+    "up": "%COMMON_DURATION(US_TX_BEG:US_RX_BEG:us)%",
+    # first response byte from upstream -> first byte sent to the client: response filters
+    "relay": "%COMMON_DURATION(US_RX_BEG:DS_TX_BEG:us)%",
+    # first request byte in -> first response byte out: the gateway's time to first byte
+    "ttfb": "%COMMON_DURATION(DS_RX_BEG:DS_TX_BEG:us)%",
+    "total": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
+}
+TIMING_FIELDS = ("req", "up", "relay", "ttfb")
 
 
 # --------------------------------------------------------------------------- processes
@@ -144,9 +181,19 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
 
 
 def start_envoy_config(stack: Stack, name: str, config: dict[str, Any], admin_port: int) -> Process:
+    if name == "envoy":  # the gateway (not the upstream's): Envoy's clock per request
+        add_timing_log(config, stack.workdir / "timing.log")
     path = stack.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "-l", "warning"]
+    # As the launcher runs the product's Envoy: each access log line written at once
+    # (Envoy's defaults hold lines back, and the sidecar would read them in batches).
+    argv += [
+        "--file-flush-min-size-kb",
+        "0",
+        "--file-flush-interval-msec",
+        str(ACCESS_LOG_FLUSH_MS),
+    ]
     proc = stack.start_process(name, [*argv, "--base-id", str(free_port())])
     wait_ready(proc, admin_port)
     return proc
@@ -262,6 +309,39 @@ def http_filter_lists(config: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         yield hcm["http_filters"]
 
 
+def add_timing_log(config: dict[str, Any], path: Path) -> None:
+    """One more access log: Envoy's own clock for each request (``TIMING``)."""
+    for hcm in connection_managers(config):
+        hcm.setdefault("access_log", []).append(
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": str(path),
+                    "log_format": {"json_format": TIMING},
+                },
+            }
+        )
+
+
+def timings(target: Target, kind: str) -> dict[str, float]:
+    """Medians (µs) of Envoy's timing fields over the target's requests of this kind."""
+    if target.stack is None:
+        return {}
+    path = target.stack.workdir / "timing.log"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("kind") == kind]
+    out: dict[str, float] = {}
+    for f in TIMING_FIELDS:
+        values = [float(r[f]) for r in rows if isinstance(r.get(f), (int, float))]
+        if values:
+            out[f] = statistics.median(values)
+    return out
+
+
 def drop_access_logs(config: dict[str, Any]) -> None:
     """The baselines write no access log: if the product records usage from one, that
     is gateway work, not Envoy's."""
@@ -280,6 +360,23 @@ def ext_proc_cluster(config: dict[str, Any]) -> str:
             if f.get("typed_config", {}).get("@type") == EXT_PROC:
                 return str(f["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"])
     raise SystemExit("the rendered Envoy config has no ext_proc filter")
+
+
+def is_lua(http_filter: dict[str, Any]) -> bool:
+    return ".lua." in str(http_filter.get("typed_config", {}).get("@type", ""))
+
+
+def lua_only(config: dict[str, Any]) -> dict[str, Any]:
+    """Envoy alone plus the Lua capture and the access log (bisection row ``lua``)."""
+    for filters in http_filter_lists(config):
+        filters[:] = [f for f in filters if not is_gateway_filter(f) or is_lua(f)]
+    return config
+
+
+def without_lua(config: dict[str, Any]) -> None:
+    """The product's chain without the Lua capture (bisection row ``memory-nolua``)."""
+    for filters in http_filter_lists(config):
+        filters[:] = [f for f in filters if not is_lua(f)]
 
 
 def without_gateway(config: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +510,11 @@ class Bench:
         )
 
     def new_stack(self, mode: str) -> Stack:
-        stack = new_stack(self.workdir / mode, workers=self.args.workers)
+        path, n = self.workdir / mode, 1
+        while path.exists():  # a second stack of one mode (bench/stream_bisect.py)
+            n += 1
+            path = self.workdir / f"{mode}-{n}"
+        stack = new_stack(path, workers=self.args.workers)
         stack.upstream_port = self.upstream_port
         self.stacks.append(stack)
         return stack
@@ -430,11 +531,15 @@ class Bench:
         self, mode: str, envoy_transform: Callable[[dict[str, Any]], None] | None = None
     ) -> Target:
         stack = self.new_stack(mode)
-        if mode in ("envoy", "trivial"):
+        if mode == "memory-nolua" and envoy_transform is None:
+            envoy_transform = without_lua
+        if mode in ("envoy", "trivial", "lua"):
             config = self.rendered(stack)
             cluster = ext_proc_cluster(config)
             pids: list[int] = []
-            if mode == "trivial":
+            if mode == "lua":
+                config = lua_only(config)
+            elif mode == "trivial":
                 ports = ",".join(str(p) for p in stack.sidecar_ports)
                 trivial = stack.start_process(
                     "trivial", [sys.executable, str(HERE / "trivial_extproc.py"), "--ports", ports]
@@ -443,6 +548,8 @@ class Bench:
                 config = with_trivial(config)
             else:
                 config = without_gateway(config)
+            if envoy_transform is not None:
+                envoy_transform(config)
             envoy = start_envoy_config(stack, "envoy", config, stack.admin_port)
             return Target(
                 mode,
@@ -471,10 +578,11 @@ class Bench:
         envoy = stack.start_envoy(1)
         rendered = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
         cluster = ext_proc_cluster(rendered)
+        # Restarted with the same config plus the timing log (and any change asked for).
+        stack.processes.pop("envoy").stop()
         if envoy_transform is not None:
-            stack.processes.pop("envoy").stop()
             envoy_transform(rendered)
-            envoy = start_envoy_config(stack, "envoy", rendered, stack.admin_port)
+        envoy = start_envoy_config(stack, "envoy", rendered, stack.admin_port)
         return Target(
             mode,
             f"{stack.url}/v1/chat/completions",
@@ -657,11 +765,11 @@ def wrk(
 
 
 async def one_stream(
-    session: aiohttp.ClientSession, target: Target, chunks: int
+    session: aiohttp.ClientSession, target: Target, chunks: int, kind: str = "stream"
 ) -> tuple[float, float] | None:
     """(time to first line, total) in ms, or None (printed) when not a 200."""
     body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": chunks}
-    headers = {"authorization": f"Bearer {target.key}", **STREAM_HEADERS}
+    headers = {"authorization": f"Bearer {target.key}", KIND_HEADER: kind, **STREAM_HEADERS}
     start = time.perf_counter()
     first = 0.0
     async with session.post(target.url, json=body, headers=headers) as resp:
@@ -675,7 +783,7 @@ async def one_stream(
 
 
 async def streams(
-    target: Target, *, count: int, concurrency: int, chunks: int
+    target: Target, *, count: int, concurrency: int, chunks: int, kind: str = "stream"
 ) -> list[tuple[float, float]]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
@@ -683,7 +791,7 @@ async def streams(
 
         async def bounded() -> tuple[float, float] | None:
             async with sem:
-                return await one_stream(session, target, chunks)
+                return await one_stream(session, target, chunks, kind)
 
         done = await asyncio.gather(*(bounded() for _ in range(count)))
     ok = [d for d in done if d is not None]
@@ -728,30 +836,43 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
     a = bench.args
     w = bench.workdir
     if warm:
-        wrk(target, connections=4, duration=2, workdir=w)
+        if not a.only_streams:
+            wrk(target, connections=4, duration=2, workdir=w)
         asyncio.run(streams(target, count=2, concurrency=1, chunks=a.chunks))
     out: dict[str, float] = {}
-    gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
-    loaded = wrk(target, connections=16, duration=a.duration, workdir=w)
-    gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
-    n = max(loaded["requests"], 1.0)
-    out |= {
-        "rps": loaded["rps"],
-        "c16_p50_ms": loaded["p50_ms"],
-        "non2xx": loaded["non2xx"],
-        "gateway_cpu_us_per_req": (gw1 - gw0) / n * 1e6,
-        "envoy_cpu_us_per_req": (en1 - en0) / n * 1e6,
-    }
-    unloaded = wrk(target, connections=1, duration=a.duration_c1, workdir=w)
-    out |= {"c1_p50_ms": unloaded["p50_ms"], "c1_p99_ms": unloaded["p99_ms"]}
-    out["non2xx"] += unloaded["non2xx"]
-    one = asyncio.run(streams(target, count=a.streams, concurrency=1, chunks=a.chunks))
+    if a.only_streams:
+        nan = float("nan")
+        out |= dict.fromkeys(
+            ("rps", "c16_p50_ms", "gateway_cpu_us_per_req", "envoy_cpu_us_per_req"), nan
+        )
+        out |= {"c1_p50_ms": nan, "c1_p99_ms": nan, "non2xx": 0.0}
+    else:
+        gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        loaded = wrk(target, connections=16, duration=a.duration, workdir=w)
+        gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        n = max(loaded["requests"], 1.0)
+        out |= {
+            "rps": loaded["rps"],
+            "c16_p50_ms": loaded["p50_ms"],
+            "non2xx": loaded["non2xx"],
+            "gateway_cpu_us_per_req": (gw1 - gw0) / n * 1e6,
+            "envoy_cpu_us_per_req": (en1 - en0) / n * 1e6,
+        }
+        unloaded = wrk(target, connections=1, duration=a.duration_c1, workdir=w)
+        out |= {"c1_p50_ms": unloaded["p50_ms"], "c1_p99_ms": unloaded["p99_ms"]}
+        out["non2xx"] += unloaded["non2xx"]
+    tag = uuid.uuid4().hex[:8]  # this round's requests in the timing log
+    one = asyncio.run(
+        streams(target, count=a.streams, concurrency=1, chunks=a.chunks, kind=f"c1-{tag}")
+    )
     out |= {
         "ttft_c1_ms": statistics.median(t for t, _ in one),
         "total_c1_ms": statistics.median(t for _, t in one),
     }
     gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
-    many = asyncio.run(streams(target, count=a.streams * 2, concurrency=8, chunks=a.chunks))
+    many = asyncio.run(
+        streams(target, count=a.streams * 2, concurrency=8, chunks=a.chunks, kind=f"c8-{tag}")
+    )
     gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
     out |= {
         "ttft_c8_ms": statistics.median(t for t, _ in many),
@@ -760,6 +881,11 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
         "envoy_cpu_ms_per_stream": (en1 - en0) / len(many) * 1000,
         "stream_failures": float(a.streams * 3 - len(one) - len(many)),
     }
+    # Time to first byte by Envoy's own clock (first request byte in -> first response
+    # byte out): steadier than the client's on a busy machine. NaN without a timing log.
+    nan = float("nan")
+    out["envoy_ttfb_c1_ms"] = timings(target, f"c1-{tag}").get("ttfb", nan) / 1000
+    out["envoy_ttfb_c8_ms"] = timings(target, f"c8-{tag}").get("ttfb", nan) / 1000
     return out
 
 
@@ -776,12 +902,15 @@ def report(
     print()
     print(
         f"{'path':11s} {'req/s c=16':>10s} {'p50 c=1':>8s} {'added':>7s} {'CPU/req':>8s} "
-        f"{'TTFT+':>7s} {'TTFT+c8':>8s} {'chunk+':>7s} {'GW CPU/strm':>11s} {'errors':>6s}"
+        f"{'TTFT+':>7s} {'TTFT+c8':>8s} {'E.TTFB+':>8s} {'E.c8':>6s} {'chunk+':>7s} "
+        f"{'GW CPU/strm':>11s} {'errors':>6s}"
     )
     for mode, r in results.items():
         added = r["c1_p50_ms"] - base["c1_p50_ms"]
         ttft = r["ttft_c1_ms"] - base["ttft_c1_ms"]
         ttft8 = r["ttft_c8_ms"] - base["ttft_c8_ms"]
+        ettfb = r["envoy_ttfb_c1_ms"] - base["envoy_ttfb_c1_ms"]
+        ettfb8 = r["envoy_ttfb_c8_ms"] - base["envoy_ttfb_c8_ms"]
         per_chunk = ((r["total_c1_ms"] - base["total_c1_ms"]) - ttft) / chunks * 1000
         # Gateway CPU per stream: the ext_proc's plus what Envoy spends over Envoy alone.
         gw_stream = r["gateway_cpu_ms_per_stream"] + (
@@ -793,18 +922,22 @@ def report(
             "added_c1_p50_ms": added,
             "added_ttft_c1_ms": ttft,
             "added_ttft_c8_ms": ttft8,
+            "added_envoy_ttfb_c1_ms": ettfb,
+            "added_envoy_ttfb_c8_ms": ettfb8,
             "added_per_chunk_us": per_chunk,
             "gateway_cpu_ms_per_stream": gw_stream,
         }
         print(
             f"{mode:11s} {r['rps']:10.0f} {r['c1_p50_ms']:7.2f}m {added:6.2f}m "
-            f"{r['gateway_cpu_us_per_req']:7.0f}u {ttft:6.2f}m {ttft8:7.2f}m {per_chunk:6.1f}u "
+            f"{r['gateway_cpu_us_per_req']:7.0f}u {ttft:6.2f}m {ttft8:7.2f}m "
+            f"{ettfb:7.2f}m {ettfb8:5.2f}m {per_chunk:6.1f}u "
             f"{gw_stream:10.2f}m {r['non2xx'] + r.get('stream_failures', 0):6.0f}"
         )
     print(
         "(m = ms, u = µs; added = over Envoy alone at c=1; CPU/req = ext_proc processes' CPU "
-        "per JSON request at c=16; GW CPU/strm = ext_proc + extra Envoy CPU per 200-chunk "
-        "stream at 8 concurrent)"
+        "per JSON request at c=16; TTFT+ = added time to the first SSE line, client's clock; "
+        "E.TTFB+ = added time to the first response byte, Envoy's clock (E.c8: at c=8); "
+        "GW CPU/strm = ext_proc + extra Envoy CPU per 200-chunk stream at 8 concurrent)"
     )
     if trivial is not None:
         t = derived["trivial"]
@@ -1022,6 +1155,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--no-overload", action="store_true")
+    parser.add_argument(
+        "--only-streams",
+        action="store_true",
+        help="measure only the SSE streams (no wrk JSON loads, no overload run)",
+    )
     parser.add_argument("--overload-connections", type=int, default=1024)
     parser.add_argument("--overload-duration", type=int, default=8)
     parser.add_argument(
@@ -1037,6 +1175,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.duration, args.duration_c1, args.streams = 1, 4, 3, 6
         args.overload_duration = 4
+    if args.only_streams:
+        args.no_overload = True
     args.sidecar_env = {}
     modes = [m for m in args.modes.split(",") if m]
     if "envoy" not in modes:

@@ -93,6 +93,9 @@ class Completer:
             meter = with_encoding(delivered, encoding)
             _read(meter, capture)
             meter.finish()
+            if capture is not None and 0 < capture.size < entry.bytes_sent:
+                # Cut between two saves: Envoy sent more than the capture holds.
+                delivered.behind(capture.size)
         h = facts or RequestFacts(
             (entry.request_id or "")[:128] or str(uuid.uuid4()), started_at=entry.started_at
         )

@@ -86,6 +86,13 @@ class DeliveredText:
         self.feed(first)
         self.feed(last)
 
+    def behind(self, covered: int) -> None:
+        """What was fed came from the first ``covered`` bytes of a longer body: the
+        capture's last save of a stream the client cut was behind what Envoy sent (it
+        is saved every 16 chunks). The caller extrapolates, as for a window."""
+        if self._covered is None:
+            self._covered = covered
+
     @property
     def covered(self) -> int | None:
         """Bytes of the body the text was read from when only a window was fed (the

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.counters.memory import InMemoryCounterStore
+from policy_sidecar.envoy.access_log import LogEntry
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.extproc.completion import Completer
 from policy_sidecar.extproc.facts import RequestFacts
@@ -19,7 +21,7 @@ from policy_sidecar.usage.bounds import bound_record
 from policy_sidecar.usage.metering import metered
 from policy_sidecar.usage.record import UsageRecord
 from tests.conftest import FakeClock
-from tests.extproc.access_lines import entry
+from tests.extproc.access_lines import capture, entry, line
 
 USAGE = Usage(prompt_tokens=9, completion_tokens=5, total_tokens=14, cached_tokens=2)
 ROUTE = Route("openai", "chat")
@@ -166,6 +168,27 @@ async def test_a_long_stream_cut_short_is_charged_by_extrapolation(services: Ser
     assert r.decision == "incomplete" and not r.usage_reported
     # About half the words were delivered: the head and tail's text, scaled by bytes.
     assert 0.8 * words / 2 <= r.completion_tokens <= 1.2 * words / 2
+
+
+async def test_a_short_stream_cut_between_two_saves_is_charged_what_envoy_sent(
+    services: Services,
+) -> None:
+    """The Lua capture saves every 16 chunks: a small stream cut at chunk 30 leaves a
+    capture of 16 chunks that covers its body whole, while Envoy's bytes sent say 30.
+    The text read is scaled to the bytes sent, as for a window."""
+    words = 40
+    chunks = sse_chunks(REQUEST, text=" ".join(["word"] * words))
+    sent, saved = chunks[:30], chunks[:16]
+    raw = json.loads(
+        line(handover(), content_type=SSE, chunks=sent, ended=False, flags="DC", started_at=T0)
+    )
+    raw["r"] = capture(saved, ended=False)
+    assert len(raw["r"]["t"]) * 3 // 4 >= sum(map(len, saved))  # the capture is whole
+    r = await Completer(services).complete(LogEntry.from_line(json.dumps(raw).encode()))
+    assert r is not None and r.decision == "incomplete" and not r.usage_reported
+    # sse_chunks: a role chunk, then one word per chunk: 29 words went out.
+    assert 0.85 * 29 <= r.completion_tokens <= 1.15 * 29
+    assert r.response_bytes == sum(map(len, sent))
 
 
 async def test_complete_stream_without_usage_is_charged_what_it_delivered(
