@@ -17,9 +17,12 @@ from dataclasses import replace
 from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.access_log import Capture, LogEntry
 from policy_sidecar.extproc.charging import estimated_usage
-from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.facts import TICKET_KEY, Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.observability.metrics import observe_violation
+from policy_sidecar.observability.metrics import (
+    observe_unsettled_reservation,
+    observe_violation,
+)
 from policy_sidecar.policy.context import PostRequestContext
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_response
@@ -57,8 +60,16 @@ class Completer:
         """The request's record; None when the policy filter recorded it already (a
         denial, a failure). Raises ValueError for malformed facts."""
         facts = self.facts(entry)
+        # This worker's reservation for the request, if it still holds one.
+        held = self._s.pending.take(
+            facts.ticket if facts is not None else _ticket(entry),
+            self._s.clock(),
+            facts_arrived=facts is not None,
+        )
         if facts is not None and facts.recorded:
             return None
+        if facts is None and held is not None:
+            return await self._given_back(entry, held)
         capture = entry.capture
         route = facts.route() if facts is not None else None
         encoding = entry.content_encoding
@@ -187,6 +198,29 @@ class Completer:
             # The record is kept even when settling or a check failed.
             log.exception("settling request %s failed", h.request_id[:128])
         return replace(record, cost_usd=cost, price_version=version, post_violations=violations)
+
+    async def _given_back(self, entry: LogEntry, held: RequestFacts) -> UsageRecord:
+        """An admitted request whose line came without the body phase's facts: Envoy never
+        applied its answer, so nothing went upstream. Its reservation is given back and
+        it is recorded with the facts this worker kept (extproc/reservations.py)."""
+        ending = Ending(
+            "error" if entry.envoy_error is not None else "incomplete",
+            entry.status,
+            ended_at=max(entry.ended_at, held.started_at),
+            response_bytes=entry.bytes_sent,
+            denied_by=entry.envoy_error,
+        )
+        try:
+            await self._s.enforcer.settle(held.charges, Usage(), None, estimated_prompt=0)
+        except Exception:
+            log.exception("giving back the reservation of request %s failed", held.request_id[:128])
+        observe_unsettled_reservation("released")
+        return replace(usage_record(held, ending), cost_usd=0.0)
+
+
+def _ticket(entry: LogEntry) -> str | None:
+    ticket = entry.metadata.get(TICKET_KEY)
+    return ticket if isinstance(ticket, str) else None
 
 
 def post_context(
