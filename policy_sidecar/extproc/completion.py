@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.access_log import Capture, LogEntry
-from policy_sidecar.extproc.charging import estimated_usage
+from policy_sidecar.extproc.charging import delivered_completion, estimated_usage
 from policy_sidecar.extproc.facts import TICKET_KEY, Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.observability.metrics import (
@@ -115,6 +115,8 @@ class Completer:
             max_tokens=h.max_tokens,
             context_window=deployment.context_window if deployment else None,
             estimated_prompt=h.estimated_tokens,
+            # A rejected completion count is charged what was delivered.
+            estimated_completion=lambda: self._delivered_tokens(h, entry, delivered),
         )
         usage = clamped.usage
         # "error": Envoy answered the request itself (no cluster, connect failure, …),
@@ -157,7 +159,7 @@ class Completer:
             ended_at=ended_at,
             streamed=streamed,
             usage=estimate or usage,
-            usage_reported=usage is not None and estimate is None,
+            usage_reported=usage is not None and estimate is None and not clamped.estimated,
             first_byte_at=first_byte,
             response_bytes=response_bytes,
             # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
@@ -168,6 +170,27 @@ class Completer:
         if h.identity() is None:
             return record
         return await self._settle(h, usage, estimate, record)
+
+    def _delivered_tokens(
+        self, h: RequestFacts, entry: LogEntry, delivered: DeliveredText | None
+    ) -> int:
+        """The completion tokens the response delivered, estimated from its text (JSON
+        or stream): what is charged when the upstream's own count is rejected."""
+        if h.provider is None:
+            return 0
+        capture = entry.capture
+        if delivered is None:
+            delivered = DeliveredText()
+            meter = with_encoding(delivered, entry.content_encoding)
+            _read(meter, capture)
+            meter.finish()
+        return delivered_completion(
+            delivered,
+            operation=h.operation,
+            response_bytes=max(entry.bytes_sent, capture.size if capture is not None else 0),
+            max_tokens=h.max_tokens,
+            encoding=self._s.estimator.encoding(h.provider, h.requested_model),
+        )
 
     async def _settle(
         self, h: RequestFacts, usage: Usage | None, estimate: Usage | None, record: UsageRecord
