@@ -138,6 +138,8 @@ class Enforcer:
         self.unavailable_events = 0
         # Give-backs of admissions cancelled after they reserved (see `_reserve`).
         self._give_backs: set[asyncio.Task[None]] = set()
+        # A store that never suspends (in process) cannot be cancelled mid-call.
+        self._shield = getattr(counters, "answers_at_once", False) is not True
 
     async def admit(
         self,
@@ -180,7 +182,10 @@ class Enforcer:
     async def _reserve(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
         """``check_and_add``, run to its end even when the request is cancelled while it
         waits (Envoy resets the policy stream when the client goes away): what it
-        reserved is then given back at once, never left charged (docs/envoy.md)."""
+        reserved is then given back at once, never left charged (docs/envoy.md). A store
+        that answers without suspending needs no shield (a task per call costs)."""
+        if not self._shield:
+            return await self._counters.check_and_add(ops, now)
         call = asyncio.ensure_future(self._counters.check_and_add(ops, now))
         try:
             return await asyncio.shield(call)
