@@ -51,7 +51,8 @@ FORMAT: dict[str, str] = {
     "dur": "%DURATION%",
     "err": f"%RESP({ERROR_HEADER.upper()})%",
     # "via_upstream" for an answer the provider sent: only Envoy's own replies may name
-    # an error cause (an upstream could send the error header too).
+    # an error cause (a provider's x-policy-sidecar-* headers are also removed by an
+    # upstream filter, `envoy.upstreams.strip_internal_headers`).
     "det": "%RESPONSE_CODE_DETAILS%",
     "ct": "%RESP(CONTENT-TYPE)%",
     "ce": "%RESP(CONTENT-ENCODING)%",

@@ -16,8 +16,10 @@ from policy_sidecar.envoy.access_log import access_logs_yaml, capture_lua
 from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
 from policy_sidecar.envoy.upstreams import (
     SYSTEM_CA,
+    codec_filter,
     render_account_clusters,
     render_fallback_clusters,
+    strip_internal_headers,
 )
 
 # Where the shipped configs mount the provider keys (one SDS file per account).
@@ -125,6 +127,7 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         local_reply_config=local_reply_config(indent=12),
         dynamic_resources=_dynamic_resources(options.cds_path),
         retry_policy=json.dumps(RETRY_POLICY),
+        upstream_http_filters=json.dumps([strip_internal_headers(), codec_filter()]),
         upstream_clusters="\n".join(
             [
                 _cluster(name, host, port, options.buffer_limit_bytes)

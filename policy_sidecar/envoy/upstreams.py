@@ -13,7 +13,10 @@ One cluster per enabled account (named after it). Each one:
   ``overwrite: true`` (its default forwards the caller's header), read from the
   credentials directory through file-based SDS with ``watched_directory``: replacing
   the file by a rename (what a Kubernetes Secret update does) rotates the key live;
-- ejects a host after consecutive 5xx (outlier detection).
+- ejects a host after consecutive 5xx (outlier detection);
+- drops every ``x-policy-sidecar-*`` header of the provider's response (and trailers)
+  before Envoy or the client sees it (`strip_internal_headers`): those headers are
+  Envoy's and the sidecar's, never a provider's.
 
 The secret file ``<credentials_dir>/<credential_ref>.yaml`` is written by
 ``secret_file_text`` (see docs/connect-providers.md).
@@ -59,6 +62,9 @@ _SKIP_TYPE: Final = (
 # between a fallback group's upstream filters (removed before the request leaves).
 _META: Final = "policy_sidecar"
 ATTEMPT_ACCOUNT_HEADER: Final = "x-policy-sidecar-account"
+# The internal headers' prefix: what the sidecar and Envoy's local replies set (the
+# error header, the route, identity). One a provider sends is removed on the way back.
+INTERNAL_HEADER_PREFIX: Final = "x-policy-sidecar-"
 # Long enough for a distant provider's TLS handshake on a slow link.
 CONNECT_TIMEOUT: Final = "5s"
 
@@ -145,10 +151,8 @@ def account_cluster(
                 "explicit_http_config": {"http_protocol_options": {}},
                 "http_filters": [
                     _credential_injector(account, credentials_dir),
-                    {
-                        "name": "envoy.filters.http.upstream_codec",
-                        "typed_config": {"@type": _CODEC_TYPE},
-                    },
+                    strip_internal_headers(),
+                    codec_filter(),
                 ],
             }
         },
@@ -201,10 +205,8 @@ def render_fallback_clusters(
                             _attempt_account(set_it=True),
                             *(_only_for(m, credentials_dir) for m in members),
                             _attempt_account(set_it=False),
-                            {
-                                "name": "envoy.filters.http.upstream_codec",
-                                "typed_config": {"@type": _CODEC_TYPE},
-                            },
+                            strip_internal_headers(),
+                            codec_filter(),
                         ],
                     }
                 },
@@ -218,6 +220,34 @@ def _members(group: FallbackGroup, by_name: dict[str, ProviderAccount]) -> list[
     if problems:
         raise ValueError(f"fallback group {group.name!r}: {problems[0][1]}")
     return [by_name[name] for name in group.accounts]
+
+
+def codec_filter() -> dict[str, Any]:
+    """The last upstream filter of every chain: it sends the request on (a new dict
+    each time, so a YAML dump has no anchors)."""
+    return {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _CODEC_TYPE}}
+
+
+def strip_internal_headers() -> dict[str, Any]:
+    """An upstream filter removing every ``x-policy-sidecar-*`` header (and trailer) of
+    the provider's response. Upstream filters see only what the provider sent, never
+    Envoy's local replies (which are made downstream): a provider cannot pass its own
+    answer off as a gateway error (``x-policy-sidecar-error``) to the client or the
+    access log, while Envoy's errors keep the header (docs/envoy.md)."""
+
+    def removal() -> dict[str, Any]:  # one dict per use: a YAML dump makes no anchors
+        return {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
+
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _MUTATION_TYPE,
+            "mutations": {
+                "response_mutations": [removal()],
+                "response_trailers_mutations": [removal()],
+            },
+        },
+    }
 
 
 def _attempt_account(*, set_it: bool) -> dict[str, Any]:

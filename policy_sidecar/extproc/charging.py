@@ -16,7 +16,7 @@ import tiktoken
 from policy_sidecar.providers.base import Usage
 from policy_sidecar.tokens.delivered import DeliveredText, estimate_completion
 
-__all__ = ["estimated_usage"]
+__all__ = ["delivered_completion", "estimated_usage"]
 
 # Operations that generate no completion tokens: nothing delivered is charged as output.
 _NO_COMPLETION = frozenset({"embeddings", "embed", "batch_embed"})
@@ -51,16 +51,13 @@ def estimated_usage(
         return Usage(prompt_tokens=prompt, total_tokens=prompt)
     if not ok or (complete and (reported is not None or not streamed)):
         return None
-    if operation in _NO_COMPLETION:
-        completion = 0
-    elif streamed and delivered is not None:
-        completion = estimate_completion(
-            delivered, response_bytes=response_bytes, encoding=encoding, max_tokens=max_tokens
-        )
-    else:  # a JSON body cut short: its bytes are nearly all content
-        completion = estimate_completion(
-            DeliveredText(), response_bytes=response_bytes, encoding=encoding, max_tokens=max_tokens
-        )
+    completion = delivered_completion(
+        delivered if streamed else None,
+        operation=operation,
+        response_bytes=response_bytes,
+        max_tokens=max_tokens,
+        encoding=encoding,
+    )
     if reported is not None:
         if completion <= reported.completion_tokens:
             return None
@@ -72,4 +69,25 @@ def estimated_usage(
         completion_tokens=completion,
         total_tokens=prompt + completion,
         cached_tokens=reported.cached_tokens if reported is not None else 0,
+    )
+
+
+def delivered_completion(
+    delivered: DeliveredText | None,
+    *,
+    operation: str | None,
+    response_bytes: int,
+    max_tokens: int | None,
+    encoding: tiktoken.Encoding,
+) -> int:
+    """The completion tokens a response delivered, estimated from its text (``delivered``
+    fed with what the capture saw), else from its bytes (a JSON body cut short: its
+    bytes are nearly all content); 0 for operations that generate none."""
+    if operation in _NO_COMPLETION:
+        return 0
+    return estimate_completion(
+        delivered or DeliveredText(),
+        response_bytes=response_bytes,
+        encoding=encoding,
+        max_tokens=max_tokens,
     )

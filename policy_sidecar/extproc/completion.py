@@ -15,10 +15,13 @@ import uuid
 
 from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.access_log import Capture, LogEntry
-from policy_sidecar.extproc.charging import estimated_usage
-from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.charging import delivered_completion, estimated_usage
+from policy_sidecar.extproc.facts import TICKET_KEY, Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.services import Services
-from policy_sidecar.observability.metrics import observe_violation
+from policy_sidecar.observability.metrics import (
+    observe_unsettled_reservation,
+    observe_violation,
+)
 from policy_sidecar.policy.context import PostRequestContext
 from policy_sidecar.providers._decode import with_encoding
 from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_response
@@ -57,8 +60,16 @@ class Completer:
         """The request's record; None when the policy filter recorded it already (a
         denial, a failure). Raises ValueError for malformed facts."""
         facts = self.facts(entry)
+        # This worker's reservation for the request, if it still holds one.
+        held = self._s.pending.take(
+            facts.ticket if facts is not None else _ticket(entry),
+            self._s.clock(),
+            facts_arrived=facts is not None,
+        )
         if facts is not None and facts.recorded:
             return None
+        if facts is None and held is not None:
+            return await self._given_back(entry, held)
         capture = entry.capture
         route = facts.route() if facts is not None else None
         encoding = entry.content_encoding
@@ -107,6 +118,8 @@ class Completer:
             max_tokens=h.max_tokens,
             context_window=deployment.context_window if deployment else None,
             estimated_prompt=h.estimated_tokens,
+            # A rejected completion count is charged what was delivered.
+            estimated_completion=lambda: self._delivered_tokens(h, entry, delivered),
         )
         usage = clamped.usage
         # "error": Envoy answered the request itself (no cluster, connect failure, …),
@@ -149,7 +162,7 @@ class Completer:
             ended_at=ended_at,
             streamed=streamed,
             usage=estimate or usage,
-            usage_reported=usage is not None and estimate is None,
+            usage_reported=usage is not None and estimate is None and not clamped.estimated,
             first_byte_at=first_byte,
             response_bytes=response_bytes,
             # For an error, the cause (see policy_sidecar/envoy/local_reply.py).
@@ -161,6 +174,27 @@ class Completer:
         if h.identity() is None:
             return record
         return await self._settle(h, usage, estimate, record)
+
+    def _delivered_tokens(
+        self, h: RequestFacts, entry: LogEntry, delivered: DeliveredText | None
+    ) -> int:
+        """The completion tokens the response delivered, estimated from its text (JSON
+        or stream): what is charged when the upstream's own count is rejected."""
+        if h.provider is None:
+            return 0
+        capture = entry.capture
+        if delivered is None:
+            delivered = DeliveredText()
+            meter = with_encoding(delivered, entry.content_encoding)
+            _read(meter, capture)
+            meter.finish()
+        return delivered_completion(
+            delivered,
+            operation=h.operation,
+            response_bytes=max(entry.bytes_sent, capture.size if capture is not None else 0),
+            max_tokens=h.max_tokens,
+            encoding=self._s.estimator.encoding(h.provider, h.requested_model),
+        )
 
     async def _settle(
         self, h: RequestFacts, usage: Usage | None, estimate: Usage | None, record: UsageRecord
@@ -209,6 +243,29 @@ class Completer:
             post_violations=violations,
             **metering(record),
         )
+
+    async def _given_back(self, entry: LogEntry, held: RequestFacts) -> UsageRecord:
+        """An admitted request whose line came without the body phase's facts: Envoy never
+        applied its answer, so nothing went upstream. Its reservation is given back and
+        it is recorded with the facts this worker kept (extproc/reservations.py)."""
+        ending = Ending(
+            "error" if entry.envoy_error is not None else "incomplete",
+            entry.status,
+            ended_at=max(entry.ended_at, held.started_at),
+            response_bytes=entry.bytes_sent,
+            denied_by=entry.envoy_error,
+        )
+        try:
+            await self._s.enforcer.settle(held.charges, Usage(), None, estimated_prompt=0)
+        except Exception:
+            log.exception("giving back the reservation of request %s failed", held.request_id[:128])
+        observe_unsettled_reservation("released")
+        return replace(usage_record(held, ending), cost_usd=0.0)
+
+
+def _ticket(entry: LogEntry) -> str | None:
+    ticket = entry.metadata.get(TICKET_KEY)
+    return ticket if isinstance(ticket, str) else None
 
 
 def post_context(

@@ -26,7 +26,10 @@ from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.providers.base import Route, Usage
 from policy_sidecar.usage.record import Outcome, UsageRecord
 
-__all__ = ["Ending", "RequestFacts", "usage_record"]
+__all__ = ["TICKET_KEY", "Ending", "RequestFacts", "usage_record"]
+
+# The metadata key of `RequestFacts.ticket`, which also travels without the facts.
+TICKET_KEY = "tk"
 
 
 def _key(short: str) -> Any:
@@ -66,14 +69,20 @@ class RequestFacts:
     quantity: float | None = field(default=None, metadata=_key("qty"))
     quantity_estimated: bool = field(default=False, metadata=_key("qe"))
     price_key: str | None = field(default=None, metadata=_key("pk"))
+    # This request's reservations in its worker (`extproc.reservations`): unique, unlike
+    # the request id. Also sent alone in the headers phase (`TICKET_KEY`).
+    ticket: str | None = field(default=None, metadata=_key(TICKET_KEY))
 
     @classmethod
-    def for_route(cls, request_id: str, started_at: float, route: Route | None) -> RequestFacts:
+    def for_route(
+        cls, request_id: str, started_at: float, route: Route | None, ticket: str | None = None
+    ) -> RequestFacts:
         if route is None:
-            return cls(request_id=request_id, started_at=started_at)
+            return cls(request_id=request_id, started_at=started_at, ticket=ticket)
         return cls(
             request_id=request_id,
             started_at=started_at,
+            ticket=ticket,
             provider=route.provider,
             operation=route.operation,
             model_from_path=route.model_from_path,

@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from policy_sidecar.envoy.access_log import WORKER_KEY
-from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.facts import TICKET_KEY, RequestFacts
 from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 
@@ -33,6 +33,18 @@ def to_metadata(
     for name, value in (rate_headers or {}).items():
         # x-ratelimit-limit-requests -> rl_limit_requests, as envoy.yaml reads it.
         out["rl_" + name.removeprefix("x-ratelimit-").replace("-", "_")] = value
+    return out
+
+
+def placement(ticket: str | None, worker: str | None) -> dict[str, Any]:
+    """The headers phase's metadata: the worker and the request's ticket. Envoy applies
+    it before it sends the body, so the line of any request that reached the body phase
+    goes to that worker's file and names its ticket (`extproc.reservations`)."""
+    out: dict[str, Any] = {}
+    if worker:
+        out[WORKER_KEY] = worker
+    if ticket:
+        out[TICKET_KEY] = ticket
     return out
 
 

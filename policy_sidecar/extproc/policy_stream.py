@@ -18,7 +18,7 @@ from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import missing_prices
 from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
-from policy_sidecar.extproc.handover import to_metadata
+from policy_sidecar.extproc.handover import placement, to_metadata
 from policy_sidecar.extproc.keys import KEY_HEADERS, QUERY_KEY_PROVIDERS, api_key_from
 from policy_sidecar.extproc.responses import (
     continue_request_body,
@@ -111,7 +111,10 @@ class PolicyProcessor:
         if matched is not None:
             self._provider, self._route = matched
         self._facts = RequestFacts.for_route(
-            headers.get("x-request-id") or str(uuid.uuid4()), self._s.clock(), self._route
+            headers.get("x-request-id") or str(uuid.uuid4()),
+            self._s.clock(),
+            self._route,
+            self._s.pending.issue(),
         )
         query_key = has_query_key(path)
         self._path = without_query_key(path) if query_key else path  # as it goes upstream
@@ -160,8 +163,14 @@ class PolicyProcessor:
             self.done = True
             if matched is not None:
                 return self._deny(_Denial(400, "missing_body", "this endpoint needs a JSON body"))
-        # The metadata goes with the body response; only a bodiless request needs it here.
-        metadata = self._metadata(self._facts) if msg.end_of_stream else None
+        # The facts go with the body response; only a bodiless request needs them here.
+        # Otherwise the worker and the ticket: a line without the body's facts still
+        # reaches this worker, which gives the reservation back (extproc/reservations.py).
+        metadata = (
+            self._metadata(self._facts)
+            if msg.end_of_stream
+            else placement(self._facts.ticket, self._s.worker)
+        )
         # A removed client header may have picked the cached route: pick it again.
         return continue_request_headers(
             mutation=mutation, metadata=metadata, clear_route_cache=bool(internal)
@@ -236,6 +245,12 @@ class PolicyProcessor:
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
             )
         self._facts = replace(facts, shadow=shadow, charges=admission.charges)
+        if not self._s.pending.add(self._facts, self._s.clock()):
+            # The request's access log line came already (it ended while admitted): it
+            # went nowhere, so the reservation goes back now.
+            self._s.spawn(
+                self._s.enforcer.settle(admission.charges, Usage(), None, estimated_prompt=0)
+            )
         self._rate_headers = admission.headers
         patch = provider.request_patch(route, body) if self._s.inject_stream_usage else None
         # The deployment's path (Azure, Gemini) and upstream model; None: unchanged.

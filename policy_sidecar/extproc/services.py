@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import PriceBook
+from policy_sidecar.extproc.reservations import PendingReservations
 from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.policy.source import PolicySource
@@ -54,6 +55,8 @@ class Services:
     # log line to this worker's file (docs/envoy.md, "Usage capture").
     worker: str | None = None
     tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks())
+    # Admitted requests' reservations until their access log line settles them.
+    pending: PendingReservations = field(default_factory=lambda: PendingReservations())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.tasks.spawn(coro)

@@ -41,6 +41,9 @@ RECEIVED_HEADERS_HEADER = "x-fake-received-headers"
 # included. Asked directly, not through Envoy.
 RECEIVED_PATH = "/_fake/received"
 RECEIVED_BODY_BYTES = 64 * 1024
+# A JSON object of headers the fake adds to its answer (e.g. headers only the gateway
+# may set, to check they never reach the client).
+RESPONSE_HEADERS_HEADER = "x-fake-response-headers"
 # On answers to the non-token routes: the model field the fake received.
 MODEL_HEADER = "x-fake-model"
 DEFAULT_COMPLETION_TOKENS = 12
@@ -61,6 +64,15 @@ def received(request: web.Request) -> dict[str, str]:
         RECEIVED_PATH_HEADER: request.raw_path,
         RECEIVED_HEADERS_HEADER: ",".join(names),
     }
+
+
+def asked_headers(request: web.Request) -> dict[str, str]:
+    """The headers the request asks the fake to answer with (`RESPONSE_HEADERS_HEADER`)."""
+    raw = request.headers.get(RESPONSE_HEADERS_HEADER)
+    if not raw:
+        return {}
+    asked = json.loads(raw)
+    return {str(k): str(v) for k, v in asked.items()} if isinstance(asked, dict) else {}
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -170,6 +182,7 @@ class FakeProvider:
                 "cache-control": "no-cache",
                 "x-fake-provider": self.name,
                 **received(request),
+                **asked_headers(request),
             }
         )
         if gzip:
@@ -215,6 +228,7 @@ def create_app(
         if not response.prepared:
             response.headers["x-fake-provider"] = name
             response.headers.update(received(request))
+            response.headers.update(asked_headers(request))
         return response
 
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[identify])

@@ -4,6 +4,8 @@ model on a provider account with quotas), settles afterwards."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,8 +17,10 @@ from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.counters.values import (
     Adjustment,
     CheckResult,
+    CounterOp,
     CounterState,
     CounterStoreUnavailable,
+    Reservation,
     Window,
     WindowUnit,
 )
@@ -132,6 +136,10 @@ class Enforcer:
         self._clock = clock
         self._store_errors = store_errors
         self.unavailable_events = 0
+        # Give-backs of admissions cancelled after they reserved (see `_reserve`).
+        self._give_backs: set[asyncio.Task[None]] = set()
+        # A store that never suspends (in process) cannot be cancelled mid-call.
+        self._shield = getattr(counters, "answers_at_once", False) is not True
 
     async def admit(
         self,
@@ -156,7 +164,7 @@ class Enforcer:
             result: CheckResult | None = None
             if policies:
                 ops = [p.op(identity, ctx, deployment) for p in policies]
-                result = await self._counters.check_and_add(ops, now)
+                result = await self._reserve(ops, now)
         except CounterStoreUnavailable as exc:
             return self._unavailable(local, policies, exc)
         if result is None:
@@ -170,6 +178,39 @@ class Enforcer:
         return await self._account_quotas(
             admission, quotas, identity, ctx, deployment, app_result=result, now=now
         )
+
+    async def _reserve(self, ops: Sequence[CounterOp], now: float) -> CheckResult:
+        """``check_and_add``, run to its end even when the request is cancelled while it
+        waits (Envoy resets the policy stream when the client goes away): what it
+        reserved is then given back at once, never left charged (docs/envoy.md). A store
+        that answers without suspending needs no shield (a task per call costs)."""
+        if not self._shield:
+            return await self._counters.check_and_add(ops, now)
+        call = asyncio.ensure_future(self._counters.check_and_add(ops, now))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(functools.partial(self._cancelled_call_done, now=now))
+            raise
+
+    def _cancelled_call_done(self, call: asyncio.Future[CheckResult], *, now: float) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return  # nothing reserved (a store error is the request's, already gone)
+        reservation = call.result().reservation
+        if reservation is not None:
+            self._give_back(reservation, now)
+
+    def _give_back(self, reservation: Reservation, now: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(reservation, now))
+        self._give_backs.add(task)
+        task.add_done_callback(self._give_backs.discard)
+
+    async def _release(self, reservation: Reservation, now: float) -> None:
+        try:
+            await self._counters.release(reservation, now)
+        except CounterStoreUnavailable as exc:
+            self._store_errors("settle")
+            log.warning("could not give back a cancelled request's counters: %s", exc)
 
     def _quotas(self, deployment: ModelDeployment | None) -> tuple[CounterPolicy, ...]:
         if deployment is None or deployment.account is None:
@@ -193,7 +234,11 @@ class Enforcer:
         across slots). A denial gives back what the first call reserved."""
         ops = [q.op(identity, ctx, deployment) for q in quotas]
         try:
-            result = await self._counters.check_and_add(ops, now)
+            result = await self._reserve(ops, now)
+        except asyncio.CancelledError:
+            if app_result is not None and app_result.reservation is not None:
+                self._give_back(app_result.reservation, now)
+            raise
         except CounterStoreUnavailable as exc:
             # The provider still enforces its own quota: fail open, like a limit would.
             self.unavailable_events += 1

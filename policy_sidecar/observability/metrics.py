@@ -191,3 +191,17 @@ ACCESS_LOG_SKIPPED = Counter(
 
 def observe_skipped_line(reason: str) -> None:
     _child(ACCESS_LOG_SKIPPED, reason).inc()
+
+
+UNSETTLED_RESERVATIONS = Counter(
+    "unsettled_reservations",
+    "Token reservations of admitted requests whose access log line came without the"
+    " facts to settle them: given back (released: nothing went upstream) or, with no line"
+    " at all, kept as charged (expired).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+
+
+def observe_unsettled_reservation(outcome: str) -> None:
+    _child(UNSETTLED_RESERVATIONS, outcome).inc()

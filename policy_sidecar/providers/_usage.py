@@ -255,6 +255,13 @@ class SniffingParser:
         return self._inner.finish() if self._inner is not None else None
 
 
+def count_sum(*parts: int) -> int:
+    """The sum of reported token counts; -1 when one is negative: a sum must not hide a
+    bogus part (``-1000 + 5000`` looks sane), so the clamp rejects it
+    (`usage.clamp`: a rejected count is charged what the sidecar knows)."""
+    return sum(parts) if min(parts, default=0) >= 0 else -1
+
+
 def int_fields(obj: Any, mapping: dict[str, str]) -> Raw:
     """The integer fields of ``obj`` named in ``mapping`` (wire name → raw name)."""
     out: Raw = {}

@@ -24,6 +24,7 @@ from policy_sidecar.providers._usage import (
     JSONBodyParser,
     Raw,
     SSEUsageParser,
+    count_sum,
     int_fields,
 )
 from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
@@ -125,7 +126,7 @@ def billed_iterations(usage: Any) -> Raw | None:
     total: Raw = {}
     for step in iterations:
         for name, value in _fields(step).items():
-            total[name] = total.get(name, 0) + value
+            total[name] = count_sum(total.get(name, 0), value)
     return total or None
 
 
@@ -133,7 +134,7 @@ def to_usage(raw: Raw) -> Usage | None:
     if "input" not in raw and "output" not in raw:
         return None
     cache_read = raw.get("cache_read", 0)
-    prompt = raw.get("input", 0) + cache_read + raw.get("cache_creation", 0)
+    prompt = count_sum(raw.get("input", 0), cache_read, raw.get("cache_creation", 0))
     completion = raw.get("output", 0)
     # Without the split every cache write is a 5-minute one (the default lifetime).
     write_1h = raw.get("cw1h", 0)

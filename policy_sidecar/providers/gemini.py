@@ -15,6 +15,7 @@ from policy_sidecar.providers._usage import (
     Raw,
     SniffingParser,
     SSEUsageParser,
+    count_sum,
     int_fields,
 )
 from policy_sidecar.providers.base import ParsedRequest, PromptMessage, Route, Usage, UsageParser
@@ -149,7 +150,7 @@ def to_usage(raw: Raw) -> Usage | None:
     if "prompt" not in raw and "total" not in raw:
         return None
     prompt = raw.get("prompt", 0)
-    completion = raw.get("candidates", 0) + raw.get("thoughts", 0)
+    completion = count_sum(raw.get("candidates", 0), raw.get("thoughts", 0))
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,

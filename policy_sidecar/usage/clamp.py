@@ -6,14 +6,19 @@ the application out for the counter's window, a negative one would lower the cou
 for everybody. So each reported field is bounded at the edge, before it is settled
 or recorded (docs/usage-recording.md, "Bounds"):
 
-* negative → 0 (flag ``usage_negative``);
+* negative → what is known instead, never 0 for a count that is charged (flag
+  ``usage_negative``; `Clamped.estimated`): the prompt → the sidecar's prompt estimate,
+  the completion → ``estimated_completion()`` (the caller's estimate from the text the
+  response delivered; 0 without one), and the total → their sum; cached and reasoning
+  tokens (parts of those, never charged on their own) → 0;
 * prompt above the model's context window → the context window; when the catalog
   does not know the window, above ``max(estimate * PROMPT_ESTIMATE_FACTOR,
   MIN_PROMPT_CAP)`` (at most `DEFAULT_CONTEXT_WINDOW`) → that (``prompt_capped``);
 * completion above the request's max output tokens, or without one the context window
   → that (``completion_capped``);
 * cached above prompt, reasoning above completion → capped to them (flagged as above);
-* a negative total → prompt + completion;
+* a negative total, or one reported with a negative prompt or completion → prompt +
+  completion;
 * total above prompt + completion + slack (providers may count a little more, e.g.
   Gemini's tool-use prompt) → prompt + completion (``total_capped``).
 
@@ -24,6 +29,7 @@ puts the flags on the usage record, whose recorder counts them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -63,6 +69,9 @@ FLAG_TOTAL_CAPPED: Final = "total_capped"
 class Clamped:
     usage: Usage | None
     flags: tuple[str, ...] = ()
+    # The prompt or completion count is the sidecar's estimate (the upstream's was
+    # negative): the record says ``usage_reported = False``.
+    estimated: bool = False
 
 
 def clamp_usage(
@@ -71,8 +80,10 @@ def clamp_usage(
     max_tokens: int | None,
     context_window: int | None,
     estimated_prompt: int,
+    estimated_completion: Callable[[], int] | None = None,
 ) -> Clamped:
-    """`usage` bounded as the module doc says; unchanged (same object) when in bounds."""
+    """`usage` bounded as the module doc says; unchanged (same object) when in bounds.
+    ``estimated_completion`` is called only when the reported completion is negative."""
     if usage is None:
         return Clamped(None)
     flags: list[str] = []
@@ -83,11 +94,18 @@ def clamp_usage(
         usage.cached_tokens,
         usage.reasoning_tokens,
     ]
-    total_unknown = usage.total_tokens < 0
+    # A negative prompt or completion is rejected: charging 0 for it would let an
+    # upstream (or whatever answers as one) under-charge. What is known is kept instead.
+    estimated = usage.prompt_tokens < 0 or usage.completion_tokens < 0
+    total_unknown = usage.total_tokens < 0 or estimated
     if any(v < 0 for v in values):
         flags.append(FLAG_USAGE_NEGATIVE)
         values = [max(v, 0) for v in values]
     prompt, completion, total, cached, reasoning = values
+    if usage.prompt_tokens < 0:
+        prompt = max(estimated_prompt, 0)
+    if usage.completion_tokens < 0 and estimated_completion is not None:
+        completion = max(estimated_completion(), 0)
     window = context_window if context_window and context_window > 0 else None
     if window is not None:
         prompt_cap = window
@@ -135,6 +153,7 @@ def clamp_usage(
             reasoning_tokens=reasoning,
         ),
         tuple(flags),
+        estimated,
     )
 
 
@@ -150,6 +169,7 @@ def clamp_and_log(
     max_tokens: int | None,
     context_window: int | None,
     estimated_prompt: int,
+    estimated_completion: Callable[[], int] | None = None,
 ) -> Clamped:
     """`clamp_usage`, with one WARNING line when something was clamped."""
     clamped = clamp_usage(
@@ -157,6 +177,7 @@ def clamp_and_log(
         max_tokens=max_tokens,
         context_window=context_window,
         estimated_prompt=estimated_prompt,
+        estimated_completion=estimated_completion,
     )
     if clamped.flags:
         log.warning(

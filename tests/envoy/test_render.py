@@ -13,8 +13,14 @@ from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.cli.main import build_parser
 from policy_sidecar.envoy.cds import write_cds_file
+from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
-from policy_sidecar.envoy.upstreams import secret_file_text
+from policy_sidecar.envoy.upstreams import (
+    INTERNAL_HEADER_PREFIX,
+    secret_file_text,
+    strip_internal_headers,
+)
+from policy_sidecar.extproc import policy_stream
 
 OPTIONS = EnvoyOptions(
     listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)
@@ -41,6 +47,11 @@ def test_rendered_config_structure() -> None:
     lua = capture["typed_config"]["default_source_code"]["inline_string"]
     assert "envoy_on_response" in lua and "bodyChunks" in lua
     assert router["name"] == "envoy.filters.http.router"
+    # Every cluster without upstream filters of its own drops the provider's internal
+    # headers (provider accounts' clusters carry the same filter: test_upstreams.py).
+    strip, codec = router["typed_config"]["upstream_http_filters"]
+    assert strip == strip_internal_headers()
+    assert codec["name"] == "envoy.filters.http.upstream_codec"
     # One access log file per worker, chosen by the worker in the policy metadata; the
     # first worker also takes the lines no worker handled.
     logs = hcm["access_log"]
@@ -51,6 +62,20 @@ def test_rendered_config_structure() -> None:
     filters = [log["filter"]["metadata_filter"] for log in logs]
     assert [f["matcher"]["value"]["string_match"]["exact"] for f in filters] == ["50051", "50052"]
     assert [f["match_if_key_not_found"] for f in filters] == [True, False]
+
+
+def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None:
+    removal = {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
+    mutations = strip_internal_headers()["typed_config"]["mutations"]
+    assert mutations == {
+        "response_mutations": [removal],
+        "response_trailers_mutations": [removal],
+    }
+    # The error header Envoy's local replies add, and the headers the sidecar removes
+    # from a client's request, are all under that prefix.
+    assert ERROR_HEADER.startswith(INTERNAL_HEADER_PREFIX)
+    assert policy_stream.INTERNAL_HEADER_PREFIX == INTERNAL_HEADER_PREFIX
+    assert policy_stream.ROUTE_HEADER.startswith(INTERNAL_HEADER_PREFIX)
 
 
 def test_no_sidecar_ports_is_an_error() -> None:

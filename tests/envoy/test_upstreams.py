@@ -22,6 +22,7 @@ from policy_sidecar.envoy.upstreams import (
     render_account_clusters,
     render_fallback_clusters,
     secret_file_text,
+    strip_internal_headers,
 )
 
 OPENAI = ProviderAccount(
@@ -42,7 +43,8 @@ def injector(cluster: dict[str, Any]) -> dict[str, Any]:
     options = cluster["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
-    first, codec = options["http_filters"]
+    first, strip, codec = options["http_filters"]
+    assert strip == strip_internal_headers()
     assert codec["name"] == "envoy.filters.http.upstream_codec"  # the codec comes last
     config: dict[str, Any] = first["typed_config"]
     return config
@@ -173,8 +175,10 @@ def test_a_fallback_group_tries_its_accounts_in_order_each_with_its_key() -> Non
         "credential-openai-prod",
         "credential-openai-spare",
         "envoy.filters.http.header_mutation",
+        "envoy.filters.http.header_mutation",
         "envoy.filters.http.upstream_codec",
     ]
+    assert options["http_filters"][4] == strip_internal_headers()
     # Each account's own injector, run only for the attempt that goes to it.
     spare = options["http_filters"][2]["typed_config"]
     assert spare["extension_config"]["typed_config"] == injector(account_cluster(SPARE, "/c"))

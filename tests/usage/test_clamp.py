@@ -32,10 +32,16 @@ E18 = 4 * 10**18
         (Usage(10, 5, E18), 256, 128_000, 10, Usage(10, 5, 15), (FLAG_TOTAL_CAPPED,)),
         (Usage(E18, 5, E18), 256, 128_000, 10, Usage(128_000, 5, 128_005),
          (FLAG_PROMPT_CAPPED, FLAG_TOTAL_CAPPED)),
-        # Negative: 0, and a negative total is prompt + completion.
-        (Usage(-1005, 20, -1005), 256, None, 90, Usage(0, 20, 20), (FLAG_USAGE_NEGATIVE,)),
-        (Usage(100, -1, 99, -4, -2), 256, None, 90, Usage(100, 0, 99, 0, 0),
+        # Negative: a prompt is the estimate, never 0; without an estimate of what was
+        # delivered a completion is 0; the total is their sum; cached, reasoning: 0.
+        (Usage(-1005, 20, -1005), 256, None, 90, Usage(90, 20, 110), (FLAG_USAGE_NEGATIVE,)),
+        (Usage(-1005, 20, 5000), 256, None, 90, Usage(90, 20, 110), (FLAG_USAGE_NEGATIVE,)),
+        (Usage(100, -1, 99, -4, -2), 256, None, 90, Usage(100, 0, 100, 0, 0),
          (FLAG_USAGE_NEGATIVE,)),
+        (Usage(100, 20, -1), 256, None, 90, Usage(100, 20, 120), (FLAG_USAGE_NEGATIVE,)),
+        # An estimate far above the window is still capped by it.
+        (Usage(-1, 20, 19), 256, 1000, 5000, Usage(1000, 20, 1020),
+         (FLAG_USAGE_NEGATIVE, FLAG_PROMPT_CAPPED)),
         # Completion above max_tokens, or without it above the window.
         (Usage(10, 5000, 5010), 256, 128_000, 10, Usage(10, 256, 266),
          (FLAG_COMPLETION_CAPPED, FLAG_TOTAL_CAPPED)),
@@ -76,6 +82,50 @@ def test_clamp_usage(
     )
     assert again.usage == expected
     assert again.flags == ()
+
+
+@pytest.mark.parametrize(
+    ("usage", "delivered", "expected"),
+    [
+        (Usage(100, -7, 93), 42, Usage(100, 42, 142)),
+        (Usage(-3, -7, -10, 5, 2), 42, Usage(90, 42, 132, 5, 2)),
+        (Usage(100, -7, 93), 10_000, Usage(100, 256, 356)),  # never past max_tokens
+    ],
+)
+def test_a_rejected_count_is_charged_what_is_known(
+    usage: Usage, delivered: int, expected: Usage
+) -> None:
+    asked: list[int] = []
+
+    def estimate() -> int:
+        asked.append(delivered)
+        return delivered
+
+    out = clamp_usage(
+        usage,
+        max_tokens=256,
+        context_window=None,
+        estimated_prompt=90,
+        estimated_completion=estimate,
+    )
+    assert out.usage == expected
+    assert FLAG_USAGE_NEGATIVE in out.flags and out.estimated
+    assert asked == [delivered]  # asked once, only for a rejected completion
+
+
+def test_the_completion_estimate_is_not_computed_when_not_needed() -> None:
+    def estimate() -> int:
+        raise AssertionError("not needed")
+
+    for usage in (Usage(100, 20, 120), Usage(-1, 20, 19), Usage(10**30, 20, 10**30)):
+        out = clamp_usage(
+            usage,
+            max_tokens=256,
+            context_window=None,
+            estimated_prompt=90,
+            estimated_completion=estimate,
+        )
+        assert out.estimated == (usage.prompt_tokens < 0)
 
 
 def test_no_usage_stays_none() -> None:
