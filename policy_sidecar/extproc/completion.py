@@ -260,7 +260,7 @@ class Completer:
         except Exception:
             log.exception("giving back the reservation of request %s failed", held.request_id[:128])
         observe_unsettled_reservation("released")
-        return replace(usage_record(held, ending), cost_usd=0.0)
+        return with_changes(usage_record(held, ending), cost_usd=0.0)
 
 
 def _ticket(entry: LogEntry) -> str | None:
