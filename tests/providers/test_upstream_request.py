@@ -139,3 +139,13 @@ def test_azure_fields_are_checked() -> None:
         "api_version",
     ]
     assert [f for f, _ in azure_problems("openai", None, "2024-10-21")] == ["api_version"]
+
+
+def test_the_deployment_name_and_version_are_escaped_whole_in_the_path() -> None:
+    """Found by mutation testing: a ``/`` in either must not open a path segment."""
+    deployment = azure(azure_deployment="team/gpt 4o", api_version="2024/10")
+    path = "/openai/deployments/x/chat/completions?api-version&api-version=1=2&a=b"
+    out = plan(deployment, path, CHAT)
+    assert out.path == (
+        "/openai/deployments/team%2Fgpt%204o/chat/completions?a=b&api-version=2024%2F10"
+    )
