@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
-from typing import Any
+from typing import Any, TypeGuard
 
 from policy_sidecar.providers.base import RequestError
 
@@ -37,7 +37,7 @@ class UploadedFile:
     head: bytes
 
 
-def is_form(content_type: str | None) -> bool:
+def is_form(content_type: str | None) -> TypeGuard[str]:
     return (content_type or "").partition(";")[0].strip().lower() == "multipart/form-data"
 
 

@@ -310,8 +310,7 @@ class MediaBodyParser:
             obj["data"] = [None] * self._images
             usage = media_usage(self._operation, obj)
             return replace(usage, quantity=None) if usage and self._windowed else usage
-        elif self._operation == "moderations":
-            return None  # never large: a truncated moderation answer is not one
+        # A moderation answer is never this large: with no "results" found, it reports none.
         return media_usage(self._operation, obj)
 
 

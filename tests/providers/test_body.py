@@ -61,6 +61,9 @@ def test_many_brackets_side_by_side_or_in_strings_are_not_depth() -> None:
         ({"a": [1, "x", None], "b": {}}, 2, False),
         ({"a": [1, [2]]}, 2, True),
         ([1, 2, [3, 4, [5]]], 3, False),
+        # The deep branch first, a shallower sibling container last: both are followed.
+        ({"a": [[[[]]]], "b": [[]]}, 4, True),
+        ({"a": [[[[]]]], "b": [[]]}, 5, False),
     ],
 )
 def test_too_deep_means_more_levels_than_the_limit_the_top_one_included(

@@ -14,6 +14,7 @@ from policy_sidecar.providers._openai_media import (
     media_usage,
     media_usage_parser,
 )
+from policy_sidecar.providers._usage import FULL_PARSE_LIMIT, TAIL_BYTES
 
 
 def event(data: dict[str, Any] | list[Any]) -> bytes:
@@ -92,3 +93,75 @@ def test_zero_and_fractional_seconds_are_billed_as_said() -> None:
     )
     assert media_usage("transcriptions", {"duration": -1}) == Usage(unit="seconds")
     assert media_usage("transcriptions", {"duration": True}) == Usage(unit="seconds")
+
+
+def test_an_error_answer_bills_nothing_whatever_else_it_holds() -> None:
+    error = {"error": {"message": "bad file", "type": "invalid_request_error"}}
+    assert media_usage("transcriptions", {**error, "duration": 3}) is None
+    assert media_usage("images", {**error, "data": [{"url": "u"}]}) is None
+    assert media_usage("moderations", {**error, "results": []}) is None
+
+
+def test_a_large_edit_answer_is_counted_by_its_keys_like_a_generation() -> None:
+    image = {"b64_json": "A" * 400_000}
+    body = json.dumps({"data": [image] * 4, "size": "1024x1024", "quality": "low"}).encode()
+    parser = media_usage_parser("image_edits", streaming=False)
+    for i in range(0, len(body), 65_536):
+        parser.feed(body[i : i + 65_536])
+    assert parser.finish() == Usage(unit="images", quantity=4.0, price_key="1024x1024/low")
+
+
+def test_tokens_follow_the_answers_own_total_else_their_sum() -> None:
+    own = {"input_tokens": 5, "output_tokens": 7, "total_tokens": 20}
+    assert media_usage("images", {"data": [], "usage": own}) == Usage(
+        5, 7, 20, unit="images", quantity=0.0
+    )
+    summed = {"input_tokens": 5, "output_tokens": 7}
+    assert media_usage("transcriptions", {"duration": 1, "usage": summed}) == Usage(
+        5, 7, 12, unit="seconds", quantity=1.0
+    )
+
+
+def test_an_image_price_key_needs_both_size_and_quality() -> None:
+    assert media_usage("images", {"data": [{}], "size": "1024x1024"}) == Usage(
+        unit="images", quantity=1.0
+    )
+    assert media_usage("images", {"data": [{}], "quality": "hd"}) == Usage(
+        unit="images", quantity=1.0
+    )
+
+
+def test_a_json_answer_starting_with_whitespace_in_its_first_chunk() -> None:
+    parser = MediaBodyParser("transcriptions")
+    parser.feed(b'\n {"duration": 2}')
+    assert parser.finish() == Usage(unit="seconds", quantity=2.0)
+
+
+def sized_transcription(size: int) -> bytes:
+    """A transcription answer of exactly ``size`` bytes, its duration first."""
+    head, tail = b'{"duration": 7.5, "text": "', b'"}'
+    return head + b"a" * (size - len(head) - len(tail)) + tail
+
+
+def test_an_answer_up_to_the_parse_limit_is_read_whole_one_byte_more_from_its_tail() -> None:
+    """Read whole, the duration at the front counts; past the limit only the tail is
+    kept (64 KiB), where a duration at the front is not."""
+    limit = FULL_PARSE_LIMIT + TAIL_BYTES
+    for size, expected in ((limit, 7.5), (limit + 1, None)):
+        parser = MediaBodyParser("transcriptions")
+        body = sized_transcription(size)
+        for i in range(0, size, 65_536):
+            parser.feed(body[i : i + 65_536])
+        assert parser.finish() == Usage(unit="seconds", quantity=expected), size
+
+
+def test_a_large_answer_is_held_only_as_its_tail_and_read_across_chunks() -> None:
+    text = "é" * 1_000_001  # 2 MB of two-byte characters
+    body = json.dumps({"text": text, "duration": 12.25}, ensure_ascii=False).encode()
+    parser = MediaBodyParser("transcriptions")
+    step = 65_537  # odd: the tail starts inside a character, chunks cut the duration
+    for i in range(0, len(body), step):
+        parser.feed(body[i : i + step])
+        held = sum(len(chunk) for chunk in parser._chunks)
+        assert held <= FULL_PARSE_LIMIT + TAIL_BYTES + step
+    assert parser.finish() == Usage(unit="seconds", quantity=12.25)

@@ -116,6 +116,11 @@ def test_exactly_max_parts_are_read() -> None:
         (b"--b\r\nvalue\r\n--b--", "malformed multipart body: a part has no header block"),
         (b"--b\r\n\r\nvalue\r\n--b--", "malformed multipart body: a part has no header block"),
         (b"--b\r\n\r\n--b--", "malformed multipart body: a part has no header block"),
+        # An empty header block is one: the headers after the blank line are content.
+        (
+            b'--b\r\n\r\n\r\nContent-Disposition: form-data; name="a"\r\n\r\nv\r\n--b--',
+            "every multipart part needs Content-Disposition: form-data",
+        ),
         (
             b"--b\r\nContent-Type: text/plain\r\n\r\nv\r\n--b--",
             "every multipart part needs Content-Disposition: form-data",

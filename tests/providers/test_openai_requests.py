@@ -228,6 +228,19 @@ def test_completion_errors_are_exact() -> None:
     assert error(parse_completion, {"model": "i", "prompt": "x", "best_of": 0}) == (
         "'best_of' must be an integer from 1 to 128"
     )
+    assert error(parse_completion, {"model": "i", "prompt": ["x", {}]}) == (
+        "'prompt[1]' must be a string, a token id or an array of token ids, got object"
+    )
+    assert error(parse_completion, {"model": "i", "prompt": 5}) == (
+        "'prompt' must be a string or an array, got integer"
+    )
+    assert error(parse_completion, {"model": "i", "prompt": "x", "n": 0}) == (
+        "'n' must be an integer from 1 to 128"
+    )
+
+
+def test_a_completions_n_alone_multiplies_the_default_budget() -> None:
+    assert parse_completion({"model": "i", "prompt": "x", "n": 3}).max_output_tokens == 48
 
 
 def test_an_embedding_request_in_full() -> None:
@@ -246,6 +259,7 @@ def test_text_or_tokens_every_shape() -> None:
     assert text_or_tokens("x", "p") == (["x"], 0)
     assert text_or_tokens([], "p") == ([], 0)
     assert text_or_tokens([[], [1], 2], "p") == ([], 2)
+    assert text_or_tokens([[1, 2], [3], 4, [5, 6]], "p") == ([], 6)
     bad_items: list[tuple[list[Any], int, str]] = [
         ([True], 0, "boolean"),
         (["a", [1, "b"]], 1, "array"),

@@ -116,6 +116,7 @@ def test_free_routes(method: str, path: str, free: bool) -> None:
         ("/p?%6Bey=abc&x=%20", True, "/p?x=%20"),  # an escaped name is still "key"
         ("/p?key", True, "/p"),
         ("/p?keys=1&monkey=2", False, "/p?keys=1&monkey=2"),
+        ("/p?%FF=1&k%FFey=2", False, "/p?%FF=1&k%FFey=2"),  # invalid UTF-8: replaced, no error
     ],
 )
 def test_query_key(raw: str, present: bool, stripped: str) -> None:

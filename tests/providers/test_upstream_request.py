@@ -149,3 +149,42 @@ def test_the_deployment_name_and_version_are_escaped_whole_in_the_path() -> None
     assert out.path == (
         "/openai/deployments/team%2Fgpt%204o/chat/completions?a=b&api-version=2024%2F10"
     )
+
+
+def test_a_gemini_model_already_upstream_keeps_any_spelling_of_the_path() -> None:
+    deployment = ModelDeployment("gemini-2.0-flash", "gemini", "gemini-2.0-flash")
+    for path in (
+        "/v1beta/models/gemini-2.0-flash%3AgenerateContent",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent/?alt=sse",
+    ):
+        assert plan(deployment, path, {"contents": []}) == UpstreamRequest()
+
+
+def test_a_gemini_upstream_model_is_escaped_whole_in_the_path() -> None:
+    deployment = ModelDeployment("flash", "gemini", "tuned/flash 1")
+    out = plan(deployment, "/v1beta/models/flash:generateContent?alt=sse", {"contents": []})
+    assert out == UpstreamRequest(path="/v1beta/models/tuned%2Fflash%201:generateContent?alt=sse")
+
+
+def test_only_a_gemini_deployment_rewrites_a_gemini_path() -> None:
+    deployment = ModelDeployment("flash", "openai", "gpt-4o")
+    path = "/v1beta/models/flash:generateContent"
+    assert plan(deployment, path, {"contents": []}) == UpstreamRequest()
+
+
+def test_an_upload_form_keeps_its_bytes_but_the_model() -> None:
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--b--\r\n"
+    )
+    path = "/v1/audio/transcriptions"
+    out = upstream_request(
+        ModelDeployment("whisper", "openai", "whisper-1"),
+        route("POST", path),
+        path,
+        {"model": "whisper"},
+        raw=form,
+        content_type="multipart/form-data; boundary=b",
+    )
+    assert out == UpstreamRequest(body=form.replace(b"\r\nwhisper\r\n", b"\r\nwhisper-1\r\n"))
