@@ -68,7 +68,7 @@ def test_the_label_decides_the_framing_nothing_is_guessed(label: str, packed: by
     assert parser.finish() is None
 
 
-@pytest.mark.parametrize("label", [None, "", "identity", " Identity "])
+@pytest.mark.parametrize("label", [None, "", " ", "identity", " Identity "])
 def test_identity_is_the_parser_itself(label: str | None) -> None:
     inner = Recording()
     assert with_encoding(inner, label) is inner

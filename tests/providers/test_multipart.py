@@ -51,6 +51,8 @@ def test_a_boundary_is_1_to_70_characters() -> None:
 
 def test_is_form_reads_the_media_type_only() -> None:
     assert is_form(" Multipart/Form-Data ; boundary=x")
+    assert is_form("multipart/form-data")
+    assert is_form("multipart/form-data; boundary=x; charset=utf-8")
     assert not is_form("multipart/mixed; boundary=x")
     assert not is_form(None)
 

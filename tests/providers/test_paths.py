@@ -7,6 +7,7 @@ import pytest
 from policy_sidecar.providers import Route, default_registry
 from policy_sidecar.providers.paths import (
     canonical_path,
+    canonical_target,
     free_route,
     has_query_key,
     without_query_key,
@@ -122,3 +123,10 @@ def test_free_routes(method: str, path: str, free: bool) -> None:
 def test_query_key(raw: str, present: bool, stripped: str) -> None:
     assert has_query_key(raw) is present
     assert without_query_key(raw) == stripped
+
+
+def test_canonical_target_keeps_the_query_and_drops_fragments_and_bad_escapes() -> None:
+    assert canonical_target("/v1//x/") == "/v1/x"
+    assert canonical_target("/v1/x?") == "/v1/x"
+    assert canonical_target("/v1/x/?a=1&b#frag") == "/v1/x?a=1&b"
+    assert canonical_target("/v1/%FF%3A?k=%FF") == "/v1/\ufffd:?k=%FF"

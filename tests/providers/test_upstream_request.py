@@ -11,7 +11,7 @@ import pytest
 from policy_sidecar.catalog.deployments import ModelDeployment, azure_problems
 from policy_sidecar.providers.base import Route
 from policy_sidecar.providers.registry import default_registry
-from policy_sidecar.providers.upstream_request import UpstreamRequest, upstream_request
+from policy_sidecar.providers.upstream_request import UpstreamRequest, same_api, upstream_request
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -188,3 +188,21 @@ def test_an_upload_form_keeps_its_bytes_but_the_model() -> None:
         content_type="multipart/form-data; boundary=b",
     )
     assert out == UpstreamRequest(body=form.replace(b"\r\nwhisper\r\n", b"\r\nwhisper-1\r\n"))
+
+
+@pytest.mark.parametrize(
+    ("route_provider", "deployment_provider", "same"),
+    [
+        ("openai", "openai", True),
+        ("gemini", "gemini", True),
+        ("openai", "azure", True),
+        ("azure", "openai", True),
+        ("gemini", "openai", False),
+        ("openai", "anthropic", False),
+        ("azure", "cohere", False),
+    ],
+)
+def test_which_deployments_a_route_can_reach(
+    route_provider: str, deployment_provider: str, same: bool
+) -> None:
+    assert same_api(route_provider, deployment_provider) is same
