@@ -161,13 +161,26 @@ def test_a_large_answer_is_held_only_as_its_tail_and_read_across_chunks() -> Non
     parser = MediaBodyParser("transcriptions")
     step = 65_537  # odd: the tail starts inside a character
     last = len(body) - 8  # the final chunk cuts the duration's value
-    held_before = 0
     for i in range(0, last, step):
+        was_cut = parser._truncated
         parser.feed(body[i : min(i + step, last)])
         held = sum(len(chunk) for chunk in parser._chunks)
         assert held <= FULL_PARSE_LIMIT + TAIL_BYTES
-        if held < held_before:  # cut: only the tail is kept
+        if parser._truncated and not was_cut:  # the first cut keeps only the tail
             assert held == TAIL_BYTES
-        held_before = held
+    parser.feed(body[last:])
+    assert parser.finish() == Usage(unit="seconds", quantity=12.25)
+
+
+def test_the_cut_keeps_the_tails_bytes_as_sent() -> None:
+    """One byte past the limit, the last chunk (cutting the duration's value) makes
+    the cut: the chunks it joins must join byte for byte."""
+    head, tail = b'{"text": "', b'", "duration": 12.25}'
+    size = FULL_PARSE_LIMIT + TAIL_BYTES + 1
+    body = head + b"a" * (size - len(head) - len(tail)) + tail
+    parser = MediaBodyParser("transcriptions")
+    last = size - 4
+    for i in range(0, last, 4096):
+        parser.feed(body[i : min(i + 4096, last)])
     parser.feed(body[last:])
     assert parser.finish() == Usage(unit="seconds", quantity=12.25)
