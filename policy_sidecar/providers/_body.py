@@ -93,7 +93,7 @@ def load_request(route: Route, data: bytes, content_type: str | None) -> dict[st
     if route.operation in FORM_OPERATIONS:
         if not is_form(content_type):
             raise RequestError("this endpoint takes a multipart/form-data body")
-        return parse_form(data, content_type or "")
+        return parse_form(data, content_type)
     return load_body(data)
 
 
@@ -108,6 +108,6 @@ def patched_body(
         return None
     if is_form(content_type):
         for name, value in patch.items():
-            data = replace_field(data, content_type or "", name, str(value))
+            data = replace_field(data, content_type, name, str(value))
         return data
     return json.dumps({**body, **patch}).encode()

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from email.utils import collapse_rfc2231_value
+from typing import Any, TypeGuard
 
 from policy_sidecar.providers.base import RequestError
 
@@ -36,7 +37,7 @@ class UploadedFile:
     head: bytes
 
 
-def is_form(content_type: str | None) -> bool:
+def is_form(content_type: str | None) -> TypeGuard[str]:
     return (content_type or "").partition(";")[0].strip().lower() == "multipart/form-data"
 
 
@@ -63,8 +64,10 @@ def _disposition(header_block: bytes) -> tuple[str, str | None, str]:
     if not name:
         raise RequestError("a multipart part has no field name")
     filename = message.get_param("filename", header="content-disposition")
+    if isinstance(filename, tuple):  # filename*=UTF-8''… (RFC 5987)
+        filename = collapse_rfc2231_value(filename)
     part_type = str(message.get("content-type", "application/octet-stream"))
-    return name, filename if isinstance(filename, str) else None, part_type
+    return name, filename, part_type
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,7 +266,8 @@ class MediaBodyParser:
 
     def feed(self, chunk: bytes) -> None:
         if not self._head:
-            self._head = chunk[:16]
+            # The first byte that is not whitespace: "{" for a JSON answer.
+            self._head = chunk.lstrip()[:1]
         # Each key is counted in its own window: the bytes before the chunk that could
         # start it (one fewer than the key, so no whole key is ever counted twice).
         carries = []
@@ -284,7 +285,7 @@ class MediaBodyParser:
     def finish(self) -> Usage | None:
         body = b"".join(self._chunks)
         self._chunks = []
-        if (self._head or body).lstrip()[:1] != b"{":
+        if self._head != b"{":
             # Audio bytes (speech) or plain text (a transcription as text/srt/vtt):
             # nothing to read; the request's quantity stands.
             return None
@@ -295,7 +296,7 @@ class MediaBodyParser:
     def feed_window(self, head: bytes, tail: bytes) -> None:
         """Only the first and last bytes of a large answer: what its end says. How many
         images it held is not knowable from them, so the request's ``n`` stands."""
-        self._head = head[:16]
+        self._head = head.lstrip()[:1]
         self._chunks, self._size, self._truncated = [tail], len(tail), True
         self._windowed = True
 
@@ -309,8 +310,7 @@ class MediaBodyParser:
             obj["data"] = [None] * self._images
             usage = media_usage(self._operation, obj)
             return replace(usage, quantity=None) if usage and self._windowed else usage
-        elif self._operation == "moderations":
-            return None  # never large: a truncated moderation answer is not one
+        # A moderation answer is never this large: with no "results" found, it reports none.
         return media_usage(self._operation, obj)
 
 

@@ -7,6 +7,7 @@ import pytest
 from policy_sidecar.providers import Route, default_registry
 from policy_sidecar.providers.paths import (
     canonical_path,
+    canonical_target,
     free_route,
     has_query_key,
     without_query_key,
@@ -116,8 +117,16 @@ def test_free_routes(method: str, path: str, free: bool) -> None:
         ("/p?%6Bey=abc&x=%20", True, "/p?x=%20"),  # an escaped name is still "key"
         ("/p?key", True, "/p"),
         ("/p?keys=1&monkey=2", False, "/p?keys=1&monkey=2"),
+        ("/p?%FF=1&k%FFey=2", False, "/p?%FF=1&k%FFey=2"),  # invalid UTF-8: replaced, no error
     ],
 )
 def test_query_key(raw: str, present: bool, stripped: str) -> None:
     assert has_query_key(raw) is present
     assert without_query_key(raw) == stripped
+
+
+def test_canonical_target_keeps_the_query_and_drops_fragments_and_bad_escapes() -> None:
+    assert canonical_target("/v1//x/") == "/v1/x"
+    assert canonical_target("/v1/x?") == "/v1/x"
+    assert canonical_target("/v1/x/?a=1&b#frag") == "/v1/x?a=1&b"
+    assert canonical_target("/v1/%FF%3A?k=%FF") == "/v1/\ufffd:?k=%FF"

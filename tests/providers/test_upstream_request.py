@@ -11,7 +11,7 @@ import pytest
 from policy_sidecar.catalog.deployments import ModelDeployment, azure_problems
 from policy_sidecar.providers.base import Route
 from policy_sidecar.providers.registry import default_registry
-from policy_sidecar.providers.upstream_request import UpstreamRequest, upstream_request
+from policy_sidecar.providers.upstream_request import UpstreamRequest, same_api, upstream_request
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -139,3 +139,70 @@ def test_azure_fields_are_checked() -> None:
         "api_version",
     ]
     assert [f for f, _ in azure_problems("openai", None, "2024-10-21")] == ["api_version"]
+
+
+def test_the_deployment_name_and_version_are_escaped_whole_in_the_path() -> None:
+    """Found by mutation testing: a ``/`` in either must not open a path segment."""
+    deployment = azure(azure_deployment="team/gpt 4o", api_version="2024/10")
+    path = "/openai/deployments/x/chat/completions?api-version&api-version=1=2&a=b"
+    out = plan(deployment, path, CHAT)
+    assert out.path == (
+        "/openai/deployments/team%2Fgpt%204o/chat/completions?a=b&api-version=2024%2F10"
+    )
+
+
+def test_a_gemini_model_already_upstream_keeps_any_spelling_of_the_path() -> None:
+    deployment = ModelDeployment("gemini-2.0-flash", "gemini", "gemini-2.0-flash")
+    for path in (
+        "/v1beta/models/gemini-2.0-flash%3AgenerateContent",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent/?alt=sse",
+    ):
+        assert plan(deployment, path, {"contents": []}) == UpstreamRequest()
+
+
+def test_a_gemini_upstream_model_is_escaped_whole_in_the_path() -> None:
+    deployment = ModelDeployment("flash", "gemini", "tuned/flash 1")
+    out = plan(deployment, "/v1beta/models/flash:generateContent?alt=sse", {"contents": []})
+    assert out == UpstreamRequest(path="/v1beta/models/tuned%2Fflash%201:generateContent?alt=sse")
+
+
+def test_only_a_gemini_deployment_rewrites_a_gemini_path() -> None:
+    deployment = ModelDeployment("flash", "openai", "gpt-4o")
+    path = "/v1beta/models/flash:generateContent"
+    assert plan(deployment, path, {"contents": []}) == UpstreamRequest()
+
+
+def test_an_upload_form_keeps_its_bytes_but_the_model() -> None:
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\r\n--b--\r\n"
+    )
+    path = "/v1/audio/transcriptions"
+    out = upstream_request(
+        ModelDeployment("whisper", "openai", "whisper-1"),
+        route("POST", path),
+        path,
+        {"model": "whisper"},
+        raw=form,
+        content_type="multipart/form-data; boundary=b",
+    )
+    assert out == UpstreamRequest(body=form.replace(b"\r\nwhisper\r\n", b"\r\nwhisper-1\r\n"))
+
+
+@pytest.mark.parametrize(
+    ("route_provider", "deployment_provider", "same"),
+    [
+        ("openai", "openai", True),
+        ("gemini", "gemini", True),
+        ("openai", "azure", True),
+        ("azure", "openai", True),
+        ("gemini", "openai", False),
+        ("openai", "anthropic", False),
+        ("azure", "cohere", False),
+    ],
+)
+def test_which_deployments_a_route_can_reach(
+    route_provider: str, deployment_provider: str, same: bool
+) -> None:
+    assert same_api(route_provider, deployment_provider) is same
