@@ -9,6 +9,9 @@ The cursor (`usage.cursor`: ``{"inode": N, "offset": B}``) is rewritten in place
 per batch, on the event loop, and flushed to disk at most every ``sync_seconds``.
 After handing a batch over the tailer waits a poll interval before reading again, so
 the lines of that interval come as one batch (one cursor write, one sink append).
+When there was nothing to read it sleeps until a file of the log's directory changes
+(inotify, `usage.file_events`), or ``idle_seconds`` at most; without inotify it polls
+every poll interval.
 
 Rotation is followed: when the path names a new file, the old one is
 read to its end first (a rotated ``<name>.1`` with the cursor's inode is found again
@@ -34,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from policy_sidecar.usage.cursor import Cursor, CursorFile
+from policy_sidecar.usage.file_events import DirectoryEvents, open_directory_events
 
 __all__ = ["Cursor", "FileTailer"]
 
@@ -57,6 +61,8 @@ class FileTailer:
         consume: Consume,
         *,
         poll_seconds: float = 0.01,
+        idle_seconds: float = 0.5,
+        watch: bool = True,
         sync_seconds: float = 1.0,
         read_bytes: int = 1024 * 1024,
         max_line: int = 256 * 1024,
@@ -69,6 +75,8 @@ class FileTailer:
         self.cursor_path = Path(cursor_path)
         self._consume = consume
         self._poll = poll_seconds
+        self._idle = idle_seconds
+        self._watch = watch
         self._cursor = CursorFile(self.cursor_path, sync_seconds=sync_seconds)
         self._read_bytes = max(read_bytes, max_line + 1)
         self._max_line = max_line
@@ -93,16 +101,26 @@ class FileTailer:
             self._waiter.set_result(None)
 
     async def run(self) -> None:
+        events = open_directory_events(self.path.parent) if self._watch else None
         try:
             self._resume(self._load_cursor())
             while not self._stopping.is_set():
+                if events is not None:
+                    events.drain()  # before reading: a write after this wakes the wait
+                before = (self._inode, self._offset)
                 if not await self._step():
-                    # Also after a batch: the lines of the next poll interval come as one
-                    # batch (one cursor write, one sink append) rather than one by one.
-                    await self._sleep(self._poll)
+                    if events is not None and (self._inode, self._offset) == before:
+                        # Nothing read: sleep until Envoy writes (or a slow fallback).
+                        await self._sleep(self._idle, events)
+                    else:
+                        # After a batch: the lines of the next poll interval come as one
+                        # batch (one cursor write, one sink append), not one by one.
+                        await self._sleep(self._poll)
                 await self._cursor.sync_if_due()
         finally:
             self._close()
+            if events is not None:
+                events.close()
             await self._cursor.close()
 
     # -- one step ------------------------------------------------------------------------
@@ -273,19 +291,24 @@ class FileTailer:
     def _save_cursor(self) -> None:
         self._cursor.save(Cursor(self._inode, self._offset))
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleeps ``seconds``, or until `stop`. A plain timer and future: the timeout
-        machinery (a cancellation and two exceptions) cost more than the poll itself."""
+    async def _sleep(self, seconds: float, events: DirectoryEvents | None = None) -> None:
+        """Sleeps ``seconds``, or until `stop` (or, with ``events``, until a file of the
+        directory changes). A plain timer and future: the timeout machinery (a
+        cancellation and two exceptions) cost more than the poll itself."""
         if self._stopping.is_set():
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         timer = loop.call_later(seconds, _wake, waiter)
+        if events is not None:
+            events.wake_on(waiter)
         try:
             await waiter
         finally:
             timer.cancel()
+            if events is not None:
+                events.forget()
             self._waiter = None
 
 

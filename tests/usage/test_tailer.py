@@ -257,3 +257,55 @@ async def test_a_killed_reader_resumes_where_its_cursor_was_written(tmp_path: Pa
     assert [x.decode() for x in sink.lines] == lines[resumed_at:]
     assert [x.decode() for x in before] == lines[: len(before)]
     assert resumed_at <= len(before)
+
+
+async def test_an_idle_reader_is_woken_by_the_write_not_by_a_poll(tmp_path: Path) -> None:
+    # The fallback poll is far longer than the deadline: only the directory's change
+    # event can deliver these lines in time (the file is created, then appended to).
+    log = tmp_path / "access.log"
+    sink = Sink()
+    tailer = tailer_for(tmp_path, sink, idle_seconds=3600.0)
+    reads = 0
+    step = tailer._step
+
+    async def counted() -> bool:
+        nonlocal reads
+        reads += 1
+        return await step()
+
+    tailer._step = counted  # type: ignore[method-assign]
+    task = await run(tailer)
+    await asyncio.sleep(0.5)  # idle: waiting on the directory, not polling every 10 ms
+    assert reads <= 2, reads
+    append(log, "a")
+    await until(lambda: sink.lines == [b"a"])
+    await asyncio.sleep(0.2)
+    append(log, "b", "c")
+    await until(lambda: sink.lines == [b"a", b"b", b"c"])
+    # A rotation (rename, new file) wakes it too; the old file is read to its end.
+    log.rename(tmp_path / "access.log.1")
+    append(tmp_path / "access.log.1", "d")
+    append(log, "e")
+    await until(lambda: sink.lines == [b"a", b"b", b"c", b"d", b"e"])
+    # `stop` cuts the idle wait short.
+    await asyncio.wait_for(stop(tailer, task), DEADLINE)
+
+
+async def test_without_the_watch_the_reader_polls(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    sink = Sink()
+    tailer = tailer_for(tmp_path, sink, idle_seconds=3600.0, watch=False)
+    task = await run(tailer)
+    await asyncio.sleep(0.1)
+    append(log, "a")
+    await until(lambda: sink.lines == [b"a"])
+    await stop(tailer, task)
+
+
+def test_no_watch_on_a_missing_directory(tmp_path: Path) -> None:
+    from policy_sidecar.usage.file_events import open_directory_events
+
+    assert open_directory_events(tmp_path / "missing") is None
+    events = open_directory_events(tmp_path)
+    assert events is not None
+    events.close()
