@@ -89,11 +89,6 @@ class JSONBodyParser:
             self._size = len(tail)
             self._truncated = True
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held for ``finish`` (the whole body up to the limit, then its tail)."""
-        return self._size
-
     def feed_window(self, head: bytes, tail: bytes) -> None:
         # The usage member is found by key in the tail (`_tail` resynchronises there).
         self._chunks = [tail]

@@ -8,6 +8,7 @@ check a few facts of each request and the usual usage shapes; these pin the whol
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from typing import Any
@@ -332,6 +333,21 @@ def test_cohere_streams() -> None:
     assert usage("/v1/embed", {"meta": {"billed_units": {"input_tokens": 2}}}) == Usage(2, 0, 2)
 
 
+def test_cohere_json_window_and_compressed_bodies() -> None:
+    texts = ",".join(f'"text {i}"' for i in range(3000))
+    body = (
+        f'{{"id":"e","texts":[{texts}],"meta":{{"api_version":{{"version":"1"}},'
+        f'"billed_units":{{"input_tokens":6000}}}}}}'
+    ).encode()
+    assert window("/v1/embed", body[:4096], body[-4096:]) == Usage(6000, 0, 6000)
+    found = REGISTRY.match("POST", "/v2/chat")
+    assert found is not None
+    parser = found[0].usage_parser(found[1], streaming=False, content_encoding="gzip")
+    answer = {"id": "c", "usage": {"billed_units": {"input_tokens": 5, "output_tokens": 418}}}
+    parser.feed(gzip.compress(json.dumps(answer).encode()))
+    assert parser.finish() == Usage(5, 418, 423)
+
+
 def test_cohere_routes_and_error_body() -> None:
     provider = REGISTRY.get("cohere")
     assert provider.match("POST", "/V2/Chat/?x=1") == Route("cohere", "chat", api_version="v2")
@@ -482,6 +498,15 @@ def test_gemini_usage_fields() -> None:
     assert _gemini({"candidatesTokenCount": 7}) is None
     assert _gemini({}) is None
     assert usage(f"{GEMINI}:generateContent", b"[5]") is None
+
+
+def test_gemini_stream_usage_is_the_last_chunks_whole() -> None:
+    # Each chunk repeats the usage so far; the last one's is the usage, whole: a field an
+    # earlier chunk had and the last lacks is not carried over.
+    first = {"usageMetadata": {"promptTokenCount": 9, "cachedContentTokenCount": 4}}
+    last = {"usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 6}}
+    sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (first, last))
+    assert usage(f"{GEMINI}:streamGenerateContent?alt=sse", sse, streaming=True) == Usage(9, 6, 15)
 
 
 def test_gemini_streams_and_counts() -> None:
@@ -657,6 +682,11 @@ def test_anthropic_usage_fields() -> None:
     assert _anthropic(fields) == Usage(
         305, 1, 306, cache_write_5m_tokens=180, cache_write_1h_tokens=120
     )
+    # A split that does not add up to the total is taken as given.
+    fields["cache_creation"] = {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 50}
+    assert _anthropic(fields) == Usage(
+        305, 1, 306, cache_write_5m_tokens=100, cache_write_1h_tokens=50
+    )
     fields["cache_creation"] = {"ephemeral_1h_input_tokens": 400}  # absurd: never negative
     assert _anthropic(fields) == Usage(
         305, 1, 306, cache_write_5m_tokens=0, cache_write_1h_tokens=400
@@ -673,13 +703,17 @@ def test_anthropic_stream_merges_start_and_deltas() -> None:
         b'{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}}}\n\n'
         b'event: ping\ndata: {"type":"ping"}\n\n'
         b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":7}}\n\n'
-        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":15,'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9,'
         b'"input_tokens":12}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":15}}\n\n'
         b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     )
     assert usage("/v1/messages", stream, streaming=True) == Usage(17, 15, 32, 5)
     only_start = stream[: stream.index(b"event: ping")]
     assert usage("/v1/messages", only_start, streaming=True) == Usage(15, 1, 16, 5)
+    # A stream cut right after a message_start that gave only its input.
+    start = b'data: {"type":"message_start","message":{"usage":{"input_tokens":10}}}\n\n'
+    assert usage("/v1/messages", start, streaming=True) == Usage(10, 0, 10)
     # A message_start's own usage is under "message"; a top-level one is ignored there.
     odd = b'data: {"message":{"id":"m"},"usage":{"input_tokens":3}}\n\n'
     assert usage("/v1/messages", odd, streaming=True) is None

@@ -69,6 +69,11 @@ def _embedding_body(size: int, *, usage_first: bool) -> bytes:
     return body.encode()
 
 
+def _held(parser: JSONBodyParser) -> int:
+    """The bytes the parser holds for its final parse."""
+    return sum(len(chunk) for chunk in parser._chunks)
+
+
 def _feed(parser: UsageParser, body: bytes, piece: int) -> Usage | None:
     for i in range(0, len(body), piece):
         parser.feed(body[i : i + piece])
@@ -112,11 +117,11 @@ def test_a_large_body_keeps_only_its_tail_while_it_streams() -> None:
     drops = 0
     for i in range(0, len(body), 4096):
         parser.feed(body[i : i + 4096])
-        assert parser.buffered <= LIMIT
-        if parser.buffered < held:
-            assert parser.buffered == TAIL_BYTES  # cut to the tail, then growing again
+        assert _held(parser) <= LIMIT
+        if _held(parser) < held:
+            assert _held(parser) == TAIL_BYTES  # cut to the tail, then growing again
             drops += 1
-        held = parser.buffered
+        held = _held(parser)
     assert drops >= 2
     assert parser.finish() == Usage(4242, 17, 4259)
 
@@ -135,7 +140,6 @@ def test_the_last_usage_member_wins_and_a_key_that_is_a_value_is_skipped() -> No
     # The tail opens on the only whole usage member: it is found at offset 0.
     parser = _chat_json()
     parser.feed_window(b"[", b'"usage":{"prompt_tokens":9,"completion_tokens":3}},{"x":"usage"}]')
-    assert parser.buffered == 65  # what the tail holds
     assert parser.finish() == Usage(9, 3, 12)
 
 
@@ -227,6 +231,11 @@ def test_sniffing_a_window_picks_the_framing_from_the_head() -> None:
     parser = provider.usage_parser(route, streaming=True)
     parser.feed_window(b'\n data: {"candidates":[]}\n\n', sse_tail)
     assert parser.finish() == Usage(9, 6, 15)
+    # Read as SSE, not by key: a last event cut inside its data is skipped whole.
+    cut = b'data: {"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":7},"x\n\n'
+    parser = provider.usage_parser(route, streaming=True)
+    parser.feed_window(b'data: {"candidates":[]}\n\n', sse_tail + cut)
+    assert parser.finish() == Usage(9, 6, 15)
     array_tail = b'},{"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":6}}]'
     for opening in (b"[", b"{"):
         parser = provider.usage_parser(route, streaming=True)
@@ -306,6 +315,13 @@ def test_member_values_in_a_cut_tail() -> None:
     assert member_value('"k"', 3) is member_value('"k": [1,', 3)
     assert member_value('"k" x', 3) is member_value('"k"', 3)
     assert last_member_value('{"meta": {"a": 1}, "x": "meta", "meta": {"b"', "meta") == {"a": 1}
+    both = '{"meta": {"a": 1}, "meta": {"c": 3}, "x": "meta"}'
+    assert last_member_value(both, "meta") == {"c": 3}  # the last whole one, not the first
+    assert last_member_value('"meta": {"a": 1}, "x": "meta"}', "meta") == {"a": 1}
+    assert last_member_value('"meta": 2', "meta") == 2
+    assert member_value('"k" 77', 3) is member_value('"k"', 3)  # no colon: no member
+    assert member_value('"k":', 3) is member_value('"k"', 3)
+    assert member_value('"k":  ', 3) is member_value('"k"', 3)
     assert last_member_value('{"meta": 5}', "other") is None
     assert last_member_value("", "meta") is None
     deep = '"meta": ' + "[" * 100_000
