@@ -509,6 +509,22 @@ def test_gemini_stream_usage_is_the_last_chunks_whole() -> None:
     assert usage(f"{GEMINI}:streamGenerateContent?alt=sse", sse, streaming=True) == Usage(9, 6, 15)
 
 
+def test_gemini_framing_follows_the_streaming_flag() -> None:
+    metadata = b'{"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":6}}'
+    # A stream request answered with one JSON object is read as JSON.
+    stream = f"{GEMINI}:streamGenerateContent"
+    assert usage(stream, b"\n" + metadata, streaming=True) == Usage(9, 6, 15)
+    # A body not declared a stream is JSON only: SSE framing in it is not read.
+    sse = b"data: " + metadata + b"\n\n"
+    assert usage(f"{GEMINI}:generateContent", sse, streaming=False) is None
+    assert usage(stream, sse, streaming=True) == Usage(9, 6, 15)
+    found = REGISTRY.match("POST", f"{GEMINI}:generateContent")
+    assert found is not None
+    parser = found[0].usage_parser(found[1], streaming=False, content_encoding="gzip")
+    parser.feed(gzip.compress(metadata))
+    assert parser.finish() == Usage(9, 6, 15)
+
+
 def test_gemini_streams_and_counts() -> None:
     chunk = 'data: {"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":%d}}\n\n'
     sse = "".join(chunk % n for n in (1, 4, 6)).encode()
