@@ -66,6 +66,7 @@ def test_cohere_v1_chat_in_full() -> None:
             {"role": "USER", "message": "Who won?"},
             {"role": "CHATBOT", "message": "Team A."},
             {"role": "TOOL"},
+            {"message": "no role"},
         ],
         "message": "By how much?",
         "documents": [{"title": "t", "snippet": "s"}],
@@ -83,6 +84,7 @@ def test_cohere_v1_chat_in_full() -> None:
             PromptMessage("USER", "Who won?"),
             PromptMessage("CHATBOT", "Team A."),
             PromptMessage("TOOL", ""),
+            PromptMessage("", "no role"),
             PromptMessage("USER", "By how much?"),
         ),
         extra_text=(
