@@ -115,7 +115,10 @@ def test_cohere_v2_chat_in_full() -> None:
             {
                 "role": "assistant",
                 "tool_plan": "I will look.",
-                "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "c1", "function": {"name": "f", "arguments": "{}"}},
+                    {"id": "c2"},
+                ],
             },
             {"role": "assistant", "tool_plan": 7, "content": "ok"},
         ],
@@ -134,7 +137,7 @@ def test_cohere_v2_chat_in_full() -> None:
             PromptMessage("user", "and this"),
             PromptMessage(
                 "assistant",
-                'I will look.{"id":"c1","function":{"name":"f","arguments":"{}"}}',
+                'I will look.{"id":"c1","function":{"name":"f","arguments":"{}"}}{"id":"c2"}',
             ),
             PromptMessage("assistant", "ok"),
         ),
