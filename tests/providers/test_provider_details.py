@@ -353,6 +353,14 @@ def test_cohere_json_window_and_compressed_bodies() -> None:
     assert parser.finish() == Usage(5, 418, 423)
 
 
+def test_cohere_route_without_a_version_is_read_as_v2() -> None:
+    provider = REGISTRY.get("cohere")
+    with pytest.raises(RequestError, match="'model' is required"):
+        provider.parse_request(Route("cohere", "embed"), {"texts": ["a"]})
+    with pytest.raises(RequestError, match="'model' is required"):
+        provider.parse_request(Route("cohere", "rerank"), {"query": "q", "documents": []})
+
+
 def test_cohere_routes_and_error_body() -> None:
     provider = REGISTRY.get("cohere")
     assert provider.match("POST", "/V2/Chat/?x=1") == Route("cohere", "chat", api_version="v2")

@@ -428,6 +428,9 @@ def test_the_registry_asks_each_provider_in_turn() -> None:
     assert REGISTRY.match("POST", "/v3/unknown") is None
     with pytest.raises(KeyError):
         REGISTRY.get("mistral")
+    fresh = default_registry()  # built here, not at import
+    assert fresh.get("gemini").name == "gemini"
+    assert fresh.names == REGISTRY.names
 
 
 @pytest.mark.parametrize(
