@@ -366,6 +366,7 @@ def test_cohere_routes_and_error_body() -> None:
     assert provider.match("POST", "/V2/Chat/?x=1") == Route("cohere", "chat", api_version="v2")
     assert provider.match("GET", "/v2/chat") is None
     assert provider.match("POST", "/v3/chat") is None
+    assert provider.match("POST", "/v2/chatX") is None
     assert provider.request_patch(Route("cohere", "chat", api_version="v2"), {}) is None
     body = provider.error_body(
         message="no", error_type="t", code="c", status=429, details={"limit": 3}
@@ -560,11 +561,11 @@ def test_gemini_routes_and_error_body() -> None:
     assert provider.match("GET", f"{GEMINI}:generateContent") is None
     assert provider.match("POST", "/v2/models/g:generateContent") is None
     assert provider.request_patch(Route("gemini", "generate"), {}) is None
-    error = json.loads(
-        provider.error_body(
-            message="no", error_type="t", code="TOKENS", status=418, details={"a": "x", "n": [1]}
-        )
+    raw = provider.error_body(
+        message="no", error_type="t", code="TOKENS", status=418, details={"a": "x", "n": [1]}
     )
+    assert b" " not in raw  # compact JSON
+    error = json.loads(raw)
     assert error == {
         "error": {
             "code": 418,
@@ -813,6 +814,17 @@ def test_openai_and_azure_patch_only_streaming_chat_and_completions() -> None:
         found = REGISTRY.match("POST", path)
         assert found is not None
         assert found[0].request_patch(found[1], {"stream": True}) is None
+
+
+def test_openai_error_body_is_compact_json() -> None:
+    for name in ("openai", "azure"):
+        body = REGISTRY.get(name).error_body(
+            message="no", error_type="rate_limit_error", code="c", status=429, details={"a": 1}
+        )
+        assert body == (
+            b'{"error":{"message":"no","type":"rate_limit_error","param":null,"code":"c",'
+            b'"details":{"a":1}}}'
+        )
 
 
 def test_azure_routes_and_requests() -> None:
