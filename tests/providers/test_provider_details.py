@@ -836,6 +836,7 @@ def test_azure_routes_and_requests() -> None:
         Route("azure", "responses", api_version="preview")
     )
     assert provider.match("GET", "/openai/v1/chat/completions") is None
+    assert provider.match("POST", "/openai/v1/responsesX") is None
     assert provider.match("POST", "/openai/deployments/d1/images/generations") is None
     route = Route("azure", "embeddings", model_from_path="emb")
     assert provider.parse_request(route, {"input": "hi"}).model == "emb"
