@@ -18,12 +18,10 @@ from typing import Final, Literal
 from policy_sidecar.providers.base import Usage
 
 __all__ = [
-    "FREE_OPERATIONS",
     "TOKENS",
     "UNITS",
     "Unit",
     "bills_tokens",
-    "is_free",
     "request_quantity",
     "route_unit",
 ]
@@ -69,12 +67,6 @@ ROUTE_UNITS: Final[dict[tuple[str, str], Unit]] = {
     ("openai", "moderations"): "requests",
 }
 
-#: Routes the provider does not charge for: counted (unit ``requests``), never priced,
-#: so they need no price and cost 0.
-FREE_OPERATIONS: Final = frozenset(
-    {("openai", "moderations"), ("anthropic", "count_tokens"), ("gemini", "count_tokens")}
-)
-
 
 def route_unit(provider: str | None, operation: str | None) -> Unit | None:
     """The unit of a metered route, or None for a request no metered route matched."""
@@ -87,11 +79,6 @@ def bills_tokens(unit: str | None) -> bool:
     """Whether token limits apply: the route bills tokens (or is not known to bill
     anything else)."""
     return unit is None or unit == TOKENS
-
-
-def is_free(provider: str | None, operation: str | None) -> bool:
-    """Whether the route costs nothing (counted, never priced)."""
-    return (provider, operation) in FREE_OPERATIONS
 
 
 def request_quantity(
