@@ -28,9 +28,7 @@ class InMemoryCounterStore(SettlingMixin):
     Expiry follows the ``now`` passed in, not the wall clock.
     """
 
-    # ``check_and_add`` never suspends: a cancellation cannot fall between reserving and
-    # returning (the enforcer need not shield it).
-    answers_at_once = True
+    answers_at_once = True  # ``check_and_add`` never suspends (`CounterStore`)
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[int, float]] = {}  # key -> (value, expires_at)

@@ -156,6 +156,8 @@ class RedisCounterStore(SettlingMixin):
     run out, where a single Redis's blocking pool waits.
     """
 
+    answers_at_once = False  # every call is a round trip to Redis (`CounterStore`)
+
     def __init__(
         self,
         client: RedisClient,

@@ -42,6 +42,10 @@ class CounterStore(Protocol):
       store recovers by itself once the backend is back.
     """
 
+    # True when ``check_and_add`` never suspends (in process): a cancellation cannot
+    # fall between reserving and returning, so the enforcer need not shield the call.
+    answers_at_once: bool
+
     async def check_and_add(self, ops: Sequence[CounterOp], now: float) -> CheckResult: ...
 
     async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None: ...

@@ -139,7 +139,7 @@ class Enforcer:
         # Give-backs of admissions cancelled after they reserved (see `_reserve`).
         self._give_backs: set[asyncio.Task[None]] = set()
         # A store that never suspends (in process) cannot be cancelled mid-call.
-        self._shield = getattr(counters, "answers_at_once", False) is not True
+        self._shield = not counters.answers_at_once
 
     async def admit(
         self,

@@ -79,6 +79,8 @@ class HeldStore:
     """A real counter store whose ``check_and_add`` is held, once armed, right after it
     reserved: the moment between admission and Envoy applying the body response."""
 
+    answers_at_once = False  # it holds a call: the enforcer shields it
+
     def __init__(self, inner: CounterStore) -> None:
         self.inner = inner
         self.armed = False

@@ -62,6 +62,8 @@ class OneSlotPerCall:
     """Wraps a store and fails a call whose keys carry more than one hash tag: what
     Redis Cluster answers with CROSSSLOT."""
 
+    answers_at_once = False  # wraps a store that may suspend
+
     def __init__(self, inner: CounterStore) -> None:
         self.inner = inner
         self.calls: list[set[str]] = []
