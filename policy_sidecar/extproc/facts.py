@@ -16,7 +16,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,9 +90,22 @@ class RequestFacts:
             api_version=route.api_version,
         )
 
+    def with_changes(self, /, **changes: Any) -> RequestFacts:
+        """``dataclasses.replace(self, **changes)`` at about two thirds of its cost: the
+        fields are copied directly instead of through a keyword call of the 24-field
+        ``__init__`` (the request path makes four or five copies a request). Valid because
+        the class has no ``__post_init__`` and every field is an init field
+        (`tests/extproc/test_facts.py` checks both); an unknown name raises TypeError, as
+        ``replace`` does."""
+        new = _NEW(RequestFacts)
+        for name in _NAMES:
+            _SET(new, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"RequestFacts has no field(s) {', '.join(sorted(changes))}")
+        return new
+
     def with_identity(self, identity: Identity) -> RequestFacts:
-        return replace(
-            self,
+        return self.with_changes(
             app_id=identity.app_id,
             org_id=identity.org_id,
             environment=identity.environment,
@@ -157,6 +170,11 @@ class RequestFacts:
                 continue
             kwargs[c.name] = c.decode(raw)
         return cls(**kwargs)
+
+
+_NAMES = tuple(f.name for f in fields(RequestFacts))
+_NEW = object.__new__
+_SET = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)

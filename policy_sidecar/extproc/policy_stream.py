@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -182,18 +182,17 @@ class PolicyProcessor:
         assert self._facts is not None, "body before headers"
         assert identity is not None, "body before headers"
         if self._provider is None or self._route is None:
-            self._facts = replace(self._facts, request_bytes=len(msg.body))
+            self._facts = self._facts.with_changes(request_bytes=len(msg.body))
             return continue_request_body(metadata=self._metadata(self._facts))
         provider, route = self._provider, self._route
         try:
             body = load_request(route, msg.body, self._content_type)
             parsed = provider.parse_request(route, body)
         except ValueError as exc:  # RequestError, json.JSONDecodeError, UnicodeDecodeError
-            self._facts = replace(self._facts, request_bytes=len(msg.body))
+            self._facts = self._facts.with_changes(request_bytes=len(msg.body))
             return self._deny(_Denial(400, "invalid_request", f"invalid request body: {exc}"))
         model = parsed.model or route.model_from_path or ""
-        self._facts = replace(
-            self._facts,
+        self._facts = self._facts.with_changes(
             request_bytes=len(msg.body),
             requested_model=model,
             stream=parsed.stream or route.stream_from_path,
@@ -220,8 +219,7 @@ class PolicyProcessor:
             if unpriced is not None:
                 return self._deny(unpriced)
         estimated = await self._s.estimator.estimate_async(provider.name, parsed)
-        facts = replace(
-            self._facts,
+        facts = self._facts.with_changes(
             estimated_tokens=estimated,
             max_tokens=parsed.max_output_tokens,
             served_model=deployment.upstream_model if deployment else model,
@@ -232,8 +230,7 @@ class PolicyProcessor:
         shadow = tuple(v.policy_id for v in decision.shadow)
         if shadow or decision.denial is not None:
             # A denial's record names no served model: nothing went upstream.
-            self._facts = replace(
-                self._facts,
+            self._facts = self._facts.with_changes(
                 estimated_tokens=facts.estimated_tokens,
                 max_tokens=facts.max_tokens,
                 shadow=shadow,
@@ -244,7 +241,7 @@ class PolicyProcessor:
             return self._deny_by(
                 decision.denial, request_bytes=len(msg.body), headers=admission.headers
             )
-        self._facts = replace(facts, shadow=shadow, charges=admission.charges)
+        self._facts = facts.with_changes(shadow=shadow, charges=admission.charges)
         if not self._s.pending.add(self._facts, self._s.clock()):
             # The request's access log line came already (it ended while admitted): it
             # went nowhere, so the reservation goes back now.
@@ -288,7 +285,7 @@ class PolicyProcessor:
         if facts is None:
             return error_response(provider=None, **_FAILURE)
         charges = facts.charges
-        facts = self._facts = replace(facts, recorded=True, charges=())
+        facts = self._facts = facts.with_changes(recorded=True, charges=())
         try:
             if charges:
                 # Nothing went upstream: settling to zero usage gives the reservation back.
@@ -323,7 +320,7 @@ class PolicyProcessor:
     ) -> pb.ProcessingResponse:
         observe_violation(violation.policy_type, violation.policy_id, "deny")
         if self._facts is not None:
-            self._facts = replace(self._facts, request_bytes=request_bytes)
+            self._facts = self._facts.with_changes(request_bytes=request_bytes)
         all_headers = dict(headers or {})
         retry = violation.details.get("retry_after_seconds")
         if retry is not None:
@@ -342,7 +339,7 @@ class PolicyProcessor:
     def _deny(self, denial: _Denial) -> pb.ProcessingResponse:
         self.done = True
         assert self._facts is not None
-        facts = self._facts = replace(self._facts, recorded=True)
+        facts = self._facts = self._facts.with_changes(recorded=True)
         log.info(
             "request denied",
             extra={

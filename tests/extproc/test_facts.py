@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from google.protobuf import struct_pb2
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,6 +71,60 @@ def through_struct(values: dict[str, Any]) -> struct_pb2.Struct:
 @given(facts_values)
 def test_metadata_round_trip_is_the_identity(facts: RequestFacts) -> None:
     assert facts_from_struct(through_struct(facts.to_metadata())) == facts
+
+
+CHARGE = Charge("k", Window(WindowUnit.DAY, 1), 10, 5, "total")
+# A value other than the default for each field type of RequestFacts.
+NON_DEFAULT: dict[Any, Any] = {
+    str: "set",
+    int: 7,
+    float: 2.5,
+    bool: True,
+    tuple[str, ...]: ("p-1",),
+    tuple[Charge, ...]: (CHARGE,),
+}
+
+
+def every_field_set() -> RequestFacts:
+    """Facts whose every field differs from its default (a new field's type must be
+    added to NON_DEFAULT)."""
+    values: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(RequestFacts).items():
+        if isinstance(tp, types.UnionType):
+            (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
+        values[name] = NON_DEFAULT[tp]
+    facts = RequestFacts(**values)
+    for f in dataclasses.fields(RequestFacts):
+        assert getattr(facts, f.name) != f.default, f.name
+    return facts
+
+
+def test_with_changes_copies_every_field() -> None:
+    full = every_field_set()
+    copy = full.with_changes()
+    assert copy == full and copy is not full
+    bare = RequestFacts("rid", 1.0)
+    for f in dataclasses.fields(RequestFacts):
+        value = getattr(full, f.name)
+        assert bare.with_changes(**{f.name: value}) == dataclasses.replace(bare, **{f.name: value})
+        assert full.with_changes(**{f.name: getattr(bare, f.name)}) == dataclasses.replace(
+            full, **{f.name: getattr(bare, f.name)}
+        )
+    assert (
+        bare.with_changes(**{f.name: getattr(full, f.name) for f in dataclasses.fields(full)})
+        == full
+    )
+    with pytest.raises(TypeError, match="no_such_field"):
+        bare.with_changes(no_such_field=1)
+    # What makes the shortcut valid: nothing runs in __init__ but the assignments.
+    assert not hasattr(RequestFacts, "__post_init__")
+    assert all(f.init for f in dataclasses.fields(RequestFacts))
+
+
+@given(facts_values, facts_values)
+def test_with_changes_is_replace(a: RequestFacts, b: RequestFacts) -> None:
+    changes = {f.name: getattr(b, f.name) for f in dataclasses.fields(b) if f.name < "m"}
+    assert a.with_changes(**changes) == dataclasses.replace(a, **changes)
 
 
 def test_every_field_has_its_own_wire_key() -> None:
