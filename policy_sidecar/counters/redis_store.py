@@ -154,6 +154,13 @@ class RedisCounterStore(SettlingMixin):
     ``max_in_flight`` bounds the concurrent calls (callers wait for a turn at most
     ``wait_timeout`` seconds): the cluster client fails at once when a node's connections
     run out, where a single Redis's blocking pool waits.
+
+    On a single Redis the ``adjust`` calls made in one event-loop step (the settling of
+    one batch of access log lines: `extproc.log_consumer`) go as one script call, in
+    the order they were made; each caller sees that call's outcome. The script applies
+    its buckets one after the other, so this is what the calls would have done one by
+    one, in one round trip instead of one each. (On a cluster their keys may live in
+    different slots: each call goes alone.)
     """
 
     answers_at_once = False  # every call is a round trip to Redis (`CounterStore`)
@@ -170,6 +177,9 @@ class RedisCounterStore(SettlingMixin):
         self._cluster = isinstance(client, RedisCluster)
         self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._wait_timeout = wait_timeout
+        # The adjust calls of this event-loop step, sent together by `_send_adjusts`.
+        self._adjusts: list[tuple[list[str], list[str], asyncio.Future[None]]] | None = None
+        self._sending: set[asyncio.Future[Any]] = set()  # strong references
 
     @classmethod
     def from_url(
@@ -275,11 +285,47 @@ class RedisCounterStore(SettlingMixin):
                 continue  # the bucket no longer counts anywhere
             keys.append(bucket_key(adj.key, adj.window, adj.bucket_start))
             args += [str(adj.delta), str(ttl)]
-        if keys:
+        if not keys:
+            return
+        if self._cluster:
             await self._run(keys, [*args, _MAX])
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._adjusts is None:
+            self._adjusts = []
+            asyncio.get_running_loop().call_soon(self._send_adjusts)
+        self._adjusts.append((keys, args[1:], waiter))
+        await waiter
+
+    def _send_adjusts(self) -> None:
+        calls, self._adjusts = self._adjusts or [], None
+        keys: list[str] = []
+        args: list[str] = ["adjust"]
+        for call_keys, call_args, _ in calls:
+            keys += call_keys
+            args += call_args
+        # Its own task: a caller that stops waiting (cancelled) cancels nobody else's.
+        sent = asyncio.ensure_future(self._run(keys, [*args, _MAX]))
+        self._sending.add(sent)
+        sent.add_done_callback(self._sending.discard)
+        sent.add_done_callback(lambda done: _answer([w for _, _, w in calls], done))
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _answer(waiters: Sequence[asyncio.Future[None]], done: asyncio.Future[Any]) -> None:
+    """Every caller of a joint adjust call gets its outcome (unless it stopped waiting)."""
+    error = None if done.cancelled() else done.exception()
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if done.cancelled():
+            waiter.cancel()
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
 
 
 def _check_one_slot(keys: Sequence[str]) -> None:

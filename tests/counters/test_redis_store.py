@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from counter_helpers import KeyFactory, patient_redis_store
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.values import (
+    Adjustment,
     CounterOp,
     CounterStoreUnavailable,
     Reservation,
@@ -203,3 +205,76 @@ async def test_burst_larger_than_pool_waits_for_connections(
     finally:
         await store.aclose()
     assert sum(r.admitted for r in results) == 200
+
+
+def counting_calls(store: RedisCounterStore) -> list[list[str]]:
+    """The keys of each script call the store sends from now on."""
+    calls: list[list[str]] = []
+    send = store._eval
+
+    async def counted(keys: list[str], args: list[str]) -> Any:
+        calls.append(keys)
+        return await send(keys, args)
+
+    store._eval = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def used(store: RedisCounterStore, key: str) -> int:
+    return (await store.check_and_add([CounterOp(key, 10**9, MINUTE, 0)], T0)).states[0].used
+
+
+async def test_adjusts_of_one_step_go_as_one_call_with_the_same_outcome(
+    redis_store: RedisCounterStore, key: KeyFactory
+) -> None:
+    memory = InMemoryCounterStore()
+    a, b = key("a"), key("b", app="app-2")
+    start = int(T0)
+    for store in (memory, redis_store):
+        await store.check_and_add([CounterOp(a, 100, MINUTE, 10), CounterOp(b, 100, MINUTE, 7)], T0)
+    # The same bucket twice, a give-back below zero, another scope's bucket.
+    calls = [
+        [Adjustment(a, MINUTE, start, 5)],
+        [Adjustment(a, MINUTE, start, -12), Adjustment(b, MINUTE, start, -2)],
+        [Adjustment(b, MINUTE, start, -9)],
+        [Adjustment(a, MINUTE, start, 4)],
+    ]
+    sent = counting_calls(redis_store)
+    await asyncio.gather(*(redis_store.adjust(c, T0 + 1) for c in calls))
+    assert len(sent) == 1 and len(sent[0]) == 5
+    for c in calls:
+        await memory.adjust(c, T0 + 1)
+    assert [await used(redis_store, k) for k in (a, b)] == [await used(memory, k) for k in (a, b)]
+    assert [await used(memory, k) for k in (a, b)] == [7, 0]
+    # Calls of different steps go apart.
+    sent.clear()
+    for c in calls[:2]:
+        await redis_store.adjust(c, T0 + 1)
+    assert len(sent) == 2
+
+
+async def test_a_joint_adjust_that_fails_fails_for_every_caller() -> None:
+    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    adjustment = Adjustment("ps:{app:x}:a", MINUTE, int(T0), 1)
+    try:
+        outcomes = await asyncio.gather(
+            *(store.adjust([adjustment], T0) for _ in range(3)), return_exceptions=True
+        )
+    finally:
+        await store.aclose()
+    assert [type(o) for o in outcomes] == [CounterStoreUnavailable] * 3
+
+
+async def test_a_caller_that_stops_waiting_cancels_no_other(
+    redis_store: RedisCounterStore, key: KeyFactory
+) -> None:
+    a = key("a")
+    await redis_store.check_and_add([CounterOp(a, 100, MINUTE, 10)], T0)
+    first = asyncio.ensure_future(redis_store.adjust([Adjustment(a, MINUTE, int(T0), 1)], T0))
+    second = asyncio.ensure_future(redis_store.adjust([Adjustment(a, MINUTE, int(T0), 2)], T0))
+    await asyncio.sleep(0)  # both joined the step's call
+    first.cancel()
+    await second
+    assert first.cancelled()
+    # The call itself was already on its way: both adjustments were applied.
+    assert await used(redis_store, a) == 13
