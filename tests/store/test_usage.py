@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
-from policy_sidecar.store.postgres import InvalidError, Pool, UsageRepository
+from policy_sidecar.store.postgres import InvalidError, Pool, UsageRepository, open_pool
 from policy_sidecar.usage.record import UsageRecord
 
 from .helpers import make_records
@@ -124,3 +125,44 @@ async def test_two_writers_create_the_same_partition(pool: Pool) -> None:
     batches = [make_records(200, start=T0, span=timedelta(hours=4), prefix=p) for p in "ab"]
     got = await asyncio.gather(a.insert_batch(batches[0]), b.insert_batch(batches[1]))
     assert list(got) == [200, 200]
+
+
+async def _stage_rows(pool: Pool) -> int | None:
+    """Rows in this (only) pooled session's staging table; None when it has none."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT to_regclass('pg_temp.usage_stage')")).fetchone()
+        if row is None or row[0] is None:
+            return None
+        count = await (await conn.execute("SELECT count(*) FROM usage_stage")).fetchone()
+    assert count is not None
+    return int(count[0])
+
+
+@pytest.mark.parametrize("fail_first", [True, False])
+async def test_the_staging_table_outlives_batches_and_failures_empty(
+    dsn: str, fail_first: bool
+) -> None:
+    # One connection, so every batch meets the same session's staging table.
+    single = await open_pool(dsn, min_size=1, max_size=1)
+    try:
+        repo = UsageRepository(single)
+        good = make_records(30, start=T0, span=timedelta(hours=2), prefix="g")
+        more = make_records(20, start=T0, span=timedelta(hours=2), prefix="m")
+        # Postgres refuses a NUL in text: the batch fails after staging its first row.
+        bad = [*make_records(5, start=T0, span=timedelta(hours=1), prefix="b")]
+        bad.append(UsageRecord(request_id="nul\x00", started_at=T0, decision="allow",
+                               status_code=200))  # fmt: skip
+        if fail_first:  # the session's very first batch fails: no table is left behind
+            with pytest.raises(psycopg.Error):
+                await repo.insert_batch(bad)
+            assert await _stage_rows(single) is None
+        assert await repo.insert_batch(good) == 30
+        assert await _stage_rows(single) == 0  # kept for the next batch, emptied at commit
+        with pytest.raises(psycopg.Error):
+            await repo.insert_batch(bad)
+        assert await _stage_rows(single) == 0
+        assert await repo.insert_batch(more + good[:5]) == 20
+        assert await _count(single) == 50
+        assert await _count(single, "SELECT sum(requests) FROM usage_rollup_daily") == 50
+    finally:
+        await single.close()

@@ -89,8 +89,12 @@ def _upsert(table: str, select: str) -> str:
     )
 
 
+#: Once per connection (a session's temporary table): each batch's rows are gone at its
+#: commit or rollback, so creating the table again per batch (a round trip and catalog
+#: writes) is not needed.
 STAGE: Final = (
-    "CREATE TEMP TABLE usage_stage (LIKE usage_metrics INCLUDING DEFAULTS) ON COMMIT DROP"
+    "CREATE TEMP TABLE IF NOT EXISTS usage_stage (LIKE usage_metrics INCLUDING DEFAULTS)"
+    " ON COMMIT DELETE ROWS"
 )
 
 COPY: Final = f"COPY usage_stage ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"

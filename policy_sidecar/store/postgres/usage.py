@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
 
 from policy_sidecar.store.postgres import _rollup_sql as q
 from policy_sidecar.store.postgres.errors import InvalidError
@@ -64,6 +67,8 @@ class UsageRepository:
         self._ahead = create_ahead_days
         # UTC days known to have a partition, so the common batch skips the check.
         self._days: set[date] = set()
+        # Pooled connections whose session already has the staging table (`q.STAGE`).
+        self._staged: weakref.WeakSet[AsyncConnection[TupleRow]] = weakref.WeakSet()
 
     async def insert_batch(self, records: Sequence[UsageRecord]) -> int:
         """Store `records` and update rollups in one transaction; return rows inserted."""
@@ -83,15 +88,20 @@ class UsageRepository:
             return await self._insert(records)
 
     async def _insert(self, records: Sequence[UsageRecord]) -> int:
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(q.STAGE)
-            async with conn.cursor() as cur:
-                async with cur.copy(q.COPY) as copy:
-                    copy.set_types(list(q.COPY_TYPES))
-                    for r in records:
-                        await copy.write_row(_row(r))
-                await cur.execute(q.INSERT_AND_ROLL_UP)
-                row = await cur.fetchone()
+        async with self._pool.connection() as conn:
+            staged = conn in self._staged
+            async with conn.transaction():
+                if not staged:
+                    await conn.execute(q.STAGE)
+                async with conn.cursor() as cur:
+                    async with cur.copy(q.COPY) as copy:
+                        copy.set_types(list(q.COPY_TYPES))
+                        for r in records:
+                            await copy.write_row(_row(r))
+                    await cur.execute(q.INSERT_AND_ROLL_UP)
+                    row = await cur.fetchone()
+            # Only once committed: a rolled-back transaction took the table with it.
+            self._staged.add(conn)
         assert row is not None
         return int(row[0])
 
