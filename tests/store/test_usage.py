@@ -162,7 +162,13 @@ async def test_the_staging_table_outlives_batches_and_failures_empty(
             await repo.insert_batch(bad)
         assert await _stage_rows(single) == 0
         assert await repo.insert_batch(more + good[:5]) == 20
-        assert await _count(single) == 50
-        assert await _count(single, "SELECT sum(requests) FROM usage_rollup_daily") == 50
+        # A session that lost it (DISCARD, a pooler switching server connections).
+        async with single.connection() as conn:
+            await conn.execute("DISCARD TEMP")
+        last = make_records(10, start=T0, span=timedelta(hours=1), prefix="l")
+        assert await repo.insert_batch(last) == 10
+        assert await _stage_rows(single) == 0
+        assert await _count(single) == 60
+        assert await _count(single, "SELECT sum(requests) FROM usage_rollup_daily") == 60
     finally:
         await single.close()

@@ -81,15 +81,20 @@ class UsageRepository:
         await self._ensure_days(days)
         try:
             return await self._insert(records)
+        except pg_errors.UndefinedTable:
+            # The session lost its staging table (DISCARD, or a pooler such as PgBouncer
+            # handing out server connections per transaction): stage in the batch's own
+            # transaction. Still missing afterwards (no usage_metrics): it raises.
+            return await self._insert(records, stage=True)
         except pg_errors.CheckViolation:
             # A partition dropped under our cache (retention); recreate and retry once.
             self._days.clear()
             await self._ensure_days(days)
             return await self._insert(records)
 
-    async def _insert(self, records: Sequence[UsageRecord]) -> int:
+    async def _insert(self, records: Sequence[UsageRecord], *, stage: bool = False) -> int:
         async with self._pool.connection() as conn:
-            staged = conn in self._staged
+            staged = not stage and conn in self._staged
             async with conn.transaction():
                 if not staged:
                     await conn.execute(q.STAGE)
