@@ -12,8 +12,8 @@ turn: wrk at 16 connections, then at 1, ``--duration`` seconds each. Alternating
 targets round by round puts them all under the same noise of a shared machine. Prints per
 round and as medians: req/s at c=16, p50 and p99 at c=1, and the busiest worker's share of
 the ext_proc streams at each load (Envoy's ``rq_total`` per endpoint: 50 % is an even
-split of two workers). ``--extra NAME=MODE/VARIANT@PYTHONPATH:ENV=V,...`` adds a target
-with another checkout's code or sidecar environment.
+split of two workers). ``--extra 'NAME=MODE/VARIANT@PYTHONPATH;POLICY_SIDECAR_X=V,...'``
+adds a target with another checkout's code or sidecar environment.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
                 targets[f"{mode}/{v}"] = bench.target(mode, load_balancing(v))
         for spec in a.extra:
             name, _, rest = spec.partition("=")
-            rest, _, env = rest.partition(":")
+            rest, _, env = rest.partition(";")
             rest, _, code = rest.partition("@")
             mode, v = rest.split("/")
             args.workers = 1 if v == "w1" else 2
