@@ -27,7 +27,8 @@ Upstream: one Envoy ``direct_response`` serving a realistic chat completion (nev
 bottleneck) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
 provider streaming 200 chunks 2 ms apart. Load: wrk (``apt-get install wrk``) and an
 aiohttp client for the streams. CPU from /proc (sidecar: supervisor and workers; Envoy:
-its process). Per-worker counts: Envoy's per-endpoint ``rq_total`` of the ext_proc cluster.
+its process). Per-worker counts: Envoy's per-endpoint ``rq_total`` of the ext_proc cluster
+(each round prints the busiest worker's share of the c=16 and of the c=1 load).
 Every gateway Envoy also writes a timing access log (Envoy's own clock per request,
 ``TIMING``): the ``E.TTFB+`` columns are the added time to the first response byte by
 that clock, steadier than the client's ``TTFT+`` on a busy machine (the sidecar rows'
@@ -829,6 +830,13 @@ def worker_counts(target: Target) -> dict[str, int]:
     return counts
 
 
+def top_share(before: dict[str, int], after: dict[str, int]) -> float:
+    """The busiest worker endpoint's share of the streams between two counts (NaN: none;
+    0.5 with two workers is an even spread, 1.0 all on one)."""
+    diff = [after[port] - before.get(port, 0) for port in after]
+    return max(diff) / sum(diff) if diff and sum(diff) > 0 else float("nan")
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -846,10 +854,13 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
             ("rps", "c16_p50_ms", "gateway_cpu_us_per_req", "envoy_cpu_us_per_req"), nan
         )
         out |= {"c1_p50_ms": nan, "c1_p99_ms": nan, "non2xx": 0.0}
+        out |= {"c16_top_share": nan, "c1_top_share": nan}
     else:
         gw0, en0 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        streams0 = worker_counts(target)
         loaded = wrk(target, connections=16, duration=a.duration, workdir=w)
         gw1, en1 = cpu_seconds(target.gateway_pids), cpu_seconds([target.envoy_pid or 0])
+        streams1 = worker_counts(target)
         n = max(loaded["requests"], 1.0)
         out |= {
             "rps": loaded["rps"],
@@ -860,6 +871,9 @@ def measure(bench: Bench, target: Target, warm: bool) -> dict[str, float]:
         }
         unloaded = wrk(target, connections=1, duration=a.duration_c1, workdir=w)
         out |= {"c1_p50_ms": unloaded["p50_ms"], "c1_p99_ms": unloaded["p99_ms"]}
+        # How the ext_proc cluster's load balancer spread each load over the workers.
+        out["c16_top_share"] = top_share(streams0, streams1)
+        out["c1_top_share"] = top_share(streams1, worker_counts(target))
         out["non2xx"] += unloaded["non2xx"]
     tag = uuid.uuid4().hex[:8]  # this round's requests in the timing log
     one = asyncio.run(
@@ -1208,7 +1222,9 @@ def main() -> None:
                 print(
                     f"round {i + 1} {mode:11s} {figures['rps']:7.0f} req/s  c=1 p50 "
                     f"{figures['c1_p50_ms']:.2f} ms  CPU/req {figures['gateway_cpu_us_per_req']:.0f} µs  "
-                    f"TTFT {figures['ttft_c1_ms']:.2f} ms  stream {figures['total_c1_ms']:.1f} ms",
+                    f"TTFT {figures['ttft_c1_ms']:.2f} ms  stream {figures['total_c1_ms']:.1f} ms  "
+                    f"busiest worker c=16 {figures['c16_top_share']:.0%} c=1 "
+                    f"{figures['c1_top_share']:.0%}",
                     flush=True,
                 )
         results = {m: median_rounds(r) for m, r in rounds.items()}

@@ -64,6 +64,48 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
+# The policy_sidecar cluster's load balancer (docs/envoy.md, "Several worker processes").
+# Round robin alternated the streams over the workers even one request at a time, so
+# every request met a worker that had idled a whole cycle (cold caches, a deep wake-up:
+# BENCHMARKS.md, "One warm worker at low load"). Least request with unequal weights is
+# an EDF schedule over weight / (active streams + 1) ** bias, the active count read at
+# each pick: with none in flight the first worker gets 16 streams for each one another
+# gets, with one still in flight (closing) 4, with three or more the others (which share
+# evenly among themselves) are preferred. A larger bias made the spread at load no
+# better and a stale pick costlier; and Envoy's EDF clock is a double that only grows by
+# (active + 1) ** bias / weight a pick, so a large bias after an overload would round
+# an idle first worker's 1/16 steps away.
+SIDECAR_FIRST_WEIGHT = 16
+SIDECAR_ACTIVE_REQUEST_BIAS = 2.0
+LEAST_REQUEST = (
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest"
+)
+
+
+def sidecar_load_balancing() -> dict[str, Any]:
+    return {
+        "policies": [
+            {
+                "typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.least_request",
+                    "typed_config": {
+                        "@type": LEAST_REQUEST,
+                        "active_request_bias": {
+                            "default_value": SIDECAR_ACTIVE_REQUEST_BIAS,
+                            "runtime_key": "policy_sidecar.active_request_bias",
+                        },
+                    },
+                }
+            }
+        ]
+    }
+
+
+def sidecar_weights(count: int) -> list[int]:
+    """The first worker heaviest, the others equal (they share the load past it)."""
+    return [SIDECAR_FIRST_WEIGHT] + [1] * (count - 1)
+
+
 # The upload routes (RE2, any case: the sidecar matches them case-insensitively too; a
 # spelling this misses is held to the ordinary limit, a 413, never a bypass).
 UPLOAD_PATHS = "(?i)/v1/(audio/(transcriptions|translations)|images/edits)/?"
@@ -107,10 +149,13 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         raise ValueError("route cluster names must be distinct and not upstream/policy_sidecar")
     template = Template(resources.files(__package__).joinpath("envoy.yaml").read_text())
     endpoints = "\n".join(
-        f"        - endpoint:\n"
+        f"        - load_balancing_weight: {weight}\n"
+        f"          endpoint:\n"
         f"            address:\n"
         f"              socket_address: {{ address: {options.sidecar_host}, port_value: {port} }}"
-        for port in options.sidecar_ports
+        for port, weight in zip(
+            options.sidecar_ports, sidecar_weights(len(options.sidecar_ports)), strict=True
+        )
     )
     return template.substitute(
         admin_port=options.admin_port,
@@ -121,6 +166,7 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         upload_paths=UPLOAD_PATHS,
         message_timeout=f"{options.message_timeout_ms / 1000:.3f}s",
         sidecar_endpoints=endpoints,
+        sidecar_load_balancing=json.dumps(sidecar_load_balancing()),
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
         access_logs=access_logs_yaml(options.access_log_dir, options.sidecar_ports, indent=10),
         capture_lua="\n".join(" " * 18 + line for line in capture_lua().splitlines()),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +36,19 @@ policies:
     type: request_size
     config: {{max_bytes: 32768}}
 """
+
+
+T = TypeVar("T")
+# Requests sent at once to reach every sidecar worker: Envoy keeps requests that come one
+# at a time on the first worker, and spills to the others once a few are in flight on it
+# (docs/envoy.md, "Several worker processes"; test_sidecar_balancing_e2e.py).
+BURST = 8
+
+
+def at_once(send: Callable[[int], T], n: int = BURST) -> list[T]:
+    """``send(0)`` … ``send(n - 1)`` concurrently, their results in that order."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(send, range(n)))
 
 
 def write_config(directory: Path, text: str = CONFIG) -> Path:

@@ -37,6 +37,7 @@ from policy_sidecar.store.postgres import (
     open_pool,
 )
 from policy_sidecar.store.records import Model
+from tests.e2e.conftest import at_once
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
@@ -185,8 +186,9 @@ def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
 
 def test_a_price_change_applies_from_the_next_request(env: Env) -> None:
     tag = uuid.uuid4().hex[:6]
-    for i in range(2):  # both workers have priced "live" at its first price
-        chat(env, "live", f"old-{tag}-{i}")
+    # Both workers have priced "live" at its first price (a burst reaches both).
+    at_once(lambda i: chat(env, "live", f"old-{tag}-{i}"))
+    for i in range(8):
         r = row(env, f"old-{tag}-{i}")
         assert float(r["cost_usd"]) == pytest.approx(cost_at(r, 1.0, 2.0), rel=1e-6)
 
@@ -215,8 +217,8 @@ def test_a_price_change_applies_from_the_next_request(env: Env) -> None:
         return bool(float(r["cost_usd"]) == pytest.approx(cost_at(r, 10.0, 20.0), rel=1e-6))
 
     until(repriced, "the new price was not applied within 5s")
-    for i in range(4):  # every worker, every following request
-        chat(env, "live", f"new-{tag}-{i}")
+    at_once(lambda i: chat(env, "live", f"new-{tag}-{i}"))  # every worker
+    for i in range(8):  # every following request
         r = row(env, f"new-{tag}-{i}")
         assert float(r["cost_usd"]) == pytest.approx(cost_at(r, 10.0, 20.0), rel=1e-6)
 
@@ -235,8 +237,8 @@ def test_a_model_created_after_start_up_is_priced(env: Env) -> None:
         return True
 
     until(served, "the new model was not served within 5s")
-    for i in range(4):
-        chat(env, name, f"{name}-{i}")
+    at_once(lambda i: chat(env, name, f"{name}-{i}"))  # every worker
+    for i in range(8):
         r = row(env, f"{name}-{i}")
         assert r["cost_usd"] is not None
         assert float(r["cost_usd"]) == pytest.approx(cost_at(r, 4.0, 8.0), rel=1e-6)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from policy_sidecar.cli.launcher import start_stack
-from tests.e2e.conftest import KEY, usage_records, write_config
+from tests.e2e.conftest import KEY, at_once, usage_records, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -21,12 +21,14 @@ def test_sigterm_drains_and_flushes_usage(tmp_path: Path) -> None:
     stack = start_stack(tmp_path, write_config(tmp_path), workers=2)
     try:
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
-        for i in range(20):
-            client.chat.completions.create(
+        at_once(  # in bursts, so both workers have lines to read
+            lambda i: client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": f"n{i}"}],
                 extra_headers={"x-request-id": f"term-{i}"},
-            )
+            ),
+            20,
+        )
         sidecar = stack.processes.pop("sidecar")
         assert sidecar.stop(signal.SIGTERM) == 0, sidecar.log_tail()
         # What the workers had not read from Envoy's access log yet is read after the
@@ -67,12 +69,14 @@ def test_usage_file_lines_are_whole_json(tmp_path: Path) -> None:
     stack = start_stack(tmp_path, write_config(tmp_path), workers=2)
     try:
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
-        for i in range(30):
-            client.chat.completions.create(
+        at_once(  # at once, so both workers append
+            lambda i: client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": "x"}],
                 extra_headers={"x-request-id": f"lines-{i}"},
-            )
+            ),
+            30,
+        )
         usage_records(stack, {f"lines-{i}" for i in range(30)}, count=30)
     finally:
         stack.stop()

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from policy_sidecar.cli.launcher import Stack
-from tests.e2e.conftest import KEY
+from tests.e2e.conftest import BURST, KEY, at_once
 
 pytestmark = pytest.mark.e2e
 
@@ -34,10 +34,11 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 def test_metrics_count_requests_tokens_decisions_and_phases(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
-    for _ in range(4):  # both workers get some
-        client.chat.completions.create(
+    at_once(  # both workers get some
+        lambda _: client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
+    )
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     deadline = time.monotonic() + 10
@@ -90,14 +91,15 @@ def allowed_requests(stack: Stack) -> float:
 def test_requests_are_counted_once_over_both_workers(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=KEY, max_retries=0)
     before = allowed_requests(stack)
-    for _ in range(6):  # Envoy's round robin spreads them over both workers
-        client.chat.completions.create(
+    at_once(  # sent at once, they reach both workers
+        lambda _: client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
+    )
     deadline = time.monotonic() + 30
-    while allowed_requests(stack) < before + 6 and time.monotonic() < deadline:
+    while allowed_requests(stack) < before + BURST and time.monotonic() < deadline:
         time.sleep(0.1)
-    # Exactly six: summed over the workers' registries, not doubled by the merge, and
-    # the same on the next scrapes (a scrape reads, never adds).
-    assert [allowed_requests(stack) for _ in range(3)] == [before + 6] * 3
+    # Exactly a burst: summed over the workers' registries, not doubled by the merge,
+    # and the same on the next scrapes (a scrape reads, never adds).
+    assert [allowed_requests(stack) for _ in range(3)] == [before + BURST] * 3
     assert samples(scrape(stack), "policy_sidecar_overload_rejections_total") == [({}, 0.0)]

@@ -45,6 +45,7 @@ from policy_sidecar.store.postgres import (
 )
 from policy_sidecar.store.postgres.usage_queries import UsageFilter
 from policy_sidecar.tokens import load_estimator
+from tests.e2e.conftest import at_once
 from tests.log_secrets import register as register_secret
 
 from . import edge_checks
@@ -327,16 +328,15 @@ def publish(kind: str) -> None:
     run(go())
 
 
-def statuses(env: Env, n: int, model: str = "gpt-4o-mini") -> list[int]:
+def statuses(env: Env, n: int = 8, model: str = "gpt-4o-mini") -> list[int]:
+    """The statuses of ``n`` requests sent at once (a burst reaches both workers)."""
     body = {"model": model, "messages": MESSAGES, "max_tokens": 3}
-    return [
-        post(env, "/v1/chat/completions", body, {"authorization": f"Bearer {env.key}"})
-        for _ in range(n)
-    ]
+    headers = {"authorization": f"Bearer {env.key}"}
+    return at_once(lambda _: post(env, "/v1/chat/completions", body, headers), n)
 
 
 def test_policy_change_applies_on_every_worker_within_a_second(env: Env) -> None:
-    assert statuses(env, 4) == [200] * 4  # warm caches on both workers
+    assert statuses(env) == [200] * 8  # warm caches on both workers
 
     async def tighten() -> str:
         pool = await open_pool(env.dsn)
@@ -354,10 +354,10 @@ def test_policy_change_applies_on_every_worker_within_a_second(env: Env) -> None
     policy_id = run(tighten())
     publish("policy")
     deadline = time.monotonic() + PROPAGATION
-    # Envoy alternates between the two worker processes: both must drop the cache.
-    while statuses(env, 6) != [403] * 6 and time.monotonic() < deadline:
+    # A burst reaches both worker processes: both must drop the cache.
+    while statuses(env) != [403] * 8 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert statuses(env, 6) == [403] * 6
+    assert statuses(env) == [403] * 8
 
     async def remove() -> None:
         pool = await open_pool(env.dsn)
@@ -369,9 +369,9 @@ def test_policy_change_applies_on_every_worker_within_a_second(env: Env) -> None
     run(remove())
     publish("policy")
     deadline = time.monotonic() + PROPAGATION
-    while statuses(env, 4) != [200] * 4 and time.monotonic() < deadline:
+    while statuses(env) != [200] * 8 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert statuses(env, 4) == [200] * 4
+    assert statuses(env) == [200] * 8
 
 
 def test_revoked_key_stops_working_at_once(env: Env) -> None:
@@ -402,11 +402,10 @@ def test_revoked_key_stops_working_at_once(env: Env) -> None:
     while post(env, "/v1/chat/completions", body, {"authorization": f"Bearer {secret}"}) != 401:
         assert time.monotonic() < deadline, f"revoked key still accepted after {PROPAGATION}s"
         time.sleep(0.02)
-    codes = [
-        post(env, "/v1/chat/completions", body, {"authorization": f"Bearer {secret}"})
-        for _ in range(4)
-    ]
-    assert codes == [401] * 4
+    codes = at_once(  # on both workers
+        lambda _: post(env, "/v1/chat/completions", body, {"authorization": f"Bearer {secret}"})
+    )
+    assert codes == [401] * 8
 
 
 def test_unknown_model_is_refused_with_a_clear_error(env: Env) -> None:

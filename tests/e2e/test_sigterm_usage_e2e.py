@@ -150,10 +150,13 @@ def test_no_served_request_loses_its_record_across_sigterm_and_restart(
     # Exactly one record each: nothing read twice across the restarts.
     twice = {rid for rid in served if recorded.count(rid) > 1}
     assert not twice, f"{len(twice)} requests recorded more than once"
-    # Each worker read its own file, and Envoy's round-robin gave both a fair share of
-    # the requests they handled (the first file also holds the refused ones).
+    # Each worker read its own file, and both handled a real share of the requests
+    # across the cycles (the first file also holds the refused ones). Not an even one:
+    # Envoy keeps the first worker preferred until a few streams are in flight on it
+    # (docs/envoy.md, "Several worker processes"); 8 clients, half of them reading
+    # streams, gave the second worker from under a fifth to a third of them here.
     per_worker = [handled(stack, port) for port in stack.sidecar_ports]
-    assert min(per_worker) >= sum(per_worker) // 5, per_worker
+    assert min(per_worker) >= sum(per_worker) // 20, per_worker
 
 
 def handled(stack: Stack, port: int) -> int:

@@ -64,6 +64,38 @@ def test_rendered_config_structure() -> None:
     assert [f["match_if_key_not_found"] for f in filters] == [True, False]
 
 
+@pytest.mark.parametrize(
+    ("ports", "weights"),
+    [
+        ((50051,), [16]),
+        ((50051, 50052), [16, 1]),
+        ((50051, 50052, 50053, 50054), [16, 1, 1, 1]),
+    ],
+)
+def test_the_sidecar_cluster_keeps_low_load_on_the_first_worker(
+    ports: tuple[int, ...], weights: list[int]
+) -> None:
+    # Least request over unequal weights (Envoy's EDF schedule over weight / (active + 1)
+    # ** bias): the first worker takes nearly every stream while it has none in flight,
+    # the others share what it cannot take. Round robin, or equal weights (random ties),
+    # would wake a cold worker for every other request at low load.
+    options = dataclasses.replace(OPTIONS, sidecar_ports=ports)
+    config = yaml.safe_load(render_envoy_config(options))
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    cluster = clusters["policy_sidecar"]
+    assert "lb_policy" not in cluster
+    [policy] = cluster["load_balancing_policy"]["policies"]
+    extension = policy["typed_extension_config"]
+    assert extension["name"] == "envoy.load_balancing_policies.least_request"
+    bias = extension["typed_config"]["active_request_bias"]["default_value"]
+    # One stream in flight on the first worker still leaves it preferred (a stream is
+    # closed a little after its response); from three on the others are preferred.
+    assert 2**bias < weights[0] <= 4**bias
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["load_balancing_weight"] for e in endpoints] == weights
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [*ports]
+
+
 def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None:
     removal = {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
     mutations = strip_internal_headers()["typed_config"]["mutations"]
