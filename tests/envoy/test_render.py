@@ -13,6 +13,7 @@ from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.cli.main import build_parser
 from policy_sidecar.envoy.cds import write_cds_file
+from policy_sidecar.envoy.guard import REQUEST_ID_KEY, decided_guard
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import (
@@ -21,6 +22,9 @@ from policy_sidecar.envoy.upstreams import (
     strip_internal_headers,
 )
 from policy_sidecar.extproc import policy_stream
+from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.handover import placement, to_metadata
+from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 OPTIONS = EnvoyOptions(
     listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)
@@ -38,8 +42,10 @@ def test_rendered_config_structure() -> None:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]
-    # One ext_proc filter, request path only; the response is watched by Lua.
-    policy, capture, router = hcm["http_filters"]
+    # One ext_proc filter, request path only; then the guard that lets only decided
+    # requests on; the response is watched by Lua.
+    policy, decided, capture, router = hcm["http_filters"]
+    assert decided == decided_guard()
     assert policy["typed_config"]["failure_mode_allow"] is False  # fail closed
     mode = policy["typed_config"]["processing_mode"]
     assert mode["request_body_mode"] == "BUFFERED"
@@ -62,6 +68,19 @@ def test_rendered_config_structure() -> None:
     filters = [log["filter"]["metadata_filter"] for log in logs]
     assert [f["matcher"]["value"]["string_match"]["exact"] for f in filters] == ["50051", "50052"]
     assert [f["match_if_key_not_found"] for f in filters] == [True, False]
+
+
+def test_the_guard_keys_on_what_only_the_decision_carries() -> None:
+    principal = decided_guard()["typed_config"]["rules"]["policies"]
+    ((_, rule),) = principal.items()
+    (matcher,) = rule["principals"]
+    assert matcher["metadata"]["filter"] == METADATA_NAMESPACE
+    assert matcher["metadata"]["path"] == [{"key": REQUEST_ID_KEY}]
+    facts = RequestFacts(request_id="r1", started_at=1.0, ticket="t1")
+    # The decision's metadata has the key; the headers phase's placement (worker and
+    # ticket only) does not, so a request whose body phase was skipped is refused.
+    assert REQUEST_ID_KEY in to_metadata(facts, worker="50051")
+    assert REQUEST_ID_KEY not in placement(facts.ticket, "50051")
 
 
 def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None:
