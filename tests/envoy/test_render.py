@@ -18,6 +18,7 @@ from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import (
     INTERNAL_HEADER_PREFIX,
+    RATE_LIMIT_HEADER_PREFIX,
     secret_file_text,
     strip_internal_headers,
 )
@@ -85,9 +86,10 @@ def test_the_guard_keys_on_what_only_the_decision_carries() -> None:
 
 def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None:
     removal = {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
+    limits = {"remove_on_match": {"key_matcher": {"prefix": RATE_LIMIT_HEADER_PREFIX}}}
     mutations = strip_internal_headers()["typed_config"]["mutations"]
     assert mutations == {
-        "response_mutations": [removal],
+        "response_mutations": [removal, limits],
         "response_trailers_mutations": [removal],
     }
     # The error header Envoy's local replies add, and the headers the sidecar removes
@@ -95,6 +97,18 @@ def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None
     assert ERROR_HEADER.startswith(INTERNAL_HEADER_PREFIX)
     assert policy_stream.INTERNAL_HEADER_PREFIX == INTERNAL_HEADER_PREFIX
     assert policy_stream.ROUTE_HEADER.startswith(INTERNAL_HEADER_PREFIX)
+
+
+def test_the_limit_headers_envoy_adds_are_the_ones_the_upstream_filter_removes() -> None:
+    config = yaml.safe_load(render_envoy_config(OPTIONS))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (vhost,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    added = [h["header"]["key"] for h in vhost["response_headers_to_add"]]
+    assert added == [
+        f"{RATE_LIMIT_HEADER_PREFIX}{kind}-{unit}"
+        for unit in ("requests", "tokens")
+        for kind in ("limit", "remaining", "reset")
+    ]
 
 
 def test_no_sidecar_ports_is_an_error() -> None:
