@@ -69,6 +69,9 @@ INTERNAL_HEADER_PREFIX: Final = "x-policy-sidecar-"
 # The limit headers Envoy adds from the policy filter's metadata (envoy.yaml's
 # response_headers_to_add): a provider's of the same names are removed on the way back.
 RATE_LIMIT_HEADER_PREFIX: Final = "x-ratelimit-"
+# Envoy's own headers: none goes to the provider (the router adds none of its own,
+# `suppress_envoy_headers`; a client's are removed by the same upstream filter).
+ENVOY_HEADER_PREFIX: Final = "x-envoy-"
 # Long enough for a distant provider's TLS handshake on a slow link.
 CONNECT_TIMEOUT: Final = "5s"
 
@@ -239,7 +242,9 @@ def strip_internal_headers() -> dict[str, Any]:
     answer off as a gateway error (``x-policy-sidecar-error``) to the client or the
     access log, while Envoy's errors keep the header (docs/envoy.md).
 
-    Also removes the provider's ``x-ratelimit-*`` response headers: on the gateway's
+    On the way out it removes every ``x-envoy-*`` request header (a client's, which
+    Envoy passes on unless it would obey it). Also removes the provider's
+    ``x-ratelimit-*`` response headers: on the gateway's
     answers those names carry the caller's limits (added downstream from the policy
     filter's metadata, so never removed here). The provider's describe the account every
     caller shares: beside ours they came twice (Envoy appends), and alone they would
@@ -254,6 +259,9 @@ def strip_internal_headers() -> dict[str, Any]:
         "typed_config": {
             "@type": _MUTATION_TYPE,
             "mutations": {
+                # A client's x-envoy-* headers Envoy does not clean itself (it removes only
+                # those it would obey, e.g. x-envoy-retry-on; x-envoy-original-path went on).
+                "request_mutations": [removal(ENVOY_HEADER_PREFIX)],
                 "response_mutations": [
                     removal(INTERNAL_HEADER_PREFIX),
                     removal(RATE_LIMIT_HEADER_PREFIX),

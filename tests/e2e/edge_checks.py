@@ -165,6 +165,9 @@ def check_internal_headers_never_pass(url: str, key: str) -> None:
         "x-policy-sidecar-route": "policy_sidecar",
         "x-policy-sidecar-app": "someone-else",
         "x-policy-sidecar-anything": "1",
+        # Envoy's own names: it removes those it would obey, and the rest upstream.
+        "x-envoy-original-path": "/v1/elsewhere",
+        "x-envoy-retry-on": "5xx",
     }
     for method, path, body in (
         ("POST", "/v1/chat/completions", CHAT),
@@ -174,7 +177,7 @@ def check_internal_headers_never_pass(url: str, key: str) -> None:
         reply = send(url, method, path, key=key, body=body, headers={**internal, **SCOPING})
         assert (reply.status, reply.upstream) == (200, "fake-provider"), (path, reply)
         received = reply.headers[RECEIVED_HEADERS_HEADER].split(",")
-        assert not [h for h in received if h.startswith("x-policy-sidecar-")], received
+        assert not [h for h in received if h.startswith(("x-policy-sidecar-", "x-envoy-"))]
         assert "authorization" not in received
         assert not set(SCOPING) & set(received), received
 

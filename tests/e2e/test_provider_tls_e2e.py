@@ -202,6 +202,9 @@ def test_the_provider_key_is_injected_and_nothing_internal_reaches_the_provider(
         extra={
             "x-policy-sidecar-route": "openai-wrong-san",
             "x-envoy-retry-on": "5xx",
+            # Envoy passes on a client's x-envoy-* header it would not obey.
+            "x-envoy-original-path": "/v1/elsewhere",
+            "x-envoy-anything": "1",
             "x-api-key": "sk-callers-own",
             **SCOPING,
         },

@@ -17,6 +17,7 @@ from policy_sidecar.envoy.guard import REQUEST_ID_KEY, decided_guard
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import (
+    ENVOY_HEADER_PREFIX,
     INTERNAL_HEADER_PREFIX,
     RATE_LIMIT_HEADER_PREFIX,
     secret_file_text,
@@ -88,7 +89,9 @@ def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None
     removal = {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
     limits = {"remove_on_match": {"key_matcher": {"prefix": RATE_LIMIT_HEADER_PREFIX}}}
     mutations = strip_internal_headers()["typed_config"]["mutations"]
+    envoy = {"remove_on_match": {"key_matcher": {"prefix": ENVOY_HEADER_PREFIX}}}
     assert mutations == {
+        "request_mutations": [envoy],
         "response_mutations": [removal, limits],
         "response_trailers_mutations": [removal],
     }
