@@ -164,3 +164,30 @@ def test_bodiless_free_routes_still_pass(stack: Stack) -> None:
     reply = h2_request(stack.listen_port, [(":path", "/v1/models"), *headers])
     assert reply.status == 200, reply
     assert reply.headers["x-fake-provider"] == "fake-provider"
+
+
+def h1_chat(rid: str, *key_headers: str) -> bytes:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(ALLOWED)}\r\nx-request-id: {rid}\r\nconnection: close\r\n"
+    )
+    return (head + "".join(f"{h}\r\n" for h in key_headers) + "\r\n" + ALLOWED).encode()
+
+
+@pytest.mark.parametrize(
+    "key_headers",
+    [
+        (f"x-api-key: {KEY}", "x-api-key: sk-other"),
+        ("x-api-key: sk-other", f"x-api-key: {KEY}"),
+        (f"authorization: Bearer {KEY}", "authorization: Bearer sk-other"),
+        ("authorization: Bearer sk-other", f"authorization: Bearer {KEY}"),
+        (f"authorization: Bearer {KEY}", f"api-key: {KEY}", "api-key: sk-other"),
+    ],
+)
+def test_a_key_header_given_twice_is_refused_in_either_order(
+    stack: Stack, key_headers: tuple[str, ...]
+) -> None:
+    rid = f"shape-{uuid.uuid4()}"
+    reply = h1_request(stack.listen_port, h1_chat(rid, *key_headers))
+    assert (reply.status, reply.error_code) == (401, "invalid_api_key"), reply
+    assert reached_provider(stack, rid) == []
