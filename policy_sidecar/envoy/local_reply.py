@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from policy_sidecar.envoy.guard import DENIED_DETAILS_PREFIX
+
 ERROR_HEADER = "x-policy-sidecar-error"
 # Envoy counts these in a request's headers on top of what the client sent: the four
 # pseudo-headers, x-request-id, x-forwarded-proto, and what the sidecar adds (identity
@@ -77,6 +79,14 @@ ENVOY_ERRORS: tuple[EnvoyError, ...] = (
         "The policy sidecar could not be reached; the request was not sent.",
         _cel("response.code_details.startsWith('ext_proc_error')"),
         "details `ext_proc_error_*` (gRPC error from the policy filter)",
+    ),
+    EnvoyError(
+        "request_not_checked",
+        400,
+        "The policy filter could not check this request (for example, trailers with no"
+        " body); it was not sent.",
+        _cel(f"response.code_details.startsWith('{DENIED_DETAILS_PREFIX}')"),
+        "details `rbac_access_denied*` (the `decided` filter: no policy decision)",
     ),
     EnvoyError(
         "request_header_fields_too_large",

@@ -13,6 +13,7 @@ import yaml
 
 from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
 from policy_sidecar.envoy.access_log import access_logs_yaml, capture_lua
+from policy_sidecar.envoy.guard import decided_guard
 from policy_sidecar.envoy.local_reply import CLIENT_HEADER_LIMIT, HEADER_ROOM, local_reply_config
 from policy_sidecar.envoy.upstreams import (
     SYSTEM_CA,
@@ -169,6 +170,7 @@ def render_envoy_config(options: EnvoyOptions) -> str:
         sidecar_load_balancing=json.dumps(sidecar_load_balancing()),
         max_headers_count=CLIENT_HEADER_LIMIT + HEADER_ROOM,
         access_logs=access_logs_yaml(options.access_log_dir, options.sidecar_ports, indent=10),
+        decided_guard=json.dumps(decided_guard()),
         capture_lua="\n".join(" " * 18 + line for line in capture_lua().splitlines()),
         local_reply_config=local_reply_config(indent=12),
         dynamic_resources=_dynamic_resources(options.cds_path),

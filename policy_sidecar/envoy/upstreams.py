@@ -16,7 +16,8 @@ One cluster per enabled account (named after it). Each one:
 - ejects a host after consecutive 5xx (outlier detection);
 - drops every ``x-policy-sidecar-*`` header of the provider's response (and trailers)
   before Envoy or the client sees it (`strip_internal_headers`): those headers are
-  Envoy's and the sidecar's, never a provider's.
+  Envoy's and the sidecar's, never a provider's; and the provider's ``x-ratelimit-*``
+  headers, whose names carry the gateway's own limits on its answers.
 
 The secret file ``<credentials_dir>/<credential_ref>.yaml`` is written by
 ``secret_file_text`` (see docs/connect-providers.md).
@@ -65,6 +66,12 @@ ATTEMPT_ACCOUNT_HEADER: Final = "x-policy-sidecar-account"
 # The internal headers' prefix: what the sidecar and Envoy's local replies set (the
 # error header, the route, identity). One a provider sends is removed on the way back.
 INTERNAL_HEADER_PREFIX: Final = "x-policy-sidecar-"
+# The limit headers Envoy adds from the policy filter's metadata (envoy.yaml's
+# response_headers_to_add): a provider's of the same names are removed on the way back.
+RATE_LIMIT_HEADER_PREFIX: Final = "x-ratelimit-"
+# Envoy's own headers: none goes to the provider (the router adds none of its own,
+# `suppress_envoy_headers`; a client's are removed by the same upstream filter).
+ENVOY_HEADER_PREFIX: Final = "x-envoy-"
 # Long enough for a distant provider's TLS handshake on a slow link.
 CONNECT_TIMEOUT: Final = "5s"
 
@@ -233,18 +240,33 @@ def strip_internal_headers() -> dict[str, Any]:
     the provider's response. Upstream filters see only what the provider sent, never
     Envoy's local replies (which are made downstream): a provider cannot pass its own
     answer off as a gateway error (``x-policy-sidecar-error``) to the client or the
-    access log, while Envoy's errors keep the header (docs/envoy.md)."""
+    access log, while Envoy's errors keep the header (docs/envoy.md).
 
-    def removal() -> dict[str, Any]:  # one dict per use: a YAML dump makes no anchors
-        return {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
+    On the way out it removes every ``x-envoy-*`` request header (a client's, which
+    Envoy passes on unless it would obey it). Also removes the provider's
+    ``x-ratelimit-*`` response headers: on the gateway's
+    answers those names carry the caller's limits (added downstream from the policy
+    filter's metadata, so never removed here). The provider's describe the account every
+    caller shares: beside ours they came twice (Envoy appends), and alone they would
+    pass the account's load off as the caller's limit (docs/envoy.md, "Rate-limit
+    headers on allowed responses")."""
+
+    def removal(prefix: str) -> dict[str, Any]:  # a new dict per use: no YAML anchors
+        return {"remove_on_match": {"key_matcher": {"prefix": prefix}}}
 
     return {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": _MUTATION_TYPE,
             "mutations": {
-                "response_mutations": [removal()],
-                "response_trailers_mutations": [removal()],
+                # A client's x-envoy-* headers Envoy does not clean itself (it removes only
+                # those it would obey, e.g. x-envoy-retry-on; x-envoy-original-path went on).
+                "request_mutations": [removal(ENVOY_HEADER_PREFIX)],
+                "response_mutations": [
+                    removal(INTERNAL_HEADER_PREFIX),
+                    removal(RATE_LIMIT_HEADER_PREFIX),
+                ],
+                "response_trailers_mutations": [removal(INTERNAL_HEADER_PREFIX)],
             },
         },
     }

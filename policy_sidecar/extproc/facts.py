@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from policy_sidecar.envoy.guard import REQUEST_ID_KEY
 from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.enforcer import Charge
 from policy_sidecar.policy.context import PreRequestContext
@@ -40,7 +41,7 @@ def _key(short: str) -> Any:
 class RequestFacts:
     """What is known about one request; each field is encoded under its ``key``."""
 
-    request_id: str = field(metadata=_key("rid"))
+    request_id: str = field(metadata=_key(REQUEST_ID_KEY))
     started_at: float = field(metadata=_key("t0"))  # epoch seconds, policy filter
     # True when the policy filter already recorded the request (a denial, a failure).
     recorded: bool = field(default=False, metadata=_key("rec"))
@@ -159,7 +160,7 @@ class RequestFacts:
         """The inverse of `to_metadata` over plain values (numbers may come back as
         floats, lists as lists). None when the request id is absent; a null or missing
         value is the field's default."""
-        if values.get("rid") is None:
+        if values.get(REQUEST_ID_KEY) is None:
             return None
         kwargs: dict[str, Any] = {}
         for c in _CODECS:

@@ -19,7 +19,12 @@ from policy_sidecar.catalog.pricing import missing_prices
 from policy_sidecar.extproc.errors import error_response
 from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.handover import placement, to_metadata
-from policy_sidecar.extproc.keys import KEY_HEADERS, QUERY_KEY_PROVIDERS, api_key_from
+from policy_sidecar.extproc.keys import (
+    KEY_HEADERS,
+    QUERY_KEY_PROVIDERS,
+    api_key_from,
+    repeated_key_header,
+)
 from policy_sidecar.extproc.responses import (
     continue_request_body,
     continue_request_headers,
@@ -103,7 +108,8 @@ class PolicyProcessor:
         self.done = False
 
     async def on_request_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
-        headers = {h.key: h.raw_value.decode("latin-1") for h in msg.headers.headers}
+        entries = msg.headers.headers
+        headers = {h.key: h.raw_value.decode("latin-1") for h in entries}
         path, method = headers.get(":path", ""), headers.get(":method", "")
         self._content_type = headers.get("content-type")
         matched = self._s.providers.match(method, path)
@@ -122,6 +128,13 @@ class PolicyProcessor:
         query_allowed = owner in QUERY_KEY_PROVIDERS
         if query_key and not query_allowed:
             message = "an API key in the query string (?key=) is accepted on Gemini endpoints only"
+            return self._deny(_Denial(401, "invalid_api_key", message))
+        # A name given twice kept only its last value above: refuse, not guess.
+        repeated = (
+            repeated_key_header(h.key for h in entries) if len(headers) < len(entries) else None
+        )
+        if repeated is not None:
+            message = f"more than one {repeated} header: send one API key"
             return self._deny(_Denial(401, "invalid_api_key", message))
         key = api_key_from(headers, path, query_allowed=query_allowed)
         try:

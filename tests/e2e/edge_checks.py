@@ -149,23 +149,37 @@ def check_no_spelling_bypasses_policy(url: str, key: str) -> None:
     assert "gemini-secret" in reply.error["message"]
 
 
+# Headers a caller could use to pick which organisation or project of the provider
+# account (the gateway's, its key injected) pays, and a proxy credential: never sent on.
+SCOPING = {
+    "openai-organization": "org-someone-else",
+    "openai-project": "proj_someone_else",
+    "x-goog-user-project": "someone-elses-project",
+    "proxy-authorization": "Basic c2VjcmV0",
+}
+
+
 def check_internal_headers_never_pass(url: str, key: str) -> None:
     internal = {
         # The sidecar's own gRPC cluster, present in every Envoy config.
         "x-policy-sidecar-route": "policy_sidecar",
         "x-policy-sidecar-app": "someone-else",
         "x-policy-sidecar-anything": "1",
+        # Envoy's own names: it removes those it would obey, and the rest upstream.
+        "x-envoy-original-path": "/v1/elsewhere",
+        "x-envoy-retry-on": "5xx",
     }
     for method, path, body in (
         ("POST", "/v1/chat/completions", CHAT),
         ("POST", GEMINI_PATH, GEMINI),
         ("GET", "/v1/models", None),
     ):
-        reply = send(url, method, path, key=key, body=body, headers=internal)
+        reply = send(url, method, path, key=key, body=body, headers={**internal, **SCOPING})
         assert (reply.status, reply.upstream) == (200, "fake-provider"), (path, reply)
         received = reply.headers[RECEIVED_HEADERS_HEADER].split(",")
-        assert not [h for h in received if h.startswith("x-policy-sidecar-")], received
+        assert not [h for h in received if h.startswith(("x-policy-sidecar-", "x-envoy-"))]
         assert "authorization" not in received
+        assert not set(SCOPING) & set(received), received
 
 
 def check_query_key_only_on_gemini(url: str, key: str) -> None:

@@ -29,6 +29,7 @@ from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.upstreams import secret_file_text
 from policy_sidecar.fakeprovider.app import RECEIVED_PATH
 from tests.e2e.conftest import KEY, usage_records
+from tests.e2e.edge_checks import SCOPING
 
 pytestmark = pytest.mark.e2e
 
@@ -197,12 +198,23 @@ def test_the_provider_key_is_injected_and_nothing_internal_reaches_the_provider(
         CHAT,
         request_id=rid,
         # A client naming a cluster itself is ignored: the model's route wins.
-        extra={"x-policy-sidecar-route": "openai-wrong-san", "x-envoy-retry-on": "5xx"},
+        # Nor does it pick the account's organisation or project, or pass its own key.
+        extra={
+            "x-policy-sidecar-route": "openai-wrong-san",
+            "x-envoy-retry-on": "5xx",
+            # Envoy passes on a client's x-envoy-* header it would not obey.
+            "x-envoy-original-path": "/v1/elsewhere",
+            "x-envoy-anything": "1",
+            "x-api-key": "sk-callers-own",
+            **SCOPING,
+        },
     )
     assert status == 200, body
     (seen,) = env.fakes["openai-main"].by_request_id(rid)
     headers = seen["headers"]
     assert headers["authorization"] == "Bearer sk-openai-main-1"
+    assert not set(SCOPING) & set(headers), headers
+    assert "x-api-key" not in headers
     assert all(KEY not in value for value in headers.values()), headers
     assert headers["host"] == OPENAI_HOST
     internal = [h for h in headers if h.startswith(("x-envoy-", "x-policy-sidecar-"))]

@@ -13,14 +13,20 @@ from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import envoy_binary
 from policy_sidecar.cli.main import build_parser
 from policy_sidecar.envoy.cds import write_cds_file
+from policy_sidecar.envoy.guard import REQUEST_ID_KEY, decided_guard
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.envoy.upstreams import (
+    ENVOY_HEADER_PREFIX,
     INTERNAL_HEADER_PREFIX,
+    RATE_LIMIT_HEADER_PREFIX,
     secret_file_text,
     strip_internal_headers,
 )
 from policy_sidecar.extproc import policy_stream
+from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.handover import placement, to_metadata
+from policy_sidecar.extproc.responses import METADATA_NAMESPACE
 
 OPTIONS = EnvoyOptions(
     listen_port=10000, admin_port=9901, upstream_port=8081, sidecar_ports=(50051, 50052)
@@ -38,8 +44,10 @@ def test_rendered_config_structure() -> None:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]
-    # One ext_proc filter, request path only; the response is watched by Lua.
-    policy, capture, router = hcm["http_filters"]
+    # One ext_proc filter, request path only; then the guard that lets only decided
+    # requests on; the response is watched by Lua.
+    policy, decided, capture, router = hcm["http_filters"]
+    assert decided == decided_guard()
     assert policy["typed_config"]["failure_mode_allow"] is False  # fail closed
     mode = policy["typed_config"]["processing_mode"]
     assert mode["request_body_mode"] == "BUFFERED"
@@ -96,11 +104,27 @@ def test_the_sidecar_cluster_keeps_low_load_on_the_first_worker(
     assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [*ports]
 
 
+def test_the_guard_keys_on_what_only_the_decision_carries() -> None:
+    principal = decided_guard()["typed_config"]["rules"]["policies"]
+    ((_, rule),) = principal.items()
+    (matcher,) = rule["principals"]
+    assert matcher["metadata"]["filter"] == METADATA_NAMESPACE
+    assert matcher["metadata"]["path"] == [{"key": REQUEST_ID_KEY}]
+    facts = RequestFacts(request_id="r1", started_at=1.0, ticket="t1")
+    # The decision's metadata has the key; the headers phase's placement (worker and
+    # ticket only) does not, so a request whose body phase was skipped is refused.
+    assert REQUEST_ID_KEY in to_metadata(facts, worker="50051")
+    assert REQUEST_ID_KEY not in placement(facts.ticket, "50051")
+
+
 def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None:
     removal = {"remove_on_match": {"key_matcher": {"prefix": INTERNAL_HEADER_PREFIX}}}
+    limits = {"remove_on_match": {"key_matcher": {"prefix": RATE_LIMIT_HEADER_PREFIX}}}
     mutations = strip_internal_headers()["typed_config"]["mutations"]
+    envoy = {"remove_on_match": {"key_matcher": {"prefix": ENVOY_HEADER_PREFIX}}}
     assert mutations == {
-        "response_mutations": [removal],
+        "request_mutations": [envoy],
+        "response_mutations": [removal, limits],
         "response_trailers_mutations": [removal],
     }
     # The error header Envoy's local replies add, and the headers the sidecar removes
@@ -108,6 +132,18 @@ def test_internal_headers_share_the_prefix_the_upstream_filter_removes() -> None
     assert ERROR_HEADER.startswith(INTERNAL_HEADER_PREFIX)
     assert policy_stream.INTERNAL_HEADER_PREFIX == INTERNAL_HEADER_PREFIX
     assert policy_stream.ROUTE_HEADER.startswith(INTERNAL_HEADER_PREFIX)
+
+
+def test_the_limit_headers_envoy_adds_are_the_ones_the_upstream_filter_removes() -> None:
+    config = yaml.safe_load(render_envoy_config(OPTIONS))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (vhost,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    added = [h["header"]["key"] for h in vhost["response_headers_to_add"]]
+    assert added == [
+        f"{RATE_LIMIT_HEADER_PREFIX}{kind}-{unit}"
+        for unit in ("requests", "tokens")
+        for kind in ("limit", "remaining", "reset")
+    ]
 
 
 def test_no_sidecar_ports_is_an_error() -> None:

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from policy_sidecar.extproc.policy_stream import PolicyProcessor
 from policy_sidecar.extproc.services import Services
@@ -131,3 +133,44 @@ async def test_unmetered_endpoints_are_403_even_when_unknown_paths_pass_through(
     assert "not metered" in error["message"]
     [record] = recorder.records
     assert (record.decision, record.status_code, record.app_id) == ("deny", 403, "app1")
+
+
+def _with_repeats(pairs: list[tuple[str, str]]) -> pb.HttpHeaders:
+    base = [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-length", "2")]
+    return pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in base + pairs]
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("x-api-key", KEY), ("x-api-key", "sk-other")],
+        [("x-api-key", "sk-other"), ("x-api-key", KEY)],
+        [("x-api-key", KEY), ("x-api-key", KEY)],
+        [("authorization", f"Bearer {KEY}"), ("api-key", KEY), ("api-key", "sk-other")],
+        [("authorization", f"Bearer {KEY}"), ("authorization", f"Bearer {KEY}")],
+    ],
+)
+async def test_a_key_header_given_twice_is_refused_whichever_comes_last(
+    services: Services, recorder: ListRecorder, pairs: list[tuple[str, str]]
+) -> None:
+    response = await PolicyProcessor(services).on_request_headers(_with_repeats(pairs))
+    assert status_of(response) == 401
+    error = json.loads(response.immediate_response.body)["error"]
+    assert error["code"] == "invalid_api_key" and "more than one" in error["message"]
+    [record] = recorder.records
+    assert (record.decision, record.status_code) == ("deny", 401)
+
+
+async def test_other_repeated_headers_and_one_key_of_each_name_pass(services: Services) -> None:
+    # Authorization decides; a different key under another name is removed, not refused.
+    pairs = [("authorization", f"Bearer {KEY}"), ("x-api-key", "sk-other"), ("x-a", "1")]
+    response = await PolicyProcessor(services).on_request_headers(
+        _with_repeats([*pairs, ("x-a", "2")])
+    )
+    assert status_of(response) is None
+    removed = response.request_headers.response.header_mutation.remove_headers
+    assert {"authorization", "x-api-key"} <= set(removed)

@@ -20,7 +20,12 @@ from policy_sidecar.limits.enforcer import Enforcer, duration
 from policy_sidecar.limits.penalties import InMemoryPenaltyBox, PenaltyBox, RedisPenaltyBox
 from policy_sidecar.policy import PolicyDefinition, PolicyEngine, PreRequestContext
 from policy_sidecar.policy.context import PostRequestContext
-from policy_sidecar.policy.definition import CustomCelConfig, RateLimitConfig, TokenLimitConfig
+from policy_sidecar.policy.definition import (
+    CustomCelConfig,
+    ModelAllowlistConfig,
+    RateLimitConfig,
+    TokenLimitConfig,
+)
 from policy_sidecar.providers import Usage
 from tests.conftest import FakeClock
 
@@ -113,6 +118,28 @@ async def test_early_end_keeps_the_prompt_estimate_as_fair_charge(store: Counter
     probe = await enforcer.admit(engine, who, ctx(who, 0, 0), None)
     # 200 kept from the first request; the probe reserved 0 (0 prompt, 0 output).
     assert probe.headers["x-ratelimit-remaining-tokens"] == "800"
+
+
+async def test_a_request_refused_by_any_limit_counts_against_none(store: CounterStore) -> None:
+    """A rate limit counts admitted requests: one a token limit refuses (checked in the
+    same call) is not counted, nor is one a local policy refuses first."""
+    enforcer = Enforcer(store, InMemoryPenaltyBox(), FakeClock())
+    allow_mini = PolicyDefinition(
+        id="mini", name="mini", type="model_allowlist", config=ModelAllowlistConfig(models=("x",))
+    )
+    engine = PolicyEngine([rate_policy(2), token_policy(1_000)])
+    refusing = PolicyEngine([rate_policy(2), token_policy(1_000), allow_mini])
+    who = caller()
+    for _ in range(3):
+        too_big = await enforcer.admit(engine, who, ctx(who, 900, 400), None)
+        assert too_big.decision.denial is not None
+        assert too_big.decision.denial.policy_id == "tok"
+        local = await enforcer.admit(refusing, who, ctx(who, 1, 1), None)
+        assert local.decision.denial is not None and local.decision.denial.policy_id == "mini"
+    admitted = [await enforcer.admit(engine, who, ctx(who, 1, 1), None) for _ in range(3)]
+    assert [a.decision.allowed for a in admitted] == [True, True, False]
+    denial = admitted[2].decision.denial
+    assert denial is not None and denial.policy_id == "rl"
 
 
 async def test_shadow_counter_reports_but_never_blocks(store: CounterStore) -> None:
