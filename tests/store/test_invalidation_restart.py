@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.store.invalidation import PolicyChange
 from policy_sidecar.store.listener import InvalidationListener
 from policy_sidecar.store.policy_cache import CachedPolicySource
@@ -32,33 +33,34 @@ TTL = 600
 DEADLINE = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class TempRedis:
     """A throwaway redis-server on its own port that can be stopped and started."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Returns once *this* server answers PING (not merely once something accepts
+        connections on the port); fails at once if it exits (the port was taken)."""
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self._proc = subprocess.Popen([REDIS_SERVER, *args], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen([REDIS_SERVER, *args], stdout=subprocess.DEVNULL)
+        self._proc = proc
         deadline = time.monotonic() + 10
         while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited ({proc.returncode})")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -129,7 +131,7 @@ async def test_a_publish_that_keeps_failing_is_logged_counted_and_never_raised(
 ) -> None:
     results: list[PublishResult] = []
     # Nothing listens on this port; no client-side retry, to keep the test short.
-    client = Redis(port=_free_port(), retry=Retry(NoBackoff(), 0))
+    client = Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     publisher = RedisPolicyChangePublisher(
         client, retry_for=0.5, first_delay=0.05, on_result=results.append
     )
