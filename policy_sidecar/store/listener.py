@@ -70,10 +70,16 @@ class InvalidationListener:
         self._task = asyncio.create_task(self._run(), name="invalidations")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        # Cancel until it ends: a cancellation that lands in a client library's own
+        # cleanup can come out as a TimeoutError (see `_run`) and be lost.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         delay = 0.1
@@ -97,7 +103,14 @@ class InvalidationListener:
                     finally:
                         connection.deregister_connect_callback(self._on_reconnect)
             except (RedisError, RedisClusterException, OSError) as exc:
-                # (TimeoutError, from the deadlines below, is an OSError.)
+                # (TimeoutError, from the deadlines below, is an OSError.) A `close()`
+                # that arrived meanwhile wins: asyncio.timeout turns a cancellation into
+                # TimeoutError when its own deadline passes in the same step, and the
+                # redis-py calls under it retry on TimeoutError; so a cancelled listener
+                # could carry on for good (and `close()` wait for it: seen under load).
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 self.ready.clear()
                 self._attempt += 1
                 log.warning("invalidation channel lost (%r); reconnecting in %.1fs", exc, delay)
@@ -127,9 +140,12 @@ class InvalidationListener:
     async def _listen(self, pubsub: PubSub) -> None:
         """Until the connection fails or stops answering (raises either way)."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         heard = loop.time()  # when the server last said anything
         pinged: float | None = None  # when the PING still unanswered was sent
         while True:
+            if task is not None and task.cancelling():  # a cancel lost below (see `_run`)
+                raise asyncio.CancelledError
             due = heard + self._ping_after if pinged is None else pinged + self._answer_within
             message = await pubsub.get_message(timeout=max(due - loop.time(), 0.001))
             now = loop.time()

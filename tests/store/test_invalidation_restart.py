@@ -320,3 +320,29 @@ async def test_the_listener_is_ready_only_once_the_server_confirmed_the_subscrip
         await listener.close()
         await client.aclose()
         await proxy.close()
+
+
+@pytest.mark.redis
+async def test_close_ends_the_listener_even_when_its_cancellation_came_out_as_a_timeout() -> None:
+    # asyncio.timeout (ours, or redis-py's inside a read) turns a cancellation into
+    # TimeoutError when its own deadline passes in the same step; the listener treats
+    # TimeoutError as a lost connection. Seen under load: close() waited for good.
+    async def on_change(kind: str) -> None:
+        return None
+
+    async def listen(_pubsub: object) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise TimeoutError from None
+
+    client = Redis.from_url(REDIS_URL)
+    listener = InvalidationListener(client, on_change)
+    listener._listen = listen  # type: ignore[method-assign,assignment]
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.ready.wait(), 10)
+        await asyncio.wait_for(listener.close(), 10)
+        assert listener._task is not None and listener._task.done()
+    finally:
+        await client.aclose()
