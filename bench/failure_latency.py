@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import time
 
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.values import CounterOp, CounterStoreUnavailable, Window, WindowUnit
 from policy_sidecar.providers.base import ParsedRequest
 from policy_sidecar.tokens import load_estimator
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def unreachable_redis_ms() -> float:

@@ -1,7 +1,9 @@
 """A real three-master Redis Cluster on loopback, for tests and the bench.
 
-Three ``redis-server --cluster-enabled yes`` processes on free ports (each also needs
-its cluster-bus port, ``port + 10000``, free), joined by ``redis-cli --cluster create``;
+Three ``redis-server --cluster-enabled yes`` processes on free ports (each with its
+cluster-bus port from ``free_port`` too, ``--cluster-port``, Redis 7+, rather than the
+default ``port + 10000``, which lands in the ephemeral range), joined by
+``redis-cli --cluster create``;
 ``start()`` returns once every node reports ``cluster_state:ok`` and agrees on the slot
 map. Nothing is persisted; ``stop()`` terminates the processes and removes the node
 files. The Debian ``redis-server`` package ships both binaries (``.ci/run`` installs it).
@@ -10,40 +12,17 @@ files. The Debian ``redis-server`` package ships both binaries (``.ci/run`` inst
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["LocalRedis", "LocalRedisCluster", "free_cluster_port"]
+from policy_sidecar.cli.ports import free_port
 
-_BUS_OFFSET = 10_000
+__all__ = ["LocalRedis", "LocalRedisCluster"]
+
 _DEADLINE_S = 60.0
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_cluster_port(taken: set[int]) -> int:
-    """A free port whose cluster-bus port (``port + 10000``) is free too."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        bus = port + _BUS_OFFSET
-        if port in taken or bus in taken or bus > 65535:
-            continue
-        if _port_free(bus):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 class _NodeExited(RuntimeError):
@@ -90,11 +69,9 @@ class LocalRedisCluster:
     def _start(self) -> None:
         self.ports = []
         self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-cluster-"))
-        taken: set[int] = set()
         try:
             for i in range(self.masters * (1 + self.replicas)):
-                port = free_cluster_port(taken)
-                taken |= {port, port + _BUS_OFFSET}
+                port = free_port()
                 self.ports.append(port)
                 self._procs.append(self._server(port, self._dir / f"node-{i}"))
             for port, proc in zip(self.ports, self._procs, strict=True):
@@ -155,6 +132,7 @@ class LocalRedisCluster:
     def _server(self, port: int, workdir: Path) -> subprocess.Popen[bytes]:
         workdir.mkdir(parents=True)
         args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-port", str(free_port())]
         args += ["--cluster-config-file", str(workdir / "nodes.conf"), "--dir", str(workdir)]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
         if self.node_timeout_ms is not None:
@@ -214,7 +192,7 @@ class LocalRedis(LocalRedisCluster):
     def start(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="ps-redis-"))
         try:
-            port = free_cluster_port(set())
+            port = free_port()
             self.ports.append(port)
             workdir = self._dir / "node"
             workdir.mkdir()

@@ -34,7 +34,8 @@ from policy_sidecar.cli.embedded import (
     start_postgres,
     start_redis,
 )
-from policy_sidecar.cli.launcher import LaunchError, Stack, free_port, new_stack, wait_tcp
+from policy_sidecar.cli.launcher import LaunchError, Stack, new_stack, wait_tcp
+from policy_sidecar.cli.ports import free_port
 
 __all__ = ["DemoOptions", "admin_argv", "demo_text", "run_demo"]
 

@@ -31,7 +31,8 @@ from typing import Final
 
 import psycopg
 
-from policy_sidecar.cli.launcher import LaunchError, Stack, free_port, wait_tcp
+from policy_sidecar.cli.launcher import LaunchError, Stack, wait_tcp
+from policy_sidecar.cli.ports import free_port
 
 __all__ = [
     "POSTGRES_USER",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from policy_sidecar.catalog.accounts import FallbackGroup, ProviderAccount
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.envoy.cds import cds_text
 from policy_sidecar.envoy.render import EnvoyOptions, render_envoy_config
 from policy_sidecar.wiring.settings import child_environment
@@ -29,12 +30,6 @@ class LaunchError(RuntimeError):
 
 # How often Envoy writes its buffered access log lines (its default is seconds).
 ACCESS_LOG_FLUSH_MS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def envoy_binary() -> str:

@@ -5,13 +5,13 @@ reloading on every node, unavailability."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from counter_helpers import KeyFactory, patient_redis_store
 from redis.crc import key_slot
 
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.values import (
     Adjustment,
@@ -98,10 +98,7 @@ async def test_the_script_is_reloaded_on_every_node_after_a_flush(
 
 
 async def test_an_unreachable_cluster_raises_unavailable() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    store = RedisCounterStore.from_url(f"redis+cluster://127.0.0.1:{port}")
+    store = RedisCounterStore.from_url(f"redis+cluster://127.0.0.1:{free_port()}")
     op = CounterOp(counter_key("app", "x", "rl"), 5, MINUTE, 1)
     try:
         with pytest.raises(CounterStoreUnavailable, match=r"^redis unavailable: "):

@@ -16,6 +16,7 @@ import pytest
 from counter_helpers import KeyFactory, patient_redis_store
 from redis.asyncio import Redis
 
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.counters.memory import InMemoryCounterStore
 from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.values import (
@@ -34,18 +35,11 @@ MINUTE = Window(WindowUnit.MINUTE)
 T0 = 1_768_435_200.0  # 2026-01-15T00:00:00Z
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class OwnRedis:
     """A throwaway redis-server this test may stop, restart and SCRIPT FLUSH."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -129,7 +123,7 @@ async def test_script_reloaded_after_noscript(own_redis: OwnRedis) -> None:
 
 async def test_unreachable_redis_raises_unavailable() -> None:
     # How quickly: bench/failure_latency.py (timings are benchmarks, not tests).
-    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     op = CounterOp("ps:{app:x}:a", 5, MINUTE, 1)
     reservation = Reservation((ReservedAmount(op.key, op.window, int(T0), op.amount),))
     try:

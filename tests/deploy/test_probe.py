@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -13,6 +12,8 @@ from types import ModuleType
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from policy_sidecar.cli.ports import free_port
 
 from . import contract
 
@@ -57,10 +58,7 @@ def http_url() -> Iterator[str]:
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()
 
 
 def test_http_get_and_post(probe: ModuleType, http_url: str) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
+from policy_sidecar.cli.ports import free_port
 from policy_sidecar.counters.values import CounterStoreUnavailable
 from policy_sidecar.limits.penalties import (
     InMemoryPenaltyBox,
@@ -181,10 +181,7 @@ async def test_the_redis_key_expires_with_the_penalty(client: RedisClient) -> No
 
 @pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
 async def test_an_unreachable_redis_raises_unavailable(scheme: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = open_redis(f"{scheme}://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
+    client = open_redis(f"{scheme}://127.0.0.1:{free_port()}/0", socket_connect_timeout=5.0)
     box = RedisPenaltyBox(client)
     try:
         with pytest.raises(CounterStoreUnavailable, match=r"^redis unavailable: "):

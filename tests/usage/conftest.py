@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from policy_sidecar.cli.ports import free_port
 from tests.store.conftest import dsn, pool, schema_dsn
 
 __all__ = ["dsn", "pool", "private_postgres", "schema_dsn"]
@@ -53,12 +53,6 @@ def _pg_bin() -> Path:
 def _as_postgres_user() -> list[str]:
     # initdb and postgres refuse to run as root.
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -101,7 +95,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     root = Path(tempfile.mkdtemp(prefix="ps-private-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    server = PrivatePostgres(root / "data", _free_port())
+    server = PrivatePostgres(root / "data", free_port())
     subprocess.run(
         [*_as_postgres_user(), str(_pg_bin() / "initdb"), "-D", str(server.datadir), "-A", "trust",
          "-U", "postgres", "--no-sync", "-E", "UTF8"],
