@@ -98,6 +98,9 @@ class CachedPolicySource:
         self._expires = 0.0
         # Redis copies written before the last invalidation are not trusted.
         self._not_before = 0.0
+        # Bumped by every invalidation: a refresh that an invalidation overtook does not
+        # mark its (older) answer fresh, so the next request loads again.
+        self._generation = 0
         self._lock = asyncio.Lock()
         self.loads_from_store = 0
 
@@ -116,6 +119,7 @@ class CachedPolicySource:
         """Forget both cached layers; the next request reloads from the store."""
         self._expires = 0.0
         self._not_before = self._clock()
+        self._generation += 1
         if self._redis is not None:
             try:
                 await self._redis.delete(self._redis_key)
@@ -123,6 +127,7 @@ class CachedPolicySource:
                 log.warning("could not drop the Redis policy copy: %s", exc)
 
     async def _refresh(self) -> None:
+        generation = self._generation
         rows = await self._from_redis()
         if rows is None:
             loaded_at = self._clock()
@@ -146,7 +151,9 @@ class CachedPolicySource:
             definitions = [d for d in map(definition_from, rows) if d is not None]
             self._engine = PolicyEngine(definitions, cel_engine=self._cel_engine)
             self._fingerprint = fingerprint
-        self._expires = self._clock() + self._local_ttl
+        # Overtaken by an invalidation: used by whoever waited for it, fresh for no one.
+        fresh = generation == self._generation
+        self._expires = self._clock() + self._local_ttl if fresh else 0.0
 
     async def _from_redis(self) -> list[dict[str, Any]] | None:
         if self._redis is None:

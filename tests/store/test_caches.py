@@ -257,3 +257,29 @@ async def test_a_lookup_under_way_during_an_invalidation_is_not_reused() -> None
     assert await before is not None  # the earlier caller gets what it asked before
     assert await cache.resolve("ps-revoked-key-000000") is None  # not cached from it
     assert calls == 2
+
+
+async def test_a_policy_load_under_way_during_an_invalidation_is_not_kept() -> None:
+    # A policy changes while a refresh is reading the store: the refresh's (older)
+    # answer must not be cached as fresh for the local TTL, or the change would wait
+    # for it to expire.
+    gate = asyncio.Event()
+    versions = [[policy("p", ["old"])], [policy("p", ["new"])]]
+    loads = 0
+
+    async def load() -> Sequence[Policy]:
+        nonlocal loads
+        answer = versions[min(loads, 1)]
+        loads += 1
+        if loads == 1:
+            await gate.wait()
+        return answer
+
+    source = CachedPolicySource(load, None, local_ttl=60, clock=FakeClock())
+    before = asyncio.create_task(source.engine_for(WHO))
+    await asyncio.sleep(0)
+    await source.invalidate()
+    gate.set()
+    assert allowed(await before, "old")  # the earlier caller gets what it asked for
+    assert allowed(await source.engine_for(WHO), "new")  # then a load of its own
+    assert loads == 2
