@@ -86,8 +86,6 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             phase.observe(time.perf_counter() - started)
             await context.write(response)
             if processor.done:
-                # On its way to the provider (or answered): the reader's moment.
-                self._services.idle.signal()
                 return
             msg = await context.read()
             if msg is _EOF:

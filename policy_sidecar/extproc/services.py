@@ -17,7 +17,6 @@ from policy_sidecar.limits.enforcer import Enforcer
 from policy_sidecar.policy.source import PolicySource
 from policy_sidecar.providers.registry import ProviderRegistry
 from policy_sidecar.tokens import TokenEstimator
-from policy_sidecar.usage.idle_slot import IdleSlot
 from policy_sidecar.usage.record import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -58,8 +57,6 @@ class Services:
     tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks())
     # Admitted requests' reservations until their access log line settles them.
     pending: PendingReservations = field(default_factory=lambda: PendingReservations())
-    # Signalled when a stream's last answer is written: the access log reader's moment.
-    idle: IdleSlot = field(default_factory=lambda: IdleSlot())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.tasks.spawn(coro)

@@ -13,12 +13,6 @@ When there was nothing to read it sleeps until a file of the log's directory cha
 (inotify, `usage.file_events`), or ``idle_seconds`` at most; without inotify it polls
 every poll interval.
 
-With an ``idle_slot`` (`usage.idle_slot.IdleSlot`, signalled by the request path right
-after it answers a request's last message) a read that follows a wake-up or a poll
-interval waits for that signal first, or ``slot_seconds`` at most: its work then lands
-while the request just answered is at the provider, not when the next one arrives. Reads
-in a row (a full read, a rotation) do not wait, and `stop` cuts the wait short.
-
 Rotation is followed: when the path names a new file, the old one is
 read to its end first (a rotated ``<name>.1`` with the cursor's inode is found again
 after a restart); a file cut shorter than the cursor (truncated) is read from its start.
@@ -44,7 +38,6 @@ from pathlib import Path
 
 from policy_sidecar.usage.cursor import Cursor, CursorFile
 from policy_sidecar.usage.file_events import DirectoryEvents, open_directory_events
-from policy_sidecar.usage.idle_slot import IdleSlot
 
 __all__ = ["Cursor", "FileTailer"]
 
@@ -77,8 +70,6 @@ class FileTailer:
         on_skipped: Callable[[str], None] = lambda reason: None,
         rotate_bytes: int | None = None,
         reopen: Reopen | None = None,
-        idle_slot: IdleSlot | None = None,
-        slot_seconds: float = 0.002,
     ) -> None:
         self.path = Path(path)
         self.cursor_path = Path(cursor_path)
@@ -93,8 +84,6 @@ class FileTailer:
         self._on_skipped = on_skipped
         self._rotate_bytes = rotate_bytes if reopen is not None else None
         self._reopen = reopen
-        self._slot = idle_slot
-        self._slot_seconds = slot_seconds
         # Renamed, and the writer asked to reopen (once per rotation).
         self._reopen_asked = False
         self._stopping = asyncio.Event()
@@ -104,7 +93,6 @@ class FileTailer:
         self._offset = 0
         self._skipping = False  # inside an over-long line
         self.lines = 0  # lines handed over since start
-        self._last_batch = 0
 
     def stop(self) -> None:
         """``run`` returns after the batch in hand (its cursor saved, or not handed)."""
@@ -124,16 +112,10 @@ class FileTailer:
                     if events is not None and (self._inode, self._offset) == before:
                         # Nothing read: sleep until Envoy writes (or a slow fallback).
                         await self._sleep(self._idle, events)
-                        await self._slot_wait(self._slot_seconds)
-                    elif self._slot is not None and self._last_batch <= 1:
-                        # Light traffic: the next line in the next idle slot, each in its
-                        # own (a batch would hold one slot for longer than it lasts).
-                        await self._slot_wait(self._poll)
                     else:
                         # After a batch: the lines of the next poll interval come as one
                         # batch (one cursor write, one sink append), not one by one.
                         await self._sleep(self._poll)
-                        await self._slot_wait(self._slot_seconds)
                 await self._cursor.sync_if_due()
         finally:
             self._close()
@@ -179,7 +161,6 @@ class FileTailer:
                 return True  # not handed over: read again after the restart
             await self._sleep(self._retry)
         self.lines += len(kept)
-        self._last_batch = len(kept)
         self._offset += end
         self._save_cursor()
         return len(data) == self._read_bytes
@@ -310,22 +291,10 @@ class FileTailer:
     def _save_cursor(self) -> None:
         self._cursor.save(Cursor(self._inode, self._offset))
 
-    async def _slot_wait(self, seconds: float) -> None:
-        """With an idle slot: lines may be ready, read them in the worker's next one."""
-        if self._slot is not None:
-            await self._sleep(seconds, slot=self._slot)
-
-    async def _sleep(
-        self,
-        seconds: float,
-        events: DirectoryEvents | None = None,
-        *,
-        slot: IdleSlot | None = None,
-    ) -> None:
+    async def _sleep(self, seconds: float, events: DirectoryEvents | None = None) -> None:
         """Sleeps ``seconds``, or until `stop` (or, with ``events``, until a file of the
-        directory changes; with ``slot``, until it is signalled). A plain timer and
-        future: the timeout machinery (a cancellation and two exceptions) cost more than
-        the poll itself."""
+        directory changes). A plain timer and future: the timeout machinery (a
+        cancellation and two exceptions) cost more than the poll itself."""
         if self._stopping.is_set():
             return
         loop = asyncio.get_running_loop()
@@ -334,16 +303,12 @@ class FileTailer:
         timer = loop.call_later(seconds, _wake, waiter)
         if events is not None:
             events.wake_on(waiter)
-        if slot is not None:
-            slot.wake_on(waiter)
         try:
             await waiter
         finally:
             timer.cancel()
             if events is not None:
                 events.forget()
-            if slot is not None:
-                slot.forget()
             self._waiter = None
 
 

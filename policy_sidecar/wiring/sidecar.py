@@ -209,7 +209,6 @@ def build_tailer(
         on_skipped=observe_skipped_line,
         rotate_bytes=settings.access_log_rotate_bytes,
         reopen=functools.partial(reopen_envoy_logs, admin) if admin else None,
-        idle_slot=services.idle,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -76,20 +75,3 @@ async def test_an_observability_stream_is_read_and_ignored(
     assert await call.code() == grpc.StatusCode.OK
     await services.tasks.drain()
     assert recorder.records == []
-
-
-async def test_the_idle_slot_is_signalled_once_the_body_is_answered(
-    stub: pb_grpc.ExternalProcessorStub, services: Services
-) -> None:
-    # The access log reader's moment (usage.idle_slot): after the last answer, not before.
-    loop = asyncio.get_running_loop()
-    signalled = loop.create_future()
-    services.idle.wake_on(signalled)
-    data = chat_body()
-    call = stub.Process()
-    await call.write(pb.ProcessingRequest(request_headers=request_headers(KEY, body=data)))
-    await call.read()
-    assert not signalled.done()
-    await call.write(pb.ProcessingRequest(request_body=body(data)))
-    assert (await call.read()).WhichOneof("response") == "request_body"
-    await asyncio.wait_for(signalled, 5)

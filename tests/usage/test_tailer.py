@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from policy_sidecar.usage.cursor import CURSOR_BYTES
-from policy_sidecar.usage.idle_slot import IdleSlot
 from policy_sidecar.usage.tailer import FileTailer, rotated
 
 DEADLINE = 30.0
@@ -61,7 +60,9 @@ def tailer_for(tmp_path: Path, sink: Sink, **kw: object) -> FileTailer:
         tmp_path / "access.log",
         tmp_path / "cursor",
         sink,
-        **{"poll_seconds": 0.01, "retry_seconds": 0.01, **kw},  # type: ignore[arg-type]
+        poll_seconds=0.01,
+        retry_seconds=0.01,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -308,109 +309,3 @@ def test_no_watch_on_a_missing_directory(tmp_path: Path) -> None:
     events = open_directory_events(tmp_path)
     assert events is not None
     events.close()
-
-
-# -- the idle slot (usage.idle_slot): the reader's work after a request is answered ------
-
-
-async def signal_until(slot: IdleSlot, condition: Callable[[], bool]) -> None:
-    """Signals as the request path would, a request every 10 ms, until ``condition``
-    (and no more: an extra signal would let the test's next lines through)."""
-    await until(lambda: condition() or (slot.signal(), False)[1])
-
-
-# Timers that never fire in these tests unless said: only a signal lets lines through.
-NEVER = DEADLINE * 2
-
-
-async def test_lines_wait_for_the_idle_slot(tmp_path: Path) -> None:
-    log = tmp_path / "access.log"
-    sink, slot = Sink(), IdleSlot()
-    tailer = tailer_for(tmp_path, sink, idle_slot=slot, slot_seconds=NEVER, poll_seconds=NEVER)
-    append(log, "a")
-    task = await run(tailer)
-    await until(lambda: sink.lines == [b"a"])  # the first read, at start, does not wait
-    # After one line (light traffic) the next waits for the next slot (or a poll interval).
-    append(log, "b")
-    await asyncio.sleep(0.2)
-    assert sink.lines == [b"a"]
-    await signal_until(slot, lambda: sink.lines == [b"a", b"b"])
-    append(log, "c", "d")
-    await asyncio.sleep(0.2)
-    assert sink.lines == [b"a", b"b"]
-    await signal_until(slot, lambda: sink.lines == [b"a", b"b", b"c", b"d"])
-    await stop(tailer, task)
-
-
-async def test_after_a_batch_the_poll_interval_then_the_slot(tmp_path: Path) -> None:
-    # Heavier traffic: batching as before (the poll interval), then the next slot.
-    log = tmp_path / "access.log"
-    sink, slot = Sink(), IdleSlot()
-    tailer = tailer_for(tmp_path, sink, idle_slot=slot, slot_seconds=NEVER, poll_seconds=0.05)
-    append(log, "a", "b")
-    task = await run(tailer)
-    await until(lambda: sink.lines == [b"a", b"b"])
-    append(log, "c")
-    await asyncio.sleep(0.3)
-    assert sink.lines == [b"a", b"b"]
-    await signal_until(slot, lambda: sink.lines == [b"a", b"b", b"c"])
-    await stop(tailer, task)
-
-
-async def test_without_a_signal_the_fallback_timer_reads(tmp_path: Path) -> None:
-    # An idle worker (no requests) or a long stream: lines are not held back.
-    log = tmp_path / "access.log"
-    sink = Sink()
-    tailer = tailer_for(tmp_path, sink, idle_slot=IdleSlot(), slot_seconds=0.02)
-    task = await run(tailer)
-    append(log, "a")
-    await until(lambda: sink.lines == [b"a"])
-    append(log, "b", "c")
-    await until(lambda: sink.lines == [b"a", b"b", b"c"])
-    await stop(tailer, task)
-
-
-async def test_stop_does_not_wait_for_the_slot_and_nothing_is_lost(tmp_path: Path) -> None:
-    log = tmp_path / "access.log"
-    sink, slot = Sink(), IdleSlot()
-    tailer = tailer_for(tmp_path, sink, idle_slot=slot, slot_seconds=NEVER, poll_seconds=NEVER)
-    append(log, "a")
-    task = await run(tailer)
-    await until(lambda: sink.lines == [b"a"])
-    append(log, "b")
-    await until(lambda: slot.waiting)
-    await asyncio.sleep(0.1)  # "b" waits for a slot that does not come
-    tailer.stop()
-    await asyncio.wait_for(task, DEADLINE / 3)
-    assert sink.lines == [b"a"]
-    # Not handed over, so not past the cursor: the next start reads it, once.
-    again = tailer_for(tmp_path, sink)
-    task = await run(again)
-    await until(lambda: sink.lines == [b"a", b"b"])
-    await asyncio.sleep(0.05)
-    await stop(again, task)
-    assert sink.lines == [b"a", b"b"]
-
-
-async def test_a_refused_batch_is_retried_without_another_slot(tmp_path: Path) -> None:
-    # At-least-once as before: the retry of a batch the sink refused is not held back.
-    log = tmp_path / "access.log"
-    sink, slot = Sink(), IdleSlot()
-    tailer = tailer_for(tmp_path, sink, idle_slot=slot, slot_seconds=NEVER, poll_seconds=NEVER)
-    append(log, "a")
-    task = await run(tailer)
-    await until(lambda: sink.lines == [b"a"])
-    sink.refuse = 2
-    append(log, "b")
-    await until(lambda: slot.waiting)
-    await asyncio.sleep(0.05)
-    slot.signal()  # one slot
-    await until(lambda: sink.lines == [b"a", b"b"])
-    assert sink.refuse == 0
-    await stop(tailer, task)
-
-
-def test_a_signal_without_a_waiter_is_a_no_op() -> None:
-    slot = IdleSlot()
-    slot.signal()
-    assert not slot.waiting
