@@ -248,7 +248,7 @@ async def test_adjusts_of_one_step_go_as_one_call_with_the_same_outcome(
 
 
 async def test_a_joint_adjust_that_fails_fails_for_every_caller() -> None:
-    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    store = RedisCounterStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     adjustment = Adjustment("ps:{app:x}:a", MINUTE, int(T0), 1)
     try:
         outcomes = await asyncio.gather(
