@@ -63,7 +63,7 @@ def bucket_bounds(window: Window, start_or_now: float) -> tuple[int, int]:
         start = datetime(t.year, t.month, 1, tzinfo=UTC)
         end = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
         return int(start.timestamp()), int(end.timestamp())
-    length = window.seconds
+    length = window.fixed_seconds
     start_s = math.floor(start_or_now / length) * length
     return start_s, start_s + length
 
@@ -84,7 +84,7 @@ def ttl_ms(window: Window, bucket_start: int, now: float) -> int:
         last_useful = end
         slack = _MONTH_SLACK_S
     else:
-        last_useful = end + window.seconds
+        last_useful = end + window.fixed_seconds
         slack = _SLACK_S
     if last_useful <= now:
         return 0
@@ -96,7 +96,7 @@ def plan_bucket(op: CounterOp, now: float) -> BucketPlan:
     if op.window.is_calendar_month:
         prev_start, weight = bucket_bounds(op.window, start - 1)[0], 0.0
     else:
-        length = op.window.seconds
+        length = op.window.fixed_seconds
         prev_start = start - length
         weight = max(0.0, min(1.0, 1.0 - (now - start) / length))
     return BucketPlan(
@@ -124,7 +124,7 @@ def _reset_at(op: CounterOp, start: int, prev: int, cur: int, now: float) -> flo
     if op.window.is_calendar_month:
         return float(end) if cur else now
     if cur:
-        return float(end + op.window.seconds)
+        return float(end + op.window.fixed_seconds)
     return float(end) if prev else now
 
 
@@ -134,7 +134,7 @@ def _retry_at(op: CounterOp, start: int, prev: int, cur: int) -> float | None:
     _, end = bucket_bounds(op.window, start)
     if op.window.is_calendar_month:
         return float(end)
-    length = op.window.seconds
+    length = op.window.fixed_seconds
     room = op.limit - cur - op.amount
     if room >= 0 and prev:
         # the previous bucket decays linearly; find when ceil(prev * w) <= room

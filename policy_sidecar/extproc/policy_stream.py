@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from policy_sidecar.catalog.deployments import ModelDeployment
 from policy_sidecar.catalog.pricing import missing_prices
 from policy_sidecar.extproc.errors import error_response
-from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.facts import TICKET_KEY, Ending, RequestFacts, usage_record
 from policy_sidecar.extproc.handover import placement, to_metadata
 from policy_sidecar.extproc.keys import (
     KEY_HEADERS,
@@ -26,6 +26,7 @@ from policy_sidecar.extproc.keys import (
     repeated_key_header,
 )
 from policy_sidecar.extproc.responses import (
+    METADATA_NAMESPACE,
     continue_request_body,
     continue_request_headers,
     header_mutation,
@@ -57,6 +58,27 @@ ROUTE_HEADER = "x-policy-sidecar-route"
 # Stripped so the upstream answers uncompressed and the usage parser reads plain bytes.
 _REMOVED_HEADERS = (*KEY_HEADERS, "accept-encoding")
 _RETRY_SOON = {"retry-after": "1"}
+# The headers phase's usual mutation: nothing to set, the key headers to remove.
+_STRIP = header_mutation(None, _REMOVED_HEADERS)
+# The headers phase's usual answer per worker, without its ticket (`placed_headers`).
+_PLACED: dict[str | None, pb.ProcessingResponse] = {}
+
+
+def placed_headers(worker: str | None, ticket: str | None) -> pb.ProcessingResponse:
+    """The headers phase's answer when there is nothing to do but strip the key headers
+    and place the request: equal to ``continue_request_headers(mutation=_STRIP,
+    metadata=placement(ticket, worker))``, copied from a template built once per worker
+    with the ticket set on the copy (a third of the cost of building it)."""
+    template = _PLACED.get(worker)
+    if template is None:
+        template = continue_request_headers(mutation=_STRIP, metadata=placement(None, worker))
+        _PLACED[worker] = template
+    response = pb.ProcessingResponse()
+    response.CopyFrom(template)
+    if ticket:
+        namespace = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
+        namespace.fields[TICKET_KEY].string_value = ticket
+    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +190,9 @@ class PolicyProcessor:
             message = f"no LLM API is known at {method} {path}"
             return self._deny(_Denial(404, "unknown_endpoint", message))
         internal = [name for name in headers if name.startswith(INTERNAL_HEADER_PREFIX)]
+        if not (query_key or internal or msg.end_of_stream):
+            # The usual request: the same answer as below, from a template.
+            return placed_headers(self._s.worker, self._facts.ticket)
         mutation = header_mutation(
             {":path": without_query_key(path)} if query_key else None,
             (*_REMOVED_HEADERS, *internal),

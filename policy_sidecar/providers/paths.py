@@ -14,6 +14,7 @@ spelled exactly, so no spelling of a metered endpoint can pass as one.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
@@ -30,7 +31,17 @@ def split_path(raw: str) -> tuple[str, str]:
 
 def canonical_path(raw: str) -> str:
     """The path without query, ``;`` parameters, percent-escapes, empty and dot segments
-    or a trailing slash; case is kept (model names in paths are case-sensitive)."""
+    or a trailing slash; case is kept (model names in paths are case-sensitive).
+
+    Pure, so remembered for the last paths seen up to ``_CACHED_PATH_LENGTH`` characters
+    (the request path asks two to three times a request, ~2 µs each; a hit is ~0.1 µs):
+    the cache holds at most ``_CACHED_PATHS`` short strings whatever the clients send."""
+    if len(raw) > _CACHED_PATH_LENGTH:
+        return _canonical_path(raw)
+    return _canonical_cached(raw)
+
+
+def _canonical_path(raw: str) -> str:
     path, _ = split_path(raw)
     segments: list[str] = []
     for part in path.split("/"):
@@ -44,6 +55,11 @@ def canonical_path(raw: str) -> str:
             continue
         segments.append(segment)
     return "/" + "/".join(segments)
+
+
+_CACHED_PATH_LENGTH = 512
+_CACHED_PATHS = 4096
+_canonical_cached = functools.lru_cache(maxsize=_CACHED_PATHS)(_canonical_path)
 
 
 def canonical_target(raw: str) -> str:

@@ -187,3 +187,38 @@ def test_dry_run_state_of_a_month_resets_on_the_first() -> None:
     assert state.bucket_start == ts(2026, 2, 1)
     assert state.reset_at == ts(2026, 3, 1)
     assert state.retry_at == ts(2026, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("window", "name", "seconds"),
+    [
+        (Window(WindowUnit.SECOND), "1s", 1),
+        (Window(WindowUnit.MINUTE, 5), "300s", 300),
+        (Window(WindowUnit.HOUR), "3600s", 3600),
+        (Window(WindowUnit.DAY, 7), "604800s", 604800),
+        (Window(WindowUnit.MONTH), "month", 0),
+    ],
+)
+def test_window_values_computed_once_match_the_unit(
+    window: Window, name: str, seconds: int
+) -> None:
+    """``name``, ``is_calendar_month`` and the length are set at construction (the counters
+    read them several times an op); they take no part in equality, hash or repr, and a
+    copy (``replace``, pickle) computes them again."""
+    import dataclasses
+    import pickle
+
+    assert window.name == name
+    assert window.is_calendar_month is (window.unit is WindowUnit.MONTH)
+    assert window.fixed_seconds == seconds
+    if seconds:
+        assert window.seconds == seconds
+    else:
+        with pytest.raises(ValueError, match="no fixed length"):
+            _ = window.seconds
+    twin = Window(window.unit, window.count)
+    assert twin == window and hash(twin) == hash(window)
+    assert repr(window) == f"Window(unit={window.unit!r}, count={window.count})"
+    assert pickle.loads(pickle.dumps(window)).name == name
+    if not window.is_calendar_month:
+        assert dataclasses.replace(window, count=2).name == f"{2 * seconds // window.count}s"

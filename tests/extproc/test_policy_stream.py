@@ -8,9 +8,18 @@ from collections.abc import Callable
 import pytest
 
 from policy_sidecar.extproc.facts import RequestFacts
-from policy_sidecar.extproc.handover import facts_from_struct
-from policy_sidecar.extproc.policy_stream import ROUTE_HEADER, PolicyProcessor
-from policy_sidecar.extproc.responses import METADATA_NAMESPACE
+from policy_sidecar.extproc.handover import facts_from_struct, placement
+from policy_sidecar.extproc.policy_stream import (
+    _REMOVED_HEADERS,
+    ROUTE_HEADER,
+    PolicyProcessor,
+    placed_headers,
+)
+from policy_sidecar.extproc.responses import (
+    METADATA_NAMESPACE,
+    continue_request_headers,
+    header_mutation,
+)
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.identity.resolver import Identity, IdentityLookupThrottled
 from tests.conftest import KEY, OTHER_KEY, ListRecorder
@@ -54,6 +63,40 @@ async def test_allowed_request_continues_with_identity_and_handover(
     assert h.request_id == "rid-1"
     assert not h.recorded
     assert recorder.records == []  # the usage filter records allowed requests
+
+
+@pytest.mark.parametrize("worker", [None, "", "50051", "50052"])
+@pytest.mark.parametrize("ticket", [None, "", "b4fedf9f.1", "b4fedf9f.2"])
+def test_placed_headers_equal_the_answer_built_fresh(
+    worker: str | None, ticket: str | None
+) -> None:
+    """The usual headers-phase answer comes from a template per worker; twice in a row,
+    for any worker and ticket, it equals the one built field by field, and answers
+    do not share state (changing one leaves the next unchanged)."""
+    fresh = continue_request_headers(
+        mutation=header_mutation(None, _REMOVED_HEADERS), metadata=placement(ticket, worker)
+    )
+    first = placed_headers(worker, ticket)
+    assert first == fresh
+    first.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields["x"].bool_value = True
+    first.request_headers.response.header_mutation.remove_headers.append("x")
+    assert placed_headers(worker, ticket) == fresh
+    assert placed_headers(worker, ticket).SerializeToString(deterministic=True) == (
+        fresh.SerializeToString(deterministic=True)
+    )
+
+
+async def test_usual_headers_answer_is_the_one_built_fresh(services: Services) -> None:
+    """`on_request_headers` answers a usual request from the template: the same message
+    as the general path builds (key headers removed, the worker and the ticket)."""
+    p = PolicyProcessor(services)
+    r1 = await p.on_request_headers(request_headers(KEY, body=chat_body()))
+    assert p._facts is not None
+    ticket = p._facts.ticket
+    assert r1 == continue_request_headers(
+        mutation=header_mutation(None, _REMOVED_HEADERS),
+        metadata=placement(ticket, services.worker),
+    )
 
 
 @pytest.mark.parametrize(

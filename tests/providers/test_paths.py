@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy_sidecar.providers import Route, default_registry
+from policy_sidecar.providers import Route, default_registry, paths
 from policy_sidecar.providers.paths import (
     canonical_path,
     canonical_target,
@@ -38,6 +38,19 @@ CHAT = Route("openai", "chat")
 )  # fmt: skip
 def test_canonical_path(raw: str, expected: str) -> None:
     assert canonical_path(raw) == expected
+    assert canonical_path(raw) == expected  # the remembered answer too
+    assert paths._canonical_path(raw) == expected
+    long = "/." * 400 + raw  # past the cached length: computed each time, alike
+    assert len(long) > paths._CACHED_PATH_LENGTH
+    assert canonical_path(long) == expected
+
+
+def test_canonical_path_cache_is_bounded() -> None:
+    for i in range(paths._CACHED_PATHS + 10):
+        assert canonical_path(f"/v1/models/m{i}:generateContent") == (
+            f"/v1/models/m{i}:generateContent"
+        )
+    assert paths._canonical_cached.cache_info().currsize <= paths._CACHED_PATHS
 
 
 @pytest.mark.parametrize(
