@@ -25,7 +25,17 @@ c=8).
 
 Upstream: one Envoy ``direct_response`` serving a realistic chat completion (never the
 bottleneck) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
-provider streaming 200 chunks 2 ms apart. Load: wrk (``apt-get install wrk``) and an
+provider streaming 200 chunks 2 ms apart. ``--upstream tls-account``: the chain as
+shipped to a real provider, in every row (LiteLLM's skipped): one provider account
+(``bench-account``, openai) whose cluster speaks TLS to the upstream Envoy (a
+throwaway CA and certificate for ``api.openai.com`` made at run time) with the key
+injected by Envoy's credential injector from a key file in a temporary credentials
+directory; the sidecar rows reach it by the model's route, Envoy alone and the
+trivial row by their default route pointed at it. That upstream answers only
+requests carrying the injected key (401 otherwise: the errors column); each row is
+checked once (the fake provider sees the key, the account cluster made a TLS
+handshake) and the account cluster's TLS handshakes, requests and retries are
+printed at the end. Load: wrk (``apt-get install wrk``) and an
 aiohttp client for the streams. CPU from /proc (sidecar: supervisor and workers; Envoy:
 its process). Per-worker counts: Envoy's per-endpoint ``rq_total`` of the ext_proc cluster
 (each round prints the busiest worker's share of the c=16 and of the c=1 load).
@@ -57,6 +67,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +81,7 @@ import psycopg
 import yaml
 from psycopg.conninfo import make_conninfo
 
+from policy_sidecar.catalog.accounts import ProviderAccount
 from policy_sidecar.cli.launcher import (
     ACCESS_LOG_FLUSH_MS,
     Process,
@@ -77,7 +89,11 @@ from policy_sidecar.cli.launcher import (
     envoy_binary,
     free_port,
     new_stack,
+    wait_tcp,
 )
+from policy_sidecar.envoy.guard import decided_guard
+from policy_sidecar.envoy.upstreams import secret_file_text
+from policy_sidecar.fakeprovider.app import RECEIVED_PATH
 from policy_sidecar.fakeprovider.samples import build_response
 from policy_sidecar.providers import Route, Usage
 
@@ -103,6 +119,7 @@ POLICIES: list[tuple[str, str, dict[str, Any]]] = [
     ("tpd", "token_limit", {"limit": 100000000000, "window": "1d"}),
 ]
 EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+GUARD = str(decided_guard()["name"])  # the RBAC filter refusing undecided requests
 MODES = ("envoy", "trivial", "memory", "redis", "production", "litellm")
 SIDECAR_MODES = ("memory", "redis", "production", "memory-nolua")
 BISECT_MODES = ("lua", "memory-nolua")
@@ -110,6 +127,11 @@ TOP = 20
 # What a stream request carries upstream: the fake provider's pacing, and no gzip (a
 # compressed stream would reach the client in one piece at the end).
 STREAM_HEADERS = {"x-fake-chunk-delay": CHUNK_DELAY, "accept-encoding": "identity"}
+# --upstream tls-account: one provider account, its key injected by Envoy.
+UPSTREAMS = ("plain", "tls-account")
+ACCOUNT = "bench-account"
+ACCOUNT_HOST = "api.openai.com"  # SNI, the certificate's name and `host`
+ACCOUNT_KEY = "sk-bench-account-0123456789abcdef"
 
 
 # Tags a request for the timing log (what kind of request, which round).
@@ -203,10 +225,38 @@ def start_envoy_config(stack: Stack, name: str, config: dict[str, Any], admin_po
 # --------------------------------------------------------------------------- Envoy configs
 
 
-def upstream_config(port: int, admin_port: int, fake_port: int) -> dict[str, Any]:
-    """Static chat completion, or (with x-fake-chunk-delay) the paced fake provider."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA, and the upstream's certificate for ``ACCOUNT_HOST`` it signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(workdir: Path) -> TlsFiles:
+    import trustme  # the dev extra, as the e2e tests make theirs
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert(ACCOUNT_HOST)
+    files = TlsFiles(
+        workdir / "ca.pem", workdir / "upstream-cert.pem", workdir / "upstream-key.pem"
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    return files
+
+
+def upstream_config(
+    port: int, admin_port: int, fake_port: int, tls: TlsFiles | None = None
+) -> dict[str, Any]:
+    """Static chat completion, or (with x-fake-chunk-delay) the paced fake provider.
+    With ``tls``: over TLS only, and only for requests carrying the account's key."""
     usage = Usage(prompt_tokens=240, completion_tokens=64, total_tokens=304)
     body = build_response(Route("openai", "chat"), BODY, usage).body.decode()
+    keyed = [{"name": "authorization", "string_match": {"exact": f"Bearer {ACCOUNT_KEY}"}}]
+    required = keyed if tls is not None else []
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
@@ -220,16 +270,26 @@ def upstream_config(port: int, admin_port: int, fake_port: int) -> dict[str, Any
                         {
                             "match": {
                                 "prefix": "/",
-                                "headers": [{"name": "x-fake-chunk-delay", "present_match": True}],
+                                "headers": [
+                                    {"name": "x-fake-chunk-delay", "present_match": True},
+                                    *required,
+                                ],
                             },
                             "route": {"cluster": "fake", "timeout": "60s"},
                         },
                         {
-                            "match": {"prefix": "/"},
+                            "match": {"prefix": "/", "headers": required},
                             "direct_response": {"status": 200, "body": {"inline_string": body}},
                             "response_headers_to_add": [
                                 {"header": {"key": "content-type", "value": "application/json"}}
                             ],
+                        },
+                        {  # (with tls) the account's key did not arrive
+                            "match": {"prefix": "/"},
+                            "direct_response": {
+                                "status": 401,
+                                "body": {"inline_string": "no injected account key"},
+                            },
                         },
                     ],
                 }
@@ -245,6 +305,38 @@ def upstream_config(port: int, admin_port: int, fake_port: int) -> dict[str, Any
         ],
     }
     address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    }
+    if tls is not None:
+        # The whole request read before the direct_response: an answer sent before the
+        # body arrived makes Envoy close the connection (a new connection, and a TLS
+        # handshake, for every request; a real provider reuses them).
+        hcm["http_filters"].insert(
+            0,
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 1048576,
+                },
+            },
+        )
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": str(tls.cert)},
+                            "private_key": {"filename": str(tls.key)},
+                        }
+                    ]
+                },
+            },
+        }
     return {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
@@ -254,16 +346,7 @@ def upstream_config(port: int, admin_port: int, fake_port: int) -> dict[str, Any
                 {
                     "name": "upstream",
                     "address": address,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
+                    "filter_chains": [chain],
                 }
             ],
             "clusters": [
@@ -351,8 +434,10 @@ def drop_access_logs(config: dict[str, Any]) -> None:
 
 
 def is_gateway_filter(http_filter: dict[str, Any]) -> bool:
+    """The product's filters: ext_proc, the Lua capture, and the guard after the policy
+    filter (without the policy filter it would refuse every request: 400)."""
     kind = str(http_filter.get("typed_config", {}).get("@type", ""))
-    return kind == EXT_PROC or ".lua." in kind
+    return kind == EXT_PROC or ".lua." in kind or http_filter.get("name") == GUARD
 
 
 def ext_proc_cluster(config: dict[str, Any]) -> str:
@@ -388,6 +473,16 @@ def without_gateway(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def default_route_to_account(config: dict[str, Any]) -> None:
+    """Envoy alone and the trivial row name no model route (the sidecar does): their
+    default routes go to the account's cluster instead of the plain ``upstream``."""
+    for hcm in connection_managers(config):
+        for host in hcm["route_config"]["virtual_hosts"]:
+            for route in host["routes"]:
+                if route.get("route", {}).get("cluster") == "upstream":
+                    route["route"]["cluster"] = ACCOUNT
+
+
 def with_trivial(config: dict[str, Any]) -> dict[str, Any]:
     """The gateway filters replaced by one ext_proc filter to the trivial server."""
     cluster = ext_proc_cluster(config)
@@ -420,7 +515,7 @@ def with_trivial(config: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the stacks
 
 
-def standalone_config(org: str) -> str:
+def standalone_config(org: str, route: str | None = None) -> str:
     policies = "\n".join(
         f"  - {{id: p{i}, name: {name}, type: {kind}, config: {json.dumps(config)}}}"
         for i, (name, kind, config) in enumerate(POLICIES)
@@ -431,13 +526,13 @@ applications:
     org_id: {org}
     keys: [{{environment: prod, key: {KEY}}}]
 models:
-  - {{name: gpt-4o-mini, provider: openai, input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
+  - {{name: gpt-4o-mini, provider: openai, {f"route: {route}, " if route else ""}input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}}
 policies:
 {policies}
 """
 
 
-async def seed_production(dsn: str) -> str:
+async def seed_production(dsn: str, cluster: str = "upstream") -> str:
     from policy_sidecar.store.postgres import (
         ApiKeyRepository,
         ApplicationRepository,
@@ -458,7 +553,7 @@ async def seed_production(dsn: str) -> str:
             name="gpt-4o-mini",
             provider="openai",
             upstream_model="gpt-4o-mini",
-            upstream_cluster="upstream",
+            upstream_cluster=cluster,
             input_price_per_mtok=Decimal("0.15"),
             output_price_per_mtok=Decimal("0.6"),
         )
@@ -487,6 +582,10 @@ class Bench:
     args: argparse.Namespace
     workdir: Path
     upstream_port: int = 0
+    fake_port: int = 0
+    # --upstream tls-account: the account every stack's Envoy gets, and its key file's dir.
+    account: ProviderAccount | None = None
+    credentials: Path | None = None
     stacks: list[Stack] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -501,12 +600,30 @@ class Bench:
         base = new_stack(self.workdir / "upstream")
         self.stacks.append(base)
         base.start_fake_provider(args=["--chunk-delay", CHUNK_DELAY])
+        self.fake_port = base.upstream_port
         self.upstream_port = free_port()
         admin = free_port()
+        tls = None
+        if self.args.upstream == "tls-account":
+            tls = make_tls(base.workdir)
+            self.credentials = self.workdir / "credentials"
+            self.credentials.mkdir()
+            (self.credentials / f"{ACCOUNT}.yaml").write_text(
+                secret_file_text(ACCOUNT, ACCOUNT_KEY)
+            )
+            self.account = ProviderAccount(
+                name=ACCOUNT,
+                provider="openai",
+                base_host=ACCOUNT_HOST,
+                credential_ref=ACCOUNT,
+                port=self.upstream_port,
+                ca_file=str(tls.ca),
+                address="127.0.0.1",
+            )
         start_envoy_config(
             base,
             "upstream-envoy",
-            upstream_config(self.upstream_port, admin, base.upstream_port),
+            upstream_config(self.upstream_port, admin, base.upstream_port, tls),
             admin,
         )
 
@@ -517,6 +634,9 @@ class Bench:
             path = self.workdir / f"{mode}-{n}"
         stack = new_stack(path, workers=self.args.workers)
         stack.upstream_port = self.upstream_port
+        if self.account is not None:
+            stack.accounts = [self.account]
+            stack.credentials_dir = self.credentials
         self.stacks.append(stack)
         return stack
 
@@ -545,10 +665,14 @@ class Bench:
                 trivial = stack.start_process(
                     "trivial", [sys.executable, str(HERE / "trivial_extproc.py"), "--ports", ports]
                 )
+                for port in stack.sidecar_ports:
+                    wait_tcp(trivial, port)
                 pids = [trivial.popen.pid]
                 config = with_trivial(config)
             else:
                 config = without_gateway(config)
+            if self.account is not None:
+                default_route_to_account(config)
             if envoy_transform is not None:
                 envoy_transform(config)
             envoy = start_envoy_config(stack, "envoy", config, stack.admin_port)
@@ -566,12 +690,13 @@ class Bench:
         key = KEY
         config_path: Path | None = stack.workdir / "standalone.yaml"
         assert config_path is not None
-        config_path.write_text(standalone_config(f"bench-{uuid.uuid4().hex[:8]}"))
+        route = ACCOUNT if self.account is not None else None
+        config_path.write_text(standalone_config(f"bench-{uuid.uuid4().hex[:8]}", route))
         if mode == "redis":
             env["POLICY_SIDECAR_REDIS_URL"] = REDIS
         elif mode == "production":
             dsn = self.production_dsn()
-            key = asyncio.run(seed_production(dsn))
+            key = asyncio.run(seed_production(dsn, route or "upstream"))
             env |= {"POLICY_SIDECAR_DATABASE_URL": dsn, "POLICY_SIDECAR_REDIS_URL": REDIS}
             config_path = None
         env |= self.args.sidecar_env
@@ -608,6 +733,9 @@ class Bench:
         return make_conninfo(BASE_DSN, options=f"-c search_path={schema}")
 
     def litellm(self) -> Target | None:
+        if self.account is not None:
+            print("note: LiteLLM's row has no TLS provider account: skipped", flush=True)
+            return None
         binary = self.args.litellm or shutil.which("litellm")
         beside = Path(sys.executable).parent / "litellm"
         if binary is None and beside.exists():
@@ -835,6 +963,56 @@ def top_share(before: dict[str, int], after: dict[str, int]) -> float:
     0.5 with two workers is an even spread, 1.0 all on one)."""
     diff = [after[port] - before.get(port, 0) for port in after]
     return max(diff) / sum(diff) if diff and sum(diff) > 0 else float("nan")
+
+
+def upstream_stats(target: Target, cluster: str = ACCOUNT) -> dict[str, int]:
+    """The gateway Envoy's counters of the upstream cluster (connections, TLS
+    handshakes, requests, retries)."""
+    if target.admin_port is None:
+        return {}
+    pattern = urllib.parse.quote(f"^cluster\\.{cluster}\\.")
+    url = f"http://127.0.0.1:{target.admin_port}/stats?filter={pattern}"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    wanted = ("upstream_cx_total", "ssl.handshake", "upstream_rq_total", "upstream_rq_retry")
+    stats = dict.fromkeys(wanted, 0)
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        short = name.removeprefix(f"cluster.{cluster}.")
+        if short in stats:
+            stats[short] = int(value)
+    return stats
+
+
+def check_account(bench: Bench, target: Target) -> None:
+    """One short stream through the row: the fake provider (behind the upstream's TLS
+    listener) must get the account's key, not the caller's, and the account cluster
+    must have made a TLS handshake."""
+    rid = f"bench-check-{uuid.uuid4().hex}"
+    body = {**BODY, "model": target.stream_model, "stream": True, "max_tokens": 4}
+    headers = {
+        "authorization": f"Bearer {target.key}",
+        "content-type": "application/json",
+        "x-request-id": rid,
+        **STREAM_HEADERS,
+    }
+    request = urllib.request.Request(target.url, json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            r.read()
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{target.mode}: the check answered {e.code}: {e.read()[:300]!r}") from e
+    with urllib.request.urlopen(f"http://127.0.0.1:{bench.fake_port}{RECEIVED_PATH}") as r:
+        seen = [x for x in json.loads(r.read()) if x["headers"].get("x-request-id") == rid]
+    keys = [x["headers"].get("authorization") for x in seen]
+    stats = upstream_stats(target)
+    if keys != [f"Bearer {ACCOUNT_KEY}"] or stats["ssl.handshake"] < 1:
+        raise SystemExit(f"{target.mode}: the account's key or TLS is missing: {keys} {stats}")
+    print(
+        f"checked {target.mode}: the provider got the injected key over TLS "
+        f"({stats['ssl.handshake']} handshake(s))",
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- measuring
@@ -1168,6 +1346,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--upstream",
+        choices=UPSTREAMS,
+        default="plain",
+        help="plain: a plain-HTTP upstream cluster; tls-account: every row through one "
+        "provider account (TLS, the key injected by Envoy)",
+    )
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument(
         "--only-streams",
@@ -1204,6 +1389,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} at start; sidecar workers "
         f"{args.workers}; Envoy --concurrency 1; JSON body {len(json.dumps(BODY))} bytes; "
         f"{args.chunks}-chunk SSE paced {float(CHUNK_DELAY) * 1000:.0f} ms; "
+        f"upstream {args.upstream}; "
         f"{args.rounds} round(s), medians",
         flush=True,
     )
@@ -1213,6 +1399,8 @@ def main() -> None:
         for mode in modes:
             target = bench.litellm() if mode == "litellm" else bench.target(mode)
             if target is not None:
+                if bench.account is not None:
+                    check_account(bench, target)
                 targets[mode] = target
         rounds: dict[str, list[dict[str, float]]] = {m: [] for m in targets}
         for i in range(args.rounds):
@@ -1231,6 +1419,11 @@ def main() -> None:
         counts = {m: worker_counts(t) for m, t in targets.items()}
         requests = {m: worker_requests(t) for m, t in targets.items()}
         derived = report(results, counts, args.chunks)
+        cluster = ACCOUNT if bench.account is not None else "upstream"
+        print(f"upstream cluster {cluster} (the gateway Envoy's counters, whole run):")
+        for mode, target in targets.items():
+            stats = upstream_stats(target, cluster)
+            print(f"  {mode:11s} " + "  ".join(f"{k} {v}" for k, v in stats.items()))
         print("requests per sidecar worker (policy_sidecar_worker_requests_total, whole run):")
         for mode, c in requests.items():
             if c:
