@@ -57,6 +57,19 @@ def write_config(directory: Path, text: str = CONFIG) -> Path:
     return path
 
 
+def stack_of(
+    tmp_path_factory: pytest.TempPathFactory, name: str, config: str = CONFIG
+) -> Iterator[Stack]:
+    """A module's own stack on its own standalone config, stopped after the module (use
+    it as ``yield from stack_of(...)`` in a fixture)."""
+    workdir = tmp_path_factory.mktemp(name)
+    running = start_stack(workdir, write_config(workdir, config))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from policy_sidecar.cli.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack
 from policy_sidecar.fakeprovider.app import RESPONSE_HEADERS_HEADER
 
-from .conftest import write_config
+from .conftest import stack_of
 
 pytestmark = pytest.mark.e2e
 
@@ -53,12 +53,7 @@ PROVIDERS = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("rate-headers")
-    running = start_stack(workdir, write_config(workdir, CONFIG))
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from stack_of(tmp_path_factory, "rate-headers", CONFIG)
 
 
 def chat(stack: Stack, key: str, *, stream: bool) -> list[tuple[str, str]]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from policy_sidecar.cli.launcher import Stack, start_stack
+from policy_sidecar.cli.launcher import Stack
 from policy_sidecar.fakeprovider.app import RECEIVED_PATH
 
-from .conftest import KEY, usage_records, write_config
+from .conftest import KEY, stack_of, usage_records
 from .raw_http import Reply, h1_request, h2_request
 
 pytestmark = pytest.mark.e2e
@@ -48,12 +48,7 @@ DENIED = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content":
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("shapes")
-    running = start_stack(workdir, write_config(workdir, CONFIG))
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from stack_of(tmp_path_factory, "shapes", CONFIG)
 
 
 def reached_provider(stack: Stack, request_id: str) -> list[dict[str, Any]]:
