@@ -15,12 +15,15 @@ import os
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from policy_sidecar.store.postgres import UsageRepository, migrate, open_pool
+from policy_sidecar.store.postgres.pool import Pool
 from policy_sidecar.usage.record import UsageRecord
 
 DSN = os.environ.get(
@@ -66,14 +69,27 @@ def records(n: int, *, start: datetime, per_second: int, apps: int) -> list[Usag
     return out
 
 
-async def main(rows: int, batch: int, per_second: int, apps: int) -> None:
+@asynccontextmanager
+async def throwaway_pool(dsn: str = DSN) -> AsyncIterator[Pool]:
+    """A pool on a migrated schema of its own, dropped afterwards."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        dsn = make_conninfo(DSN, options=f"-c search_path={schema}")
-        await migrate(dsn)
-        pool = await open_pool(dsn, min_size=1, max_size=2)
+        scoped = make_conninfo(dsn, options=f"-c search_path={schema}")
+        await migrate(scoped)
+        pool = await open_pool(scoped, min_size=1, max_size=2)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def main(rows: int, batch: int, per_second: int, apps: int) -> None:
+    async with throwaway_pool() as pool:
         data = records(rows, start=datetime(2026, 6, 1, tzinfo=UTC), per_second=per_second,
                        apps=apps)  # fmt: skip
         repo = UsageRepository(pool)
@@ -86,15 +102,11 @@ async def main(rows: int, batch: int, per_second: int, apps: int) -> None:
         retry_t = time.perf_counter()
         await repo.insert_batch(data[batch : 2 * batch])  # an idempotent retry
         retry = time.perf_counter() - retry_t
-        await pool.close()
         print(
             f"rows={inserted} batch={batch} per_second={per_second} apps={apps} "
             f"elapsed={elapsed:.2f}s throughput={inserted / elapsed:,.0f} rows/s "
             f"retry_of_one_batch={retry * 1000:.0f}ms"
         )
-    finally:
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 if __name__ == "__main__":

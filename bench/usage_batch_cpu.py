@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import argparse
 import time
-import uuid
 from datetime import UTC, datetime
 
-import psycopg
 import uvloop
-from psycopg.conninfo import make_conninfo
 
-from bench.copy_throughput import DSN, records
-from policy_sidecar.store.postgres import UsageRepository, migrate, open_pool
+from bench.copy_throughput import records, throwaway_pool
+from policy_sidecar.store.postgres import UsageRepository
 
 
 async def main(sizes: list[int], batches: int) -> None:
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        dsn = make_conninfo(DSN, options=f"-c search_path={schema}")
-        await migrate(dsn)
-        pool = await open_pool(dsn, min_size=1, max_size=2)
+    async with throwaway_pool() as pool:
         data = records(
             10 + batches * sum(sizes),
             start=datetime(2026, 6, 1, tzinfo=UTC),
@@ -51,10 +42,6 @@ async def main(sizes: list[int], batches: int) -> None:
                 f"batch {size:3d}: {cpu / batches * 1e6:6.0f} us CPU a batch,"
                 f" {cpu / batches / size * 1e6:6.0f} us a record; wall {wall / batches * 1e3:6.2f} ms"
             )
-        await pool.close()
-    finally:
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 if __name__ == "__main__":
