@@ -116,9 +116,12 @@ def test_with_changes_copies_every_field() -> None:
     )
     with pytest.raises(TypeError, match="no_such_field"):
         bare.with_changes(no_such_field=1)
-    # What makes the shortcut valid: nothing runs in __init__ but the assignments.
+    # What makes the shortcut valid: nothing runs in __init__ but the assignments, and
+    # the instance dict (which it copies) holds the fields and nothing else.
     assert not hasattr(RequestFacts, "__post_init__")
     assert all(f.init for f in dataclasses.fields(RequestFacts))
+    assert set(full.__dict__) == {f.name for f in dataclasses.fields(RequestFacts)}
+    assert set(full.with_changes(stream=False).__dict__) == set(full.__dict__)
 
 
 @given(facts_values, facts_values)
@@ -223,3 +226,66 @@ def test_a_denial_record_keeps_the_requested_stream_and_names_the_policy() -> No
     assert record.streamed is True
     assert (record.total_tokens, record.usage_reported, record.ttft_ms) == (0, False, None)
     assert record.latency_ms == 500.0
+
+
+# --- the charges on the wire -----------------------------------------------------------
+
+COST = Charge(
+    "ps:{org:o%201}:app:a,b:p-cost", Window(WindowUnit.MONTH, 1), 1_798_761_600, 54, "cost_usd"
+)
+
+
+def test_the_charges_cross_as_one_string() -> None:
+    facts = RequestFacts("rid", 1.0, charges=(CHARGE, COST))
+    values = facts.to_metadata()
+    assert values["ch"] == (
+        "day,1,10,5,total,k month,1,1798761600,54,cost_usd,ps:{org:o%201}:app:a,b:p-cost"
+    )
+    assert facts_from_struct(through_struct(values)) == facts
+
+
+def test_the_list_form_of_an_older_sidecar_is_still_read() -> None:
+    old = {
+        "rid": "rid",
+        "t0": 1.0,
+        "ch": [c.to_list() for c in (CHARGE, COST)],
+    }
+    assert facts_from_struct(through_struct(old)) == RequestFacts(
+        "rid", 1.0, charges=(CHARGE, COST)
+    )
+    # Struct numbers come back as floats; strings as some writers left them.
+    as_text = {**old, "ch": [[str(v) for v in c.to_list()] for c in (CHARGE, COST)]}
+    assert RequestFacts.from_metadata(as_text) == RequestFacts("rid", 1.0, charges=(CHARGE, COST))
+
+
+def test_a_key_with_a_space_falls_back_to_the_list_form() -> None:
+    # Counter keys are percent-encoded and never hold one; the encoding still round-trips.
+    odd = Charge("a b", Window(WindowUnit.MINUTE, 5), 60, 1, "total")
+    values = RequestFacts("rid", 1.0, charges=(CHARGE, odd)).to_metadata()
+    assert isinstance(values["ch"], list)
+    assert facts_from_struct(through_struct(values)) == RequestFacts(
+        "rid", 1.0, charges=(CHARGE, odd)
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "day,1,10,5,total",  # no key
+        "day,1,10,5,total,k  day,1,10,5,total,k",  # an empty charge between two spaces
+        "week,1,10,5,total,k",  # no such unit
+        "day,0,10,5,total,k",  # a window of no length
+        "month,2,10,5,total,k",
+        "day,1,ten,5,total,k",
+        "day,1,10,5.5,total,k",
+        7,
+        True,
+        [["k", "day"]],
+        [["k", "day", "x", 10, 5, "total"]],
+        [7],
+    ],
+)
+def test_malformed_charges_are_a_value_error_naming_them(raw: Any) -> None:
+    with pytest.raises(ValueError, match="'ch'"):
+        RequestFacts.from_metadata({"rid": "rid", "t0": 1.0, "ch": raw})
