@@ -76,3 +76,14 @@ def test_no_unmetered_pattern_shadows_a_metered_route() -> None:
     registry = default_registry()
     for path in ("/v1/batches", "/v1/files", "/v1/realtime", "/v1/messages/batches"):
         assert registry.match("POST", path) is None
+
+
+def test_the_answer_is_the_same_asked_again_and_for_paths_too_long_to_remember() -> None:
+    long_tail = "/x" * 400  # canonical path over the remembered length
+    for _ in range(2):
+        assert not_metered("/v1/batches") is not None
+        assert not_metered("/v1/chat/completions") is None
+        assert not_metered("/v1/files" + long_tail) is not None
+        assert not_metered("/v1/chat/completions" + long_tail) is None
+        reason = not_metered("/v1/batches", {"upgrade": "websocket"})
+        assert reason is not None and "WebSocket" in reason
