@@ -8,10 +8,10 @@ merge them field by field. None of these parsers raises on malformed input.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from policy_sidecar import fastjson
 from policy_sidecar.providers.base import Usage, UsageParser
 from policy_sidecar.providers.sse import LineSplitter, SSEDecoder
 from policy_sidecar.providers.window import (
@@ -37,7 +37,7 @@ TAIL_BYTES = 64 * 1024
 
 def _loads(data: bytes | str) -> Any:
     try:
-        return json.loads(data)
+        return fastjson.loads(data)
     except (ValueError, RecursionError):
         return None
 
