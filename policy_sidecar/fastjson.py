@@ -5,29 +5,30 @@ body in its capture: orjson takes about a fifth of the stdlib's time for them. I
 stricter than the stdlib (no NaN or Infinity, no lone surrogates, UTF-8 only, no BOM,
 a nesting limit): whatever it refuses is parsed again by ``json.loads``, which gives the
 stdlib's value or raises the stdlib's error. The one value it reads differently is an
-integer beyond 64 bits (a float instead of an int): text with a run of 19 digits goes
-to the stdlib at once.
+integer beyond 64 bits (a float instead of an int): text with a run of 19 digits goes to
+the stdlib at once (found by `bytes.translate`, ~1 µs a KB: a regex or a walk over the
+parsed values costs more than orjson saves).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 __all__ = ["loads"]
 
-# Every integer orjson would turn into a float has at least 19 digits (|n| ≥ 2**63).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
+# Every integer orjson would turn into a float has at least 19 digits (|n| ≥ 2**63):
+# digits become "0", everything else a space, and a run of 19 zeros is searched for.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_RUN = b"0" * 19
 
 
 def loads(data: bytes | str) -> Any:
     """``json.loads(data)``: the same value, or the same exception."""
-    pattern = _LONG_DIGITS_STR if isinstance(data, str) else _LONG_DIGITS
-    if pattern.search(data) is None:  # type: ignore[arg-type]
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if _RUN not in raw.translate(_DIGITS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
