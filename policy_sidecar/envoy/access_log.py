@@ -9,7 +9,6 @@ docs/envoy.md, "Usage capture".
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -19,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from policy_sidecar import fastjson
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
 
 __all__ = [
@@ -159,7 +159,7 @@ class LogEntry:
         if len(line) > MAX_LINE_BYTES:
             raise LogLineError(f"line of {len(line)} bytes, over {MAX_LINE_BYTES}")
         try:
-            raw = json.loads(line)
+            raw = fastjson.loads(line)
         except (ValueError, RecursionError) as exc:
             raise LogLineError("not JSON") from exc
         if not isinstance(raw, dict):
@@ -210,13 +210,17 @@ def _int(value: Any) -> int:
     return int(number)
 
 
+_a2b = binascii.a2b_base64
+
+
 def _capture(raw: Any) -> Capture | None:
     if not isinstance(raw, dict):
         return None
     first = raw.get("f")
     return Capture(
-        head=base64.b64decode(raw.get("h") or "", validate=True),
-        tail=base64.b64decode(raw.get("t") or "", validate=True),
+        # What base64.b64decode(…, validate=True) does, without its wrapping.
+        head=_a2b(raw.get("h") or "", strict_mode=True),
+        tail=_a2b(raw.get("t") or "", strict_mode=True),
         size=_int(raw.get("b")),
         chunks=_int(raw.get("n")),
         first_byte_at=float(first) / 1000.0 if isinstance(first, int | float) else None,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from policy_sidecar.envoy.access_log import LogEntry, LogLineError
 from policy_sidecar.extproc.completion import Completer
-from policy_sidecar.observability.metrics import observe_record, observe_skipped_line
+from policy_sidecar.observability.metrics import observe_records, observe_skipped_line
 from policy_sidecar.usage.record import UsageRecord
 
 __all__ = ["DurableRecorder", "LogConsumer"]
@@ -56,7 +56,9 @@ class LogConsumer:
         else:
             # Settling and post-checks wait on the counter store: the batch's run together.
             done = await asyncio.gather(*(self._one(e) for e in entries))
-        return [r for r in done if r is not None]
+        records = [r for r in done if r is not None]
+        observe_records(records)  # once a batch: its lines share their counters
+        return records
 
     async def _one(self, entry: LogEntry) -> UsageRecord | None:
         try:
@@ -65,8 +67,6 @@ class LogConsumer:
             log.exception("access log line of request %s skipped", (entry.request_id or "")[:128])
             observe_skipped_line("unusable")
             return None
-        if record is not None:
-            observe_record(record)
         return record
 
 

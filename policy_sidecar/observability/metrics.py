@@ -7,6 +7,7 @@ facts; only the edges record them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
@@ -134,10 +135,26 @@ def _child(metric: Counter | Histogram, *values: str) -> Any:
 
 def observe_record(record: UsageRecord) -> None:
     """Request, token and latency metrics from a finished request's usage record."""
+    observe_records((record,))
+
+
+def observe_records(records: Iterable[UsageRecord]) -> None:
+    """`observe_record` for each of ``records`` (the access log reader's batch): a
+    counter child that several records increment is incremented once, by their sum
+    (the same totals, fewer locked increments); histograms observe every record."""
+    counts: dict[Any, int] = {}
+    for record in records:
+        _observe(record, counts)
+    for child, amount in counts.items():
+        child.inc(amount)
+
+
+def _observe(record: UsageRecord, counts: dict[Any, int]) -> None:
     provider = record.provider or "unknown"
     model = _label(record.served_model or record.requested_model, "model")
     status_class = f"{record.status_code // 100}xx" if record.status_code else "none"
-    _child(REQUESTS, provider, model, record.decision, status_class).inc()
+    child = _child(REQUESTS, provider, model, record.decision, status_class)
+    counts[child] = counts.get(child, 0) + 1
     if record.usage_reported:
         app = _label(record.app_id, "app")
         for kind, value in (
@@ -147,7 +164,8 @@ def observe_record(record: UsageRecord) -> None:
             ("reasoning", record.reasoning_tokens),
         ):
             if value:
-                _child(TOKENS, app, model, kind).inc(value)
+                child = _child(TOKENS, app, model, kind)
+                counts[child] = counts.get(child, 0) + value
     if record.decision in ("allow", "incomplete") and record.latency_ms is not None:
         _child(REQUEST_DURATION, provider).observe(record.latency_ms / 1000)
     if record.ttft_ms is not None:

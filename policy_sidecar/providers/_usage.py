@@ -8,16 +8,17 @@ merge them field by field. None of these parsers raises on malformed input.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from policy_sidecar import fastjson
 from policy_sidecar.providers.base import Usage, UsageParser
 from policy_sidecar.providers.sse import LineSplitter, SSEDecoder
 from policy_sidecar.providers.window import (
     MISSING,
     after_first_event,
     after_first_line,
+    last_event_end,
     member_value,
     through_last_event,
     through_last_line,
@@ -36,7 +37,7 @@ TAIL_BYTES = 64 * 1024
 
 def _loads(data: bytes | str) -> Any:
     try:
-        return json.loads(data)
+        return fastjson.loads(data)
     except (ValueError, RecursionError):
         return None
 
@@ -138,25 +139,54 @@ class SSEUsageParser:
     two candidate events and decode at ``finish``: Gemini repeats usageMetadata on every
     chunk, so decoding each one would cost a JSON parse per chunk for nothing. The second
     to last is the fallback if the last turns out to be malformed.
+
+    Bytes fed between two events are not decoded up to the event that holds the first
+    needle: whole events without one are skipped as they would be after decoding (a
+    needle holds no line break, so it is in the raw bytes of any event whose data holds
+    it). A 200-chunk stream's head and tail hold ~25 events; the usage is in one or two.
     """
 
-    __slots__ = ("_decoder", "_extract", "_last", "_merge", "_needles", "_raw", "_to_usage")
+    __slots__ = (
+        "_decoder",
+        "_extract",
+        "_last",
+        "_merge",
+        "_needle_bytes",
+        "_needles",
+        "_raw",
+        "_to_usage",
+    )
 
     def __init__(
         self, extract: Extract, to_usage: ToUsage, needles: tuple[str, ...], *, merge: bool
     ) -> None:
+        if any("\n" in n or "\r" in n for n in needles):
+            raise ValueError("an SSE needle cannot hold a line break")
         self._decoder = SSEDecoder()
         self._extract = extract
         self._to_usage = to_usage
         self._needles = needles
+        self._needle_bytes = tuple(n.encode() for n in needles)
         # merge: later events update fields one by one; otherwise the last usage wins.
         self._merge = merge
         self._raw: Raw = {}
         self._last: list[str] = []
 
     def feed(self, chunk: bytes) -> None:
+        if self._decoder.idle:
+            chunk = chunk[self._skippable(chunk) :]
         for event in self._decoder.feed(chunk):
             self._data(event.data)
+
+    def _skippable(self, chunk: bytes) -> int:
+        """How many bytes at the start of ``chunk`` (fed between two events) are whole
+        events that hold no needle."""
+        first = len(chunk)
+        for needle in self._needle_bytes:
+            at = chunk.find(needle)
+            if 0 <= at < first:
+                first = at
+        return last_event_end(chunk, first)
 
     def feed_window(self, head: bytes, tail: bytes) -> None:
         self.feed(through_last_event(head))

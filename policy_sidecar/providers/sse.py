@@ -67,6 +67,11 @@ class LineSplitter:
         """Bytes held for the incomplete last line (never more than `MAX_LINE`)."""
         return self._pending
 
+    @property
+    def idle(self) -> bool:
+        """At the start of a line: the next byte fed is read as the first of a line."""
+        return not self._parts and not self._pending_cr and not self._skipping
+
     def close(self) -> list[bytes]:
         """The last line when the body did not end with a line break."""
         rest = b"".join(self._parts)
@@ -97,6 +102,12 @@ class SSEDecoder:
     def buffered(self) -> int:
         """Bytes and characters held for incomplete lines and the incomplete event."""
         return self._lines.buffered + self._size
+
+    @property
+    def idle(self) -> bool:
+        """Between two events: the next byte fed starts a new event, so bytes that hold
+        only whole events can be left out without changing the events that follow."""
+        return not self._data and not self._event and not self._skipping and self._lines.idle
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
         for raw in self._lines.feed(chunk):

@@ -15,6 +15,7 @@ __all__ = [
     "MISSING",
     "after_first_event",
     "after_first_line",
+    "last_event_end",
     "last_member_value",
     "member_value",
     "through_last_event",
@@ -62,10 +63,18 @@ def last_member_value(text: str, key: str) -> Any:
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\r\n\n", b"\n\r\n")
 
 
+def last_event_end(data: bytes, before: int) -> int:
+    """Where the last SSE event boundary (blank line) that ends at or before ``before``
+    in ``data`` ends; 0 when none does. A boundary found inside a CRLF pair ("\\r\\r"
+    then "\\n") leaves one blank line after it, which starts no event."""
+    return max(
+        (at + len(sep) if (at := data.rfind(sep, 0, before)) >= 0 else 0) for sep in _EVENT_ENDS
+    )
+
+
 def through_last_event(head: bytes) -> bytes:
     """``head`` up to the end of its last complete SSE event (empty if none ends)."""
-    end = max((head.rfind(sep) + len(sep) if sep in head else 0) for sep in _EVENT_ENDS)
-    return head[:end]
+    return head[: last_event_end(head, len(head))]
 
 
 def after_first_event(tail: bytes) -> bytes:
