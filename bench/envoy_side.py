@@ -225,6 +225,24 @@ def ps_string(config: Config) -> None:
         fmt["ps"] = f"%DYNAMIC_METADATA({NAMESPACE}:L)%"
 
 
+def rl_own_namespace(config: Config) -> None:
+    """The rl_* values in a namespace of their own (not logged), the headers read there."""
+    value = set_metadata_value(config)
+    rl = {k: value.pop(k) for k in [k for k in value if k.startswith("rl_")]}
+    for filters in http_filter_lists(config):
+        for f in filters:
+            if f.get("typed_config", {}).get("@type") == SET_METADATA:
+                f["typed_config"]["metadata"].append(
+                    {"metadata_namespace": f"{NAMESPACE}.rl", "value": rl}
+                )
+    for hcm in connection_managers(config):
+        for host in hcm["route_config"]["virtual_hosts"]:
+            for h in host.get("response_headers_to_add", []):
+                h["header"]["value"] = h["header"]["value"].replace(
+                    f"({NAMESPACE}:", f"({NAMESPACE}.rl:"
+                )
+
+
 def no_guard(config: Config) -> None:
     for filters in http_filter_lists(config):
         filters[:] = [f for f in filters if f.get("name") != GUARD]
@@ -498,6 +516,7 @@ def main() -> None:
                 "ps-by-key": ps_by_key,
                 "r-by-key": r_by_key,
                 "ps-string": ps_string,
+                "rl-own-ns": rl_own_namespace,
                 "by-key": both(ps_by_key, r_by_key),
                 "no-lua": no_lua,
                 "no-guard": no_guard,
