@@ -24,7 +24,9 @@ loads (wrk) and measures only the streams, with ``--streams`` at c=1 (twice as m
 c=8).
 
 Upstream: one Envoy ``direct_response`` serving a realistic chat completion (never the
-bottleneck) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
+bottleneck; it reads the whole request before answering, so the gateway keeps its
+upstream connections, as with a real provider: plain figures before 2026-11-30's
+"Envoy-side cost per request" in BENCHMARKS.md had a new connection per request) and, for requests carrying ``x-fake-chunk-delay``, the package's fake
 provider streaming 200 chunks 2 ms apart. ``--upstream tls-account``: the chain as
 shipped to a real provider, in every row (LiteLLM's skipped): one provider account
 (``bench-account``, openai) whose cluster speaks TLS to the upstream Envoy (a
@@ -308,20 +310,20 @@ def upstream_config(
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
-    if tls is not None:
-        # The whole request read before the direct_response: an answer sent before the
-        # body arrived makes Envoy close the connection (a new connection, and a TLS
-        # handshake, for every request; a real provider reuses them).
-        hcm["http_filters"].insert(
-            0,
-            {
-                "name": "envoy.filters.http.buffer",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                    "max_request_bytes": 1048576,
-                },
+    # The whole request read before the direct_response (plain or TLS): an answer sent
+    # before the body arrived makes Envoy close the connection (a new connection, and
+    # with TLS a handshake, for every request; a real provider reuses them).
+    hcm["http_filters"].insert(
+        0,
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": 1048576,
             },
-        )
+        },
+    )
+    if tls is not None:
         chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {

@@ -6,12 +6,19 @@ One process per port (like the sidecar's workers), grpc.aio on uvloop, no work a
 what any Python ext_proc costs before it does anything. ``hot_path.py`` runs it behind
 one ext_proc filter (request headers, buffered request body, response headers, streamed
 response body: four messages for a JSON request, one more per stream chunk).
+
+``--metadata FILE`` (a JSON object): the answer that ends the request path (the body's,
+or the headers' when the request has no body) also sets it as the ``policy_sidecar``
+dynamic metadata, with ``w`` the worker's port, as the policy filter's final answer
+does: behind the product's full chain (the ``decided`` guard, the access log split by
+worker) it then passes as the product would (bench/envoy_side.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import signal
 from typing import Any
@@ -19,6 +26,7 @@ from typing import Any
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf import struct_pb2
 
 _COMMON = pb.CommonResponse()
 
@@ -38,19 +46,44 @@ def answer(msg: pb.ProcessingRequest) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
 
 
+def final_answers(metadata: dict[str, Any]) -> dict[str, pb.ProcessingResponse]:
+    """The body answer and the headers answer of a bodiless request, each carrying the
+    metadata (built once)."""
+    meta = struct_pb2.Struct()
+    meta.update({"policy_sidecar": metadata})
+    body = pb.ProcessingResponse(request_body=pb.BodyResponse(response=_COMMON))
+    body.dynamic_metadata.CopyFrom(meta)
+    headers = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=_COMMON))
+    headers.dynamic_metadata.CopyFrom(meta)
+    return {"request_body": body, "request_headers": headers}
+
+
 class Trivial(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, finals: dict[str, pb.ProcessingResponse] | None = None) -> None:
+        self._finals = finals
+
     async def Process(self, request_iterator: Any, context: Any) -> None:
+        finals = self._finals
         while True:
             msg = await context.read()
             if msg is grpc.aio.EOF:
                 return
-            if not msg.observability_mode:
-                await context.write(answer(msg))
+            if msg.observability_mode:
+                continue
+            if finals is not None:
+                kind = msg.WhichOneof("request")
+                if kind == "request_body" or (
+                    kind == "request_headers" and msg.request_headers.end_of_stream
+                ):
+                    await context.write(finals[kind])
+                    continue
+            await context.write(answer(msg))
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, metadata: dict[str, Any] | None) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(Trivial(), server)
+    finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
+    pb_grpc.add_ExternalProcessorServicer_to_server(Trivial(finals), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -60,18 +93,24 @@ async def serve(port: int) -> None:
     await server.stop(1)
 
 
-def worker(port: int) -> None:
+def worker(port: int, metadata: dict[str, Any] | None) -> None:
     import uvloop
 
-    uvloop.run(serve(port))
+    uvloop.run(serve(port, metadata))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ports", required=True)
-    ports = [int(p) for p in parser.parse_args().ports.split(",")]
+    parser.add_argument("--metadata", help="JSON file: the policy_sidecar metadata to set")
+    args = parser.parse_args()
+    ports = [int(p) for p in args.ports.split(",")]
+    metadata = None
+    if args.metadata:
+        with open(args.metadata) as f:
+            metadata = json.load(f)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(p,)) for p in ports]
+    procs = [ctx.Process(target=worker, args=(p, metadata)) for p in ports]
     for p in procs:
         p.start()
 

@@ -7,7 +7,8 @@ local NS = "policy_sidecar.response"
 
 local function save(handle, head, tail, chunks, bytes, first, ended)
   local meta = handle:streamInfo():dynamicMetadata()
-  meta:set(NS, "h", handle:base64Escape(head))
+  -- A body the tail holds whole (most JSON answers) is logged once: no head.
+  if bytes > TAIL then meta:set(NS, "h", handle:base64Escape(head)) end
   meta:set(NS, "t", handle:base64Escape(tail))
   meta:set(NS, "n", chunks)
   meta:set(NS, "b", bytes)
