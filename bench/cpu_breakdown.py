@@ -183,6 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sidecar_env = dict(e.split("=", 1) for e in args.env)
     args.quick = True
+    args.upstream = getattr(args, "upstream", "plain")
     workdir = Path(tempfile.mkdtemp(prefix="ps-cpu-"))
     bench = Bench(args, workdir)
     print(f"load average {os.getloadavg()[0]:.1f} at start")

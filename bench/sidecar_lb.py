@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3)
     parser.add_argument("--extra", action="append", default=[])
     a = parser.parse_args()
-    args = argparse.Namespace(workers=2, sidecar_env={})
+    args = argparse.Namespace(workers=2, sidecar_env={}, upstream="plain")
     bench = hp.Bench(args, Path(tempfile.mkdtemp(prefix="ps-lb-")))
     print(f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     try:
