@@ -76,14 +76,7 @@ hot_path.add_timing_log = lambda config, path: None
 
 SET_METADATA = "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config"
 NAMESPACE = "policy_sidecar"
-TRIVIAL_MODE = {
-    "request_header_mode": "SEND",
-    "request_body_mode": "BUFFERED",
-    "request_trailer_mode": "SKIP",
-    "response_header_mode": "SEND",
-    "response_body_mode": "STREAMED",
-    "response_trailer_mode": "SKIP",
-}
+TRIVIAL_MODE = hot_path.TRIVIAL_MODE
 
 Config = dict[str, Any]
 

@@ -158,6 +158,17 @@ TIMING_FIELDS = ("req", "up", "relay", "ttfb")
 # --------------------------------------------------------------------------- processes
 
 
+# The trivial ext_proc's processing mode: four messages for a JSON request.
+TRIVIAL_MODE = {
+    "request_header_mode": "SEND",
+    "request_body_mode": "BUFFERED",
+    "request_trailer_mode": "SKIP",
+    "response_header_mode": "SEND",
+    "response_body_mode": "STREAMED",
+    "response_trailer_mode": "SKIP",
+}
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU of the processes and all their descendants."""
     total = 0.0
@@ -495,14 +506,7 @@ def with_trivial(config: dict[str, Any]) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "2s"},
             "failure_mode_allow": False,
             "message_timeout": "2s",
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "STREAMED",
-                "response_trailer_mode": "SKIP",
-            },
+            "processing_mode": TRIVIAL_MODE,
         },
     }
     for filters in http_filter_lists(config):
