@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from policy_sidecar import fastjson
 from policy_sidecar.envoy.local_reply import ERROR_HEADER
+from policy_sidecar.providers import fastjson
 
 __all__ = [
     "CAPTURE_NAMESPACE",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from policy_sidecar import fastjson
+from policy_sidecar.providers import fastjson
 from policy_sidecar.providers.base import Usage, UsageParser
 from policy_sidecar.providers.sse import LineSplitter, SSEDecoder
 from policy_sidecar.providers.window import (

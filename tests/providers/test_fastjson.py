@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy_sidecar import fastjson
+from policy_sidecar.providers import fastjson
 
 CASES: list[bytes | str] = [
     b'{"a": 1, "a": 2}',
