@@ -9,7 +9,10 @@ Side by side, on the same machine, in one run (``--rounds`` rounds, medians):
   filter and any access log removed;
 - ``trivial``: the same with those filters replaced by one ext_proc filter
   (request headers, buffered request body, response headers, streamed response body) to
-  ``bench/trivial_extproc.py``, which answers CONTINUE and does nothing else;
+  ``bench/trivial_extproc.py``, which answers CONTINUE and does nothing else (the
+  reference of the ratios); ``trivial-pinned``: the same with each of its processes
+  pinned to a CPU, as the sidecar's workers pin themselves on a machine with as many
+  CPUs as workers (``POLICY_SIDECAR_PIN_WORKERS``), shown beside it;
 - ``memory``, ``redis``, ``production``: the sidecar exactly as shipped (config rendered
   by the project's own renderer, processes started by its launcher), standalone with
   in-process counters, standalone with Redis counters, and production mode (Postgres +
@@ -122,7 +125,7 @@ POLICIES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 GUARD = str(decided_guard()["name"])  # the RBAC filter refusing undecided requests
-MODES = ("envoy", "trivial", "memory", "redis", "production", "litellm")
+MODES = ("envoy", "trivial", "trivial-pinned", "memory", "redis", "production", "litellm")
 SIDECAR_MODES = ("memory", "redis", "production", "memory-nolua")
 BISECT_MODES = ("lua", "memory-nolua")
 TOP = 20
@@ -660,17 +663,20 @@ class Bench:
         stack = self.new_stack(mode)
         if mode == "memory-nolua" and envoy_transform is None:
             envoy_transform = without_lua
-        if mode in ("envoy", "trivial", "lua"):
+        if mode in ("envoy", "trivial", "trivial-pinned", "lua"):
             config = self.rendered(stack)
             cluster = ext_proc_cluster(config)
             pids: list[int] = []
             if mode == "lua":
                 config = lua_only(config)
-            elif mode == "trivial":
+            elif mode.startswith("trivial"):
                 ports = ",".join(str(p) for p in stack.sidecar_ports)
-                trivial = stack.start_process(
-                    "trivial", [sys.executable, str(HERE / "trivial_extproc.py"), "--ports", ports]
-                )
+                argv = [sys.executable, str(HERE / "trivial_extproc.py"), "--ports", ports]
+                # trivial-pinned: each process on a CPU, as the sidecar's workers pin
+                # themselves (POLICY_SIDECAR_PIN_WORKERS=auto) on this machine.
+                argv += ["--pin"] if "pinned" in mode else []
+                argv += getattr(self.args, "trivial_args", [])  # bench/round_trips.py
+                trivial = stack.start_process("trivial", argv)
                 for port in stack.sidecar_ports:
                     wait_tcp(trivial, port)
                 pids = [trivial.popen.pid]
@@ -689,7 +695,7 @@ class Bench:
                 stack.admin_port,
                 pids,
                 envoy.popen.pid,
-                cluster if mode == "trivial" else None,
+                cluster if mode.startswith("trivial") else None,
                 stack,
             )
         env = {"POLICY_SIDECAR_LOG_LEVEL": "WARNING"}
@@ -1143,6 +1149,8 @@ def report(
         for mode in results:
             if mode in ("envoy", "trivial"):
                 continue
+            if mode == "trivial-pinned":
+                print("  (trivial-pinned: the same trivial ext_proc, each process pinned to a CPU)")
             r, d = results[mode], derived[mode]
             print(
                 f"  {mode:11s} throughput {r['rps'] / trivial['rps']:5.0%}  "

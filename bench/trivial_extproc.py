@@ -58,11 +58,52 @@ def final_answers(metadata: dict[str, Any]) -> dict[str, pb.ProcessingResponse]:
     return {"request_body": body, "request_headers": headers}
 
 
+async def full_duplex(first: pb.ProcessingRequest, context: Any) -> None:
+    """A request body in FULL_DUPLEX_STREAMED mode sent without waiting for the headers
+    answer (``send_body_without_waiting_for_header_response``): read the headers and the
+    whole body, then answer the headers (with the body's length, as a server that chose
+    its mutations after reading the body would) and give the body back in one piece."""
+    headers = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=_COMMON))
+    if first.request_headers.end_of_stream:
+        await context.write(headers)
+        return
+    chunks = []
+    while True:
+        msg = await context.read()
+        if msg is grpc.aio.EOF:
+            return
+        if msg.WhichOneof("request") != "request_body":
+            break
+        chunks.append(msg.request_body.body)
+        if msg.request_body.end_of_stream:
+            break
+    whole = b"".join(chunks)
+    length = headers.request_headers.response.header_mutation.set_headers.add()
+    length.header.key = "content-length"
+    length.header.raw_value = str(len(whole)).encode()
+    await context.write(headers)
+    answer = pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse()))
+    streamed = answer.request_body.response.body_mutation.streamed_response
+    streamed.body = whole
+    streamed.end_of_stream = True
+    await context.write(answer)
+    while await context.read() is not grpc.aio.EOF:
+        pass
+
+
 class Trivial(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, finals: dict[str, pb.ProcessingResponse] | None = None) -> None:
+    def __init__(
+        self, finals: dict[str, pb.ProcessingResponse] | None = None, duplex: bool = False
+    ) -> None:
         self._finals = finals
+        self._duplex = duplex
 
     async def Process(self, request_iterator: Any, context: Any) -> None:
+        if self._duplex:
+            first = await context.read()
+            if first is not grpc.aio.EOF:
+                await full_duplex(first, context)
+            return
         finals = self._finals
         while True:
             msg = await context.read()
@@ -80,10 +121,10 @@ class Trivial(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.write(answer(msg))
 
 
-async def serve(port: int, metadata: dict[str, Any] | None) -> None:
+async def serve(port: int, metadata: dict[str, Any] | None, duplex: bool = False) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
-    pb_grpc.add_ExternalProcessorServicer_to_server(Trivial(finals), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(Trivial(finals, duplex), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -93,24 +134,43 @@ async def serve(port: int, metadata: dict[str, Any] | None) -> None:
     await server.stop(1)
 
 
-def worker(port: int, metadata: dict[str, Any] | None) -> None:
+def worker(
+    port: int, metadata: dict[str, Any] | None, cpu: int | None = None, duplex: bool = False
+) -> None:
     import uvloop
 
-    uvloop.run(serve(port, metadata))
+    from policy_sidecar.wiring.affinity import pin_current_thread
+
+    pin_current_thread(cpu)  # first: gRPC's threads inherit the CPU
+    uvloop.run(serve(port, metadata, duplex))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ports", required=True)
     parser.add_argument("--metadata", help="JSON file: the policy_sidecar metadata to set")
+    parser.add_argument(
+        "--pin", action="store_true", help="each process on a CPU of its own, as the sidecar"
+    )
+    parser.add_argument(
+        "--full-duplex",
+        action="store_true",
+        help="answer the headers after reading the whole body (FULL_DUPLEX_STREAMED filters)",
+    )
     args = parser.parse_args()
     ports = [int(p) for p in args.ports.split(",")]
+    from policy_sidecar.wiring.affinity import allowed_cpus, worker_cpus
+
+    cpus = worker_cpus(len(ports), "true" if args.pin else "false", allowed_cpus())
     metadata = None
     if args.metadata:
         with open(args.metadata) as f:
             metadata = json.load(f)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(p, metadata)) for p in ports]
+    procs = [
+        ctx.Process(target=worker, args=(p, metadata, cpu, args.full_duplex))
+        for p, cpu in zip(ports, cpus, strict=True)
+    ]
     for p in procs:
         p.start()
 

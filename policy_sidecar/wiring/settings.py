@@ -18,6 +18,7 @@
 | POLICY_SIDECAR_MAX_MESSAGE_BYTES | 33554432 | largest gRPC message accepted from Envoy |
 | POLICY_SIDECAR_MAX_IN_FLIGHT | 64 | requests a worker decides at once; past it: a fast 503 |
 | POLICY_SIDECAR_MAX_QUEUE_MS | 250 | a request older than this at its first message: fast 503 |
+| POLICY_SIDECAR_PIN_WORKERS | auto | a CPU per worker: `auto` (CPUs = workers), `true`, `false` |
 | POLICY_SIDECAR_TIKTOKEN_DIR | (package data) | directory of `.tiktoken` files to use instead |
 | POLICY_SIDECAR_LOG_LEVEL | INFO | Python log level |
 | POLICY_SIDECAR_REDIS_URL | (none) | counters, invalidations: `redis://…` or `redis+cluster://…` |
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from policy_sidecar.redis_clients import RedisUrlError, check_redis_url
+from policy_sidecar.wiring.affinity import PinMode
 
 PREFIX = "POLICY_SIDECAR_"
 
@@ -91,6 +93,7 @@ class Settings:
     max_message_bytes: int = 32 * 1024 * 1024
     max_in_flight: int = 64
     max_queue_ms: float = 250.0
+    pin_workers: PinMode = "auto"
     tiktoken_dir: str | None = None
     log_level: str = "INFO"
     redis_url: str | None = None
@@ -146,6 +149,7 @@ class Settings:
                 "MAX_IN_FLIGHT", get("MAX_IN_FLIGHT"), defaults.max_in_flight
             ),
             max_queue_ms=_float("MAX_QUEUE_MS", get("MAX_QUEUE_MS"), defaults.max_queue_ms),
+            pin_workers=_pin_workers(get("PIN_WORKERS")),
             tiktoken_dir=get("TIKTOKEN_DIR"),
             log_level=(get("LOG_LEVEL") or defaults.log_level).upper(),
             redis_url=redis_url_setting("REDIS_URL", get("REDIS_URL")),
@@ -253,6 +257,17 @@ def _positive_int(name: str, value: str | None, default: int) -> int:
     if result < 1:
         raise SettingsError(f"{PREFIX}{name}: must be at least 1")
     return result
+
+
+def _pin_workers(value: str | None) -> PinMode:
+    lowered = (value or "auto").lower()
+    if lowered == "auto":
+        return "auto"
+    if lowered in ("1", "true", "yes", "on"):
+        return "true"
+    if lowered in ("0", "false", "no", "off"):
+        return "false"
+    raise SettingsError(f"{PREFIX}PIN_WORKERS: expected auto, true or false, got {value!r}")
 
 
 def _unpriced(value: str | None) -> Literal["deny", "allow_and_report"]:

@@ -62,6 +62,7 @@ from policy_sidecar.usage.sinks import JsonlFileSink, UsageSink
 from policy_sidecar.usage.spool import Spool, SpoolLockedError
 from policy_sidecar.usage.tailer import FileTailer
 from policy_sidecar.wiring.account_clusters import AccountClusterWriter
+from policy_sidecar.wiring.affinity import allowed_cpus, pin_current_thread, worker_cpus
 from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
 
@@ -331,8 +332,13 @@ def _worker_entry(
     settings: Settings,
     port: int,
     metrics_report: multiprocessing.connection.Connection | None = None,
+    cpu: int | None = None,
 ) -> None:
+    # First, before any thread starts: the threads started later inherit the CPU.
+    pin_current_thread(cpu)
     configure_logs(settings.log_level, worker_port=port)
+    if cpu is not None:
+        log.info("worker on port %d pinned to CPU %d", port, cpu)
     set_detailed_labels(settings.metrics_detailed_labels)
     if metrics_report is not None:
         # This worker's in-memory registry, on a loopback port the supervisor scrapes.
@@ -366,21 +372,24 @@ def run_sidecar(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    cpus = worker_cpus(len(settings.ports), settings.pin_workers, allowed_cpus())
     if len(settings.ports) == 1:
-        _worker_entry(settings, settings.ports[0])
+        _worker_entry(settings, settings.ports[0], cpu=cpus[0])
         return 0
     # spawn, not fork: no gRPC state may cross into a child.
     ctx = multiprocessing.get_context("spawn")
     workers = []
     reports = []
-    for port in settings.ports:
+    for port, cpu in zip(settings.ports, cpus, strict=True):
         report = None
         if worker_ports is not None:
             receive, report = ctx.Pipe(duplex=False)
             worker_ports.add(receive)
             reports.append(report)
         workers.append(
-            ctx.Process(target=_worker_entry, args=(settings, port, report), name=f"worker-{port}")
+            ctx.Process(
+                target=_worker_entry, args=(settings, port, report, cpu), name=f"worker-{port}"
+            )
         )
     for worker in workers:
         worker.start()

@@ -3,9 +3,11 @@ load, all of them under load (docs/envoy.md, "Several worker processes")."""
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -73,3 +75,34 @@ def test_concurrent_requests_reach_every_worker(stack: Stack) -> None:
     # Streams in flight divide the first worker's weight by (active + 1) ** 2: a burst
     # spills over to the second as soon as a few are in flight on the first.
     assert diff[second] >= 48 // 8, diff
+
+
+def cpus_of(pid: int) -> list[set[int]]:
+    """The CPUs each thread of a process may run on."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        out.append(os.sched_getaffinity(int(tid)))
+    return out
+
+
+def test_each_worker_runs_on_a_cpu_of_its_own(stack: Stack) -> None:
+    """``POLICY_SIDECAR_PIN_WORKERS=auto``: with exactly as many CPUs as workers (two
+    here), every thread of worker *i* (the event loop, gRPC's poller, the rest) is on the
+    *i*-th CPU; with another count nothing is pinned (docs/envoy.md)."""
+    chat(stack)  # every thread gRPC starts for a stream exists by now
+    sidecar = stack.processes["sidecar"].popen.pid
+    children = [
+        int(p) for p in Path(f"/proc/{sidecar}/task/{sidecar}/children").read_text().split()
+    ]
+    # The spawned workers, not multiprocessing's resource tracker.
+    workers = sorted(
+        p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+    )
+    assert len(workers) == 2, children
+    allowed = sorted(os.sched_getaffinity(0))
+    threads = [cpus_of(pid) for pid in workers]
+    if len(allowed) == 2:
+        assert threads == [[{allowed[0]}] * len(threads[0]), [{allowed[1]}] * len(threads[1])]
+        assert all(len(t) >= 2 for t in threads), threads  # the loop and gRPC's poller
+    else:
+        assert all(cpus == set(allowed) for t in threads for cpus in t), threads
