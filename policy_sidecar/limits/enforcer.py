@@ -270,15 +270,16 @@ class Enforcer:
         result: CheckResult,
         now: float,
     ) -> Admission:
-        headers = rate_headers(policies, result.states, now)
+        states = result.states
+        headers = rate_headers(policies, states, now)
         shadow = tuple(
             p.violation(s, amount, now)
-            for p, s, amount in zip(policies, result.states, ops_amounts, strict=True)
+            for p, s, amount in zip(policies, states, ops_amounts, strict=True)
             if p.shadow and s.used > p.limit
         )
         if not result.admitted:
             index = result.denied_index if result.denied_index is not None else 0
-            denial = policies[index].violation(result.states[index], ops_amounts[index], now)
+            denial = policies[index].violation(states[index], ops_amounts[index], now)
             return Admission(merge(local, Decision(denial=denial, shadow=shadow)), headers=headers)
         charges = tuple(
             Charge(e.key, e.window, e.bucket_start, e.amount, p.config.count)
@@ -287,7 +288,9 @@ class Enforcer:
             )
             if isinstance(p, TokenLimitPolicy)
         )
-        return Admission(merge(local, Decision(shadow=shadow)), charges=charges, headers=headers)
+        # No shadow violation: the local decision as it is (merging would copy it).
+        decision = merge(local, Decision(shadow=shadow)) if shadow else local
+        return Admission(decision, charges=charges, headers=headers)
 
     def _unavailable(
         self, local: Decision, policies: Sequence[CounterPolicy], exc: CounterStoreUnavailable

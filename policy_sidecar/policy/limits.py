@@ -69,6 +69,8 @@ class CounterPolicy(ABC):
         self.shadow = definition.mode == "shadow"
         # Building a key percent-encodes every part: remember them per caller and model.
         self._keys: dict[tuple[str, str, str, str, str], str] = {}
+        # The op's limit, read once (the config is frozen): ``limit`` is a property.
+        self._op_limit = SHADOW_LIMIT if self.shadow else self.limit
 
     @property
     @abstractmethod
@@ -95,7 +97,7 @@ class CounterPolicy(ABC):
     ) -> CounterOp:
         return CounterOp(
             key=self.key(identity, ctx.model),
-            limit=SHADOW_LIMIT if self.shadow else self.limit,
+            limit=self._op_limit,
             window=self.window,
             amount=self.amount(ctx, deployment),
         )
@@ -209,6 +211,14 @@ class TokenLimitPolicy(CounterPolicy):
 
     def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
         output = self.reserved_output(ctx)
+        # What `actual_for` returns for these counts, without building a `Usage`.
+        match self.config.count:
+            case "total":
+                return ctx.estimated_tokens + output
+            case "prompt":
+                return ctx.estimated_tokens
+            case "completion":
+                return output
         return self.actual(
             Usage(
                 prompt_tokens=ctx.estimated_tokens,
