@@ -103,10 +103,19 @@ def rate_headers(
             tightest[unit] = (policy, state)
     headers: dict[str, str] = {}
     for unit, (policy, state) in tightest.items():
-        headers[f"x-ratelimit-limit-{unit}"] = str(policy.limit)
-        headers[f"x-ratelimit-remaining-{unit}"] = str(max(state.remaining, 0))
-        headers[f"x-ratelimit-reset-{unit}"] = duration(state.reset_at - now)
+        limit, remaining, reset = _HEADER_NAMES.get(unit) or _header_names(unit)
+        headers[limit] = str(policy.limit)
+        headers[remaining] = str(max(state.remaining, 0))
+        headers[reset] = duration(state.reset_at - now)
     return headers
+
+
+def _header_names(unit: str) -> tuple[str, str, str]:
+    return f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}"
+
+
+# The header names of the two families, built once.
+_HEADER_NAMES = {unit: _header_names(unit) for unit in ("requests", "tokens")}
 
 
 def _ignore(operation: str) -> None:

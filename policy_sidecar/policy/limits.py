@@ -69,6 +69,7 @@ class CounterPolicy(ABC):
         self.shadow = definition.mode == "shadow"
         # Building a key percent-encodes every part: remember them per caller and model.
         self._keys: dict[tuple[str, str, str, str, str], str] = {}
+        self._ops: dict[tuple[str, str, str, str, str], CounterOp] = {}  # rate limits
         # The op's limit, read once (the config is frozen): ``limit`` is a property.
         self._op_limit = SHADOW_LIMIT if self.shadow else self.limit
 
@@ -191,6 +192,22 @@ class RateLimitPolicy(CounterPolicy):
 
     def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
         return 1
+
+    def op(
+        self, identity: Identity, ctx: PreRequestContext, deployment: ModelDeployment | None
+    ) -> CounterOp:
+        """The same op for every request of a caller and model (a request counts 1):
+        built once (`CounterOp` is frozen), remembered beside the key."""
+        cache_key = (
+            identity.org_id, identity.app_id, identity.environment, identity.key_id, ctx.model
+        )  # fmt: skip
+        found = self._ops.get(cache_key)
+        if found is None:
+            found = super().op(identity, ctx, deployment)
+            if len(self._ops) > 100_000:
+                self._ops.clear()
+            self._ops[cache_key] = found
+        return found
 
 
 class TokenLimitPolicy(CounterPolicy):

@@ -15,7 +15,12 @@ from policy_sidecar.policy.definition import (
     RequestSizeConfig,
     TokenLimitConfig,
 )
-from policy_sidecar.policy.limits import SHADOW_LIMIT, TokenLimitPolicy
+from policy_sidecar.policy.limits import (
+    SHADOW_LIMIT,
+    CounterPolicy,
+    RateLimitPolicy,
+    TokenLimitPolicy,
+)
 from policy_sidecar.providers.base import Usage
 from policy_sidecar.tokens._encodings import encoding_for_model
 
@@ -157,3 +162,20 @@ def test_encoding_for_model_remembered_is_the_same(model: str | None) -> None:
     first = encoding_for_model(model)
     assert encoding_for_model(model) == first
     assert encoding_for_model.__wrapped__(model) == first  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("key", ["org", "app", "app_env", "api_key", "app_model"])
+@pytest.mark.parametrize("mode", ["enforce", "shadow"])
+def test_rate_op_remembered_is_the_one_built(key: str, mode: str) -> None:
+    config = RateLimitConfig.model_validate({"requests": 5, "window": "1m", "key": key})
+    definition = PolicyDefinition(id="r", name="r", type="rate_limit", config=config, mode=mode)
+    policy = RateLimitPolicy(definition, config)
+    fresh = RateLimitPolicy(definition, config)
+    callers = [WHO, OTHER, Identity(app_id="a", org_id="o", environment="dev", key_id="k3")]
+    for _ in range(2):
+        for who in callers:
+            for model in ("m", "gpt-4o", ""):
+                op = policy.op(who, ctx(model), None)
+                assert op == CounterPolicy.op(fresh, who, ctx(model), None)
+                assert op.amount == 1
+                assert op.key == fresh.key(who, model)
