@@ -133,9 +133,8 @@ def weighted(prev: int, weight: float) -> int:
 
 
 def validate_ops(ops: Sequence[CounterOp]) -> None:
-    keys = [op.key for op in ops]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate counter keys in one request: {keys}")
+    if len(ops) > 1 and len({op.key for op in ops}) != len(ops):
+        raise ValueError(f"duplicate counter keys in one request: {[op.key for op in ops]}")
 
 
 def _reset_at(op: CounterOp, start: int, prev: int, cur: int, now: float) -> float:

@@ -18,6 +18,7 @@ from policy_sidecar.counters.windows import (
     build_result,
     plan_bucket,
     ttl_ms,
+    validate_ops,
     weighted,
 )
 
@@ -97,3 +98,14 @@ def test_result_is_the_definitions(window: Window, admitted: bool) -> None:
             ]
         else:
             assert result.reservation is None
+
+
+def test_duplicate_keys_in_one_request_are_refused() -> None:
+    w = Window(WindowUnit.MINUTE)
+    validate_ops([])
+    validate_ops([CounterOp("a", 1, w, 1)])
+    validate_ops([CounterOp("a", 1, w, 1), CounterOp("b", 1, w, 1)])
+    with pytest.raises(
+        ValueError, match=r"duplicate counter keys in one request: \['a', 'b', 'a'\]"
+    ):
+        validate_ops([CounterOp("a", 1, w, 1), CounterOp("b", 1, w, 1), CounterOp("a", 2, w, 0)])
