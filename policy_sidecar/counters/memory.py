@@ -54,17 +54,21 @@ class InMemoryCounterStore(SettlingMixin):
         plans = [plan_bucket(op, now) for op in ops]
         observed: list[tuple[int, int]] = []
         denied: int | None = None
-        for i, (op, plan) in enumerate(zip(ops, plans, strict=True)):
-            cur = self._get(plan.cur_key, now)
-            prev = self._get(plan.prev_key, now) if plan.prev_weight else 0
+        get = self._get
+        for i, plan in enumerate(plans):
+            cur = get(plan.cur_key, now)
+            prev = get(plan.prev_key, now) if plan.prev_weight else 0
             observed.append((prev, cur))
-            if denied is None and cur + weighted(prev, plan.prev_weight) + op.amount > op.limit:
-                denied = i
+            if denied is None:
+                op = ops[i]
+                if cur + weighted(prev, plan.prev_weight) + op.amount > op.limit:
+                    denied = i
         if denied is None:
+            values = self._values
             for op, plan, (_, cur) in zip(ops, plans, observed, strict=True):
                 if op.amount:
                     value = min(cur + op.amount, MAX_COUNTER_VALUE)
-                    self._values[plan.cur_key] = (value, now + plan.ttl_ms / 1000)
+                    values[plan.cur_key] = (value, now + plan.ttl_ms / 1000)
         return build_result(ops, plans, observed, denied, now)
 
     async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:

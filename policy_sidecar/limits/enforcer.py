@@ -103,10 +103,19 @@ def rate_headers(
             tightest[unit] = (policy, state)
     headers: dict[str, str] = {}
     for unit, (policy, state) in tightest.items():
-        headers[f"x-ratelimit-limit-{unit}"] = str(policy.limit)
-        headers[f"x-ratelimit-remaining-{unit}"] = str(max(state.remaining, 0))
-        headers[f"x-ratelimit-reset-{unit}"] = duration(state.reset_at - now)
+        limit, remaining, reset = _HEADER_NAMES.get(unit) or _header_names(unit)
+        headers[limit] = str(policy.limit)
+        headers[remaining] = str(max(state.remaining, 0))
+        headers[reset] = duration(state.reset_at - now)
     return headers
+
+
+def _header_names(unit: str) -> tuple[str, str, str]:
+    return f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}"
+
+
+# The header names of the two families, built once.
+_HEADER_NAMES = {unit: _header_names(unit) for unit in ("requests", "tokens")}
 
 
 def _ignore(operation: str) -> None:
@@ -270,15 +279,16 @@ class Enforcer:
         result: CheckResult,
         now: float,
     ) -> Admission:
-        headers = rate_headers(policies, result.states, now)
+        states = result.states
+        headers = rate_headers(policies, states, now)
         shadow = tuple(
             p.violation(s, amount, now)
-            for p, s, amount in zip(policies, result.states, ops_amounts, strict=True)
+            for p, s, amount in zip(policies, states, ops_amounts, strict=True)
             if p.shadow and s.used > p.limit
         )
         if not result.admitted:
             index = result.denied_index if result.denied_index is not None else 0
-            denial = policies[index].violation(result.states[index], ops_amounts[index], now)
+            denial = policies[index].violation(states[index], ops_amounts[index], now)
             return Admission(merge(local, Decision(denial=denial, shadow=shadow)), headers=headers)
         charges = tuple(
             Charge(e.key, e.window, e.bucket_start, e.amount, p.config.count)
@@ -287,7 +297,9 @@ class Enforcer:
             )
             if isinstance(p, TokenLimitPolicy)
         )
-        return Admission(merge(local, Decision(shadow=shadow)), charges=charges, headers=headers)
+        # No shadow violation: the local decision as it is (merging would copy it).
+        decision = merge(local, Decision(shadow=shadow)) if shadow else local
+        return Admission(decision, charges=charges, headers=headers)
 
     def _unavailable(
         self, local: Decision, policies: Sequence[CounterPolicy], exc: CounterStoreUnavailable

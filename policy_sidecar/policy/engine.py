@@ -14,6 +14,9 @@ from policy_sidecar.policy.definition import PolicyDefinition
 from policy_sidecar.policy.limits import CounterPolicy
 from policy_sidecar.policy.local import LocalPolicy, RequestSizePolicy, build_policy
 
+# Entries of `PolicyEngine._by_model` kept before it is emptied at once.
+_MAX_BY_MODEL = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class CallerPolicies:
@@ -22,6 +25,8 @@ class CallerPolicies:
     local: tuple[LocalPolicy, ...]
     counters: tuple[CounterPolicy, ...]
     post: tuple[CelPolicy, ...]
+    # Whether a post-check can impose a penalty (`has_penalties`), decided once.
+    penalties: bool = False
 
 
 class PolicyEngine:
@@ -38,6 +43,13 @@ class PolicyEngine:
         self.definitions = tuple(enabled)
         self._policies = tuple(build_policy(d, cel_engine=cel_engine) for d in enabled)
         self._by_caller: dict[tuple[str, str, str], CallerPolicies] = {}
+        # Per caller and model: the local checks and the counters whose scope covers the
+        # model (`fnmatchcase` per policy and request otherwise). Bounded: the model is
+        # the client's string.
+        self._by_model: dict[
+            tuple[str, str, str, str | None],
+            tuple[tuple[LocalPolicy, ...], tuple[CounterPolicy, ...]],
+        ] = {}
 
     def for_caller(self, identity: Identity) -> CallerPolicies:
         key = (identity.org_id, identity.app_id, identity.environment)
@@ -50,12 +62,30 @@ class PolicyEngine:
                     org_id=identity.org_id, app_id=identity.app_id, environment=identity.environment
                 )
             ]
+            post = tuple(p for p in mine if isinstance(p, CelPolicy) and p.has_post_check)
             found = CallerPolicies(
                 local=tuple(p for p in mine if not isinstance(p, CounterPolicy)),
                 counters=tuple(p for p in mine if isinstance(p, CounterPolicy)),
-                post=tuple(p for p in mine if isinstance(p, CelPolicy) and p.has_post_check),
+                post=post,
+                penalties=any(p.config.penalty_seconds for p in post),
             )
             self._by_caller[key] = found
+        return found
+
+    def _for_model(
+        self, identity: Identity, model: str | None
+    ) -> tuple[tuple[LocalPolicy, ...], tuple[CounterPolicy, ...]]:
+        key = (identity.org_id, identity.app_id, identity.environment, model)
+        found = self._by_model.get(key)
+        if found is None:
+            caller = self.for_caller(identity)
+            found = (
+                tuple(p for p in caller.local if p.definition.scope.matches_model(model)),
+                tuple(p for p in caller.counters if p.definition.scope.matches_model(model)),
+            )
+            if len(self._by_model) >= _MAX_BY_MODEL:
+                self._by_model.clear()
+            self._by_model[key] = found
         return found
 
     def check_declared_size(self, identity: Identity, size: int) -> Decision:
@@ -68,16 +98,10 @@ class PolicyEngine:
 
     def pre_check(self, identity: Identity, ctx: PreRequestContext) -> Decision:
         """The local checks: size, allowlist, CEL pre-checks."""
-        return _decide(
-            p.pre_check(ctx)
-            for p in self.for_caller(identity).local
-            if p.definition.scope.matches_model(ctx.model)
-        )
+        return _decide(p.pre_check(ctx) for p in self._for_model(identity, ctx.model)[0])
 
     def counters(self, identity: Identity, model: str) -> tuple[CounterPolicy, ...]:
-        return tuple(
-            p for p in self.for_caller(identity).counters if p.definition.scope.matches_model(model)
-        )
+        return self._for_model(identity, model)[1]
 
     def post_check(self, identity: Identity, ctx: PostRequestContext) -> tuple[Violation, ...]:
         """Every post-check that failed, shadow ones included; they never change the
@@ -102,7 +126,7 @@ class PolicyEngine:
         )
 
     def has_penalties(self, identity: Identity) -> bool:
-        return any(p.config.penalty_seconds for p in self.for_caller(identity).post)
+        return self.for_caller(identity).penalties
 
 
 def _decide(violations: Iterable[Violation | None]) -> Decision:

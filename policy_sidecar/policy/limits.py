@@ -69,6 +69,9 @@ class CounterPolicy(ABC):
         self.shadow = definition.mode == "shadow"
         # Building a key percent-encodes every part: remember them per caller and model.
         self._keys: dict[tuple[str, str, str, str, str], str] = {}
+        self._ops: dict[tuple[str, str, str, str, str], CounterOp] = {}  # rate limits
+        # The op's limit, read once (the config is frozen): ``limit`` is a property.
+        self._op_limit = SHADOW_LIMIT if self.shadow else self.limit
 
     @property
     @abstractmethod
@@ -95,7 +98,7 @@ class CounterPolicy(ABC):
     ) -> CounterOp:
         return CounterOp(
             key=self.key(identity, ctx.model),
-            limit=SHADOW_LIMIT if self.shadow else self.limit,
+            limit=self._op_limit,
             window=self.window,
             amount=self.amount(ctx, deployment),
         )
@@ -190,6 +193,22 @@ class RateLimitPolicy(CounterPolicy):
     def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
         return 1
 
+    def op(
+        self, identity: Identity, ctx: PreRequestContext, deployment: ModelDeployment | None
+    ) -> CounterOp:
+        """The same op for every request of a caller and model (a request counts 1):
+        built once (`CounterOp` is frozen), remembered beside the key."""
+        cache_key = (
+            identity.org_id, identity.app_id, identity.environment, identity.key_id, ctx.model
+        )  # fmt: skip
+        found = self._ops.get(cache_key)
+        if found is None:
+            found = super().op(identity, ctx, deployment)
+            if len(self._ops) > 100_000:
+                self._ops.clear()
+            self._ops[cache_key] = found
+        return found
+
 
 class TokenLimitPolicy(CounterPolicy):
     unit = "tokens"
@@ -209,6 +228,14 @@ class TokenLimitPolicy(CounterPolicy):
 
     def amount(self, ctx: PreRequestContext, deployment: ModelDeployment | None) -> int:
         output = self.reserved_output(ctx)
+        # What `actual_for` returns for these counts, without building a `Usage`.
+        match self.config.count:
+            case "total":
+                return ctx.estimated_tokens + output
+            case "prompt":
+                return ctx.estimated_tokens
+            case "completion":
+                return output
         return self.actual(
             Usage(
                 prompt_tokens=ctx.estimated_tokens,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from tiktoken.model import encoding_name_for_model
 
@@ -11,6 +12,7 @@ CL100K = "cl100k_base"
 LOADED = (CL100K, O200K)
 
 
+@lru_cache(maxsize=4096)  # a prefix scan of tiktoken's table otherwise, every request
 def encoding_for_model(model: str | None) -> str:
     """tiktoken's own (offline) model table; unknown and newer models get o200k_base.
 
