@@ -26,9 +26,10 @@ from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.enforcer import Charge
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.providers.base import Route, Usage
+from policy_sidecar.usage.metering import metering_of
 from policy_sidecar.usage.record import Outcome, UsageRecord
 
-__all__ = ["TICKET_KEY", "Ending", "RequestFacts", "usage_record"]
+__all__ = ["TICKET_KEY", "Ending", "RequestFacts", "latency_ms", "usage_record"]
 
 # The metadata key of `RequestFacts.ticket`, which also travels without the facts.
 TICKET_KEY = "tk"
@@ -226,9 +227,25 @@ class Ending:
     upstream_account: str | None = None
 
 
-def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
-    """The one place a usage record is built from a request's facts."""
+def usage_record(
+    facts: RequestFacts,
+    ending: Ending,
+    *,
+    cost_usd: float | None = None,
+    price_version: int | None = None,
+    post_violations: tuple[str, ...] = (),
+    metered: bool = False,
+) -> UsageRecord:
+    """The one place a usage record is built from a request's facts. ``metered``: the
+    record as `usage.metering.metered` would return it (built once, not copied)."""
     usage = ending.usage or Usage()
+    unit = usage.unit
+    # Token routes get theirs from the recorder (``usage.metering``), or here: ``metered``.
+    quantity = (usage.quantity or 0.0) if unit is not None else 0.0
+    if metered:
+        changes = metering_of(unit, quantity, facts.provider, facts.operation, usage.total_tokens)
+        if changes:
+            unit, quantity = changes["unit"], changes["quantity"]
     return UsageRecord(
         request_id=facts.request_id,
         started_at=datetime.fromtimestamp(facts.started_at, UTC),
@@ -250,21 +267,28 @@ def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
         reasoning_tokens=usage.reasoning_tokens,
         estimated_tokens=facts.estimated_tokens,
         usage_reported=ending.usage_reported,
-        latency_ms=(ending.ended_at - facts.started_at) * 1000.0,
+        latency_ms=latency_ms(facts, ending),
         ttft_ms=(ending.first_byte_at - facts.started_at) * 1000.0
         if ending.first_byte_at is not None
         else None,
         request_bytes=facts.request_bytes,
         response_bytes=ending.response_bytes,
+        cost_usd=cost_usd,
         shadow_violations=facts.shadow,
         denied_by=ending.denied_by,
+        post_violations=post_violations,
         usage_flags=ending.usage_flags
         + (("quantity_estimated",) if usage.quantity_estimated else ()),
-        # Token routes get theirs from the recorder (``usage.metering``).
-        unit=usage.unit,
-        quantity=(usage.quantity or 0.0) if usage.unit is not None else 0.0,
+        unit=unit,
+        quantity=quantity,
+        price_version=price_version,
         upstream_account=ending.upstream_account,
     )
+
+
+def latency_ms(facts: RequestFacts, ending: Ending) -> float:
+    """The record's ``latency_ms``."""
+    return (ending.ended_at - facts.started_at) * 1000.0
 
 
 # --- the encoding, derived from the fields' types ----------------------------------

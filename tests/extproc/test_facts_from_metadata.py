@@ -1,5 +1,6 @@
 """`RequestFacts.from_metadata` reads the keys present: the same facts, and the same errors,
-as reading codec by codec in field order (`_from_metadata_in_order`, the former way)."""
+as reading codec by codec in field order (`_from_metadata_in_order`, the former way).
+And `usage_record(…, metered=True)` builds at once the record the reader used to copy."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy_sidecar.extproc.facts import RequestFacts
+from policy_sidecar.extproc.completion import post_context
+from policy_sidecar.extproc.facts import Ending, RequestFacts, usage_record
+from policy_sidecar.providers.base import Usage
+from policy_sidecar.usage.metering import metering
+from policy_sidecar.usage.record import with_changes
 from tests.extproc.test_facts import every_field_set, facts_values, texts
 
 FIELDS = dataclasses.fields(RequestFacts)
@@ -136,3 +141,69 @@ def test_a_missing_or_null_start_is_the_same_error() -> None:
         RequestFacts.from_metadata({"rid": "r", "app": "a"})
     assert RequestFacts.from_metadata({"t0": 1.0}) is None
     assert RequestFacts.from_metadata({"rid": None, "t0": 1.0}) is None
+
+
+# --- the record built once -------------------------------------------------------------
+
+usages = st.none() | st.builds(
+    Usage,
+    prompt_tokens=st.integers(-5, 10**6),
+    completion_tokens=st.integers(-5, 10**6),
+    total_tokens=st.integers(-5, 10**6),
+    cached_tokens=st.integers(0, 100),
+    unit=st.none() | st.sampled_from(["tokens", "images", "characters"]),
+    quantity=st.none() | st.floats(0, 1e6),
+    quantity_estimated=st.booleans(),
+)
+endings = st.builds(
+    Ending,
+    decision=st.sampled_from(["allow", "deny", "incomplete", "error"]),
+    status_code=st.integers(0, 599),
+    ended_at=st.floats(0, 2e9),
+    streamed=st.none() | st.booleans(),
+    usage=usages,
+    usage_reported=st.booleans(),
+    first_byte_at=st.none() | st.floats(0, 2e9),
+    response_bytes=st.integers(0, 10**7),
+    denied_by=st.none() | texts,
+    usage_flags=st.lists(texts, max_size=2).map(tuple),
+    upstream_account=st.none() | texts,
+)
+routes = st.sampled_from(
+    [("openai", "chat"), ("openai", "images"), ("openai", "speech"), ("x", "y"), (None, None)]
+)
+
+
+@given(
+    all_facts,
+    st.floats(0, 2e9),
+    routes,
+    endings,
+    st.none() | st.floats(0, 100),
+    st.none() | st.integers(0, 9),
+)
+def test_the_record_built_once_is_the_record_copied_with_its_cost_and_metering(
+    facts: RequestFacts,
+    started_at: float,
+    route: tuple[str | None, str | None],
+    ending: Ending,
+    cost: float | None,
+    version: int | None,
+) -> None:
+    facts = facts.with_changes(started_at=started_at, provider=route[0], operation=route[1])
+    first = usage_record(facts, ending)
+    copied = with_changes(
+        first, cost_usd=cost, price_version=version, post_violations=("p",), **metering(first)
+    )
+    once = usage_record(
+        facts, ending, cost_usd=cost, price_version=version, post_violations=("p",), metered=True
+    )
+    assert json.dumps(once.to_json_dict()) == json.dumps(copied.to_json_dict())
+    assert once == copied
+    assert usage_record(facts, ending, cost_usd=0.0) == with_changes(first, cost_usd=0.0)
+    ctx = post_context(facts, ending, ending.usage or Usage(), cost)
+    assert (ctx.latency_ms, ctx.response_size_bytes, ctx.status_code) == (
+        int(first.latency_ms or 0),
+        first.response_bytes,
+        first.status_code,
+    )
