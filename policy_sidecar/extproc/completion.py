@@ -16,7 +16,13 @@ import uuid
 from policy_sidecar.catalog.pricing import CatalogPriceBook, cost_usd
 from policy_sidecar.envoy.access_log import Capture, LogEntry
 from policy_sidecar.extproc.charging import delivered_completion, estimated_usage
-from policy_sidecar.extproc.facts import TICKET_KEY, Ending, RequestFacts, usage_record
+from policy_sidecar.extproc.facts import (
+    TICKET_KEY,
+    Ending,
+    RequestFacts,
+    latency_ms,
+    usage_record,
+)
 from policy_sidecar.extproc.services import Services
 from policy_sidecar.observability.metrics import (
     observe_unsettled_reservation,
@@ -28,8 +34,7 @@ from policy_sidecar.providers.base import Usage, UsageParser, is_streaming_respo
 from policy_sidecar.providers.units import bills_tokens, request_quantity, route_unit
 from policy_sidecar.tokens.delivered import DeliveredText
 from policy_sidecar.usage.clamp import clamp_and_log
-from policy_sidecar.usage.metering import metering
-from policy_sidecar.usage.record import Outcome, UsageRecord, with_changes
+from policy_sidecar.usage.record import Outcome, UsageRecord
 
 __all__ = ["Completer", "post_context"]
 
@@ -170,10 +175,9 @@ class Completer:
             usage_flags=clamped.flags,
             upstream_account=entry.upstream_account,
         )
-        record = usage_record(h, ending)
         if h.identity() is None:
-            return record
-        return await self._settle(h, usage, estimate, record)
+            return usage_record(h, ending)
+        return await self._settle(h, usage, estimate, ending)
 
     def _delivered_tokens(
         self, h: RequestFacts, entry: LogEntry, delivered: DeliveredText | None
@@ -197,7 +201,7 @@ class Completer:
         )
 
     async def _settle(
-        self, h: RequestFacts, usage: Usage | None, estimate: Usage | None, record: UsageRecord
+        self, h: RequestFacts, usage: Usage | None, estimate: Usage | None, ending: Ending
     ) -> UsageRecord:
         identity = h.identity()
         assert identity is not None
@@ -213,10 +217,10 @@ class Completer:
             await self._s.enforcer.settle(
                 h.charges, charged, deployment, estimated_prompt=h.estimated_tokens
             )
-            answered = record.upstream_account
+            answered = ending.upstream_account
             if (
                 answered
-                and 200 <= record.status_code < 300
+                and 200 <= ending.status_code < 300
                 and answered != (deployment.account if deployment is not None else None)
             ):
                 # A fallback group's model reserved no account quota: charge the account
@@ -227,7 +231,7 @@ class Completer:
             if h.provider is not None and usage is not None:
                 engine = await self._s.policies.engine_for(identity)
                 found = await self._s.enforcer.post_check(
-                    engine, identity, post_context(h, record, charged or usage, cost)
+                    engine, identity, post_context(h, ending, charged or usage, cost)
                 )
                 violations = tuple(v.policy_id for v in found)
                 for v in found:
@@ -235,13 +239,14 @@ class Completer:
         except Exception:
             # The record is kept even when settling or a check failed.
             log.exception("settling request %s failed", h.request_id[:128])
-        # Metered here too (the recorder would copy the record again to do it).
-        return with_changes(
-            record,
+        # Built once, now, and metered here too (the recorder would copy it to do it).
+        return usage_record(
+            h,
+            ending,
             cost_usd=cost,
             price_version=version,
             post_violations=violations,
-            **metering(record),
+            metered=True,
         )
 
     async def _given_back(self, entry: LogEntry, held: RequestFacts) -> UsageRecord:
@@ -260,7 +265,7 @@ class Completer:
         except Exception:
             log.exception("giving back the reservation of request %s failed", held.request_id[:128])
         observe_unsettled_reservation("released")
-        return with_changes(usage_record(held, ending), cost_usd=0.0)
+        return usage_record(held, ending, cost_usd=0.0)
 
 
 def _ticket(entry: LogEntry) -> str | None:
@@ -269,7 +274,7 @@ def _ticket(entry: LogEntry) -> str | None:
 
 
 def post_context(
-    h: RequestFacts, record: UsageRecord, usage: Usage, cost: float | None
+    h: RequestFacts, ending: Ending, usage: Usage, cost: float | None
 ) -> PostRequestContext:
     return PostRequestContext(
         pre=h.pre_context(),
@@ -278,8 +283,8 @@ def post_context(
         total_tokens=usage.total_tokens,
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
-        latency_ms=int(record.latency_ms or 0),
-        response_size_bytes=record.response_bytes,
-        status_code=record.status_code,
+        latency_ms=int(latency_ms(h, ending) or 0),
+        response_size_bytes=ending.response_bytes,
+        status_code=ending.status_code,
         cost_usd=cost,
     )

@@ -26,9 +26,10 @@ from policy_sidecar.identity.resolver import Identity
 from policy_sidecar.limits.enforcer import Charge
 from policy_sidecar.policy.context import PreRequestContext
 from policy_sidecar.providers.base import Route, Usage
+from policy_sidecar.usage.metering import metering_of
 from policy_sidecar.usage.record import Outcome, UsageRecord
 
-__all__ = ["TICKET_KEY", "Ending", "RequestFacts", "usage_record"]
+__all__ = ["TICKET_KEY", "Ending", "RequestFacts", "latency_ms", "usage_record"]
 
 # The metadata key of `RequestFacts.ticket`, which also travels without the facts.
 TICKET_KEY = "tk"
@@ -167,6 +168,30 @@ class RequestFacts:
         value is the field's default."""
         if values.get(REQUEST_ID_KEY) is None:
             return None
+        # The keys present (a line carries about half of the 24) mapped to their codec,
+        # into a copy of the defaults in field order: the instance dict `__init__` would
+        # build (see `with_changes`), at about half the cost of a `get` per codec and
+        # the keyword call. Anything unusual (a value that does not decode, a required
+        # key missing) goes the codec-order way below, for the same result or error.
+        state = _DEFAULTS.copy()
+        codec_for = _BY_KEY.get
+        try:
+            for key, raw in values.items():
+                c = codec_for(key)
+                if c is not None and raw is not None:
+                    state[c.name] = c.decode(raw)
+        except Exception:
+            return cls._from_metadata_in_order(values)
+        for name in _REQUIRED:
+            if state[name] is MISSING:
+                return cls._from_metadata_in_order(values)
+        new = _NEW(cls)
+        new.__dict__.update(state)
+        return new
+
+    @classmethod
+    def _from_metadata_in_order(cls, values: Mapping[str, Any]) -> RequestFacts:
+        """`from_metadata` codec by codec: the first error in field order is raised."""
         kwargs: dict[str, Any] = {}
         for c in _CODECS:
             raw = values.get(c.key)
@@ -202,9 +227,25 @@ class Ending:
     upstream_account: str | None = None
 
 
-def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
-    """The one place a usage record is built from a request's facts."""
+def usage_record(
+    facts: RequestFacts,
+    ending: Ending,
+    *,
+    cost_usd: float | None = None,
+    price_version: int | None = None,
+    post_violations: tuple[str, ...] = (),
+    metered: bool = False,
+) -> UsageRecord:
+    """The one place a usage record is built from a request's facts. ``metered``: the
+    record as `usage.metering.metered` would return it (built once, not copied)."""
     usage = ending.usage or Usage()
+    unit = usage.unit
+    # Token routes get theirs from the recorder (``usage.metering``), or here: ``metered``.
+    quantity = (usage.quantity or 0.0) if unit is not None else 0.0
+    if metered:
+        changes = metering_of(unit, quantity, facts.provider, facts.operation, usage.total_tokens)
+        if changes:
+            unit, quantity = changes["unit"], changes["quantity"]
     return UsageRecord(
         request_id=facts.request_id,
         started_at=datetime.fromtimestamp(facts.started_at, UTC),
@@ -226,21 +267,28 @@ def usage_record(facts: RequestFacts, ending: Ending) -> UsageRecord:
         reasoning_tokens=usage.reasoning_tokens,
         estimated_tokens=facts.estimated_tokens,
         usage_reported=ending.usage_reported,
-        latency_ms=(ending.ended_at - facts.started_at) * 1000.0,
+        latency_ms=latency_ms(facts, ending),
         ttft_ms=(ending.first_byte_at - facts.started_at) * 1000.0
         if ending.first_byte_at is not None
         else None,
         request_bytes=facts.request_bytes,
         response_bytes=ending.response_bytes,
+        cost_usd=cost_usd,
         shadow_violations=facts.shadow,
         denied_by=ending.denied_by,
+        post_violations=post_violations,
         usage_flags=ending.usage_flags
         + (("quantity_estimated",) if usage.quantity_estimated else ()),
-        # Token routes get theirs from the recorder (``usage.metering``).
-        unit=usage.unit,
-        quantity=(usage.quantity or 0.0) if usage.unit is not None else 0.0,
+        unit=unit,
+        quantity=quantity,
+        price_version=price_version,
         upstream_account=ending.upstream_account,
     )
+
+
+def latency_ms(facts: RequestFacts, ending: Ending) -> float:
+    """The record's ``latency_ms``."""
+    return (ending.ended_at - facts.started_at) * 1000.0
 
 
 # --- the encoding, derived from the fields' types ----------------------------------
@@ -344,3 +392,8 @@ def _codecs() -> tuple[_Codec, ...]:
 
 
 _CODECS = _codecs()
+# For `from_metadata`: each key's codec, and every field's default in field order
+# (MISSING for a required field until its key is read).
+_BY_KEY = {c.key: c for c in _CODECS}
+_DEFAULTS: dict[str, Any] = {c.name: c.default for c in _CODECS}
+_REQUIRED = tuple(c.name for c in _CODECS if c.required)

@@ -12,7 +12,7 @@ from typing import Any
 from policy_sidecar.providers.units import TOKENS, route_unit
 from policy_sidecar.usage.record import UsageRecord, with_changes
 
-__all__ = ["metered", "metering"]
+__all__ = ["metered", "metering", "metering_of"]
 
 
 def metered(record: UsageRecord) -> UsageRecord:
@@ -26,10 +26,23 @@ def metering(record: UsageRecord) -> dict[str, Any]:
     """The fields `metered` would change (none: it keeps the record). For a builder that
     copies the record anyway: one ``replace`` instead of two (each costs as much as
     building the record)."""
-    if record.unit is not None:
+    return metering_of(
+        record.unit, record.quantity, record.provider, record.operation, record.total_tokens
+    )
+
+
+def metering_of(
+    unit: str | None,
+    quantity: float,
+    provider: str | None,
+    operation: str | None,
+    total_tokens: int,
+) -> dict[str, Any]:
+    """`metering` of a record with these fields, for a builder that has not built it yet
+    (`extproc.facts.usage_record`)."""
+    if unit is not None:
         return {}
-    unit = route_unit(record.provider, record.operation)
+    unit = route_unit(provider, operation)
     if unit is None:
         return {}
-    quantity = float(max(record.total_tokens, 0)) if unit == TOKENS else record.quantity
-    return {"unit": unit, "quantity": quantity}
+    return {"unit": unit, "quantity": float(max(total_tokens, 0)) if unit == TOKENS else quantity}
