@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -154,11 +155,18 @@ async def send_on(conn: AbstractConnection, *args: Any) -> Any:
     callbacks cost about as much client CPU as the rest of the call). The rules are
     those of the clients built here: one immediate retry after a lost connection (a
     stale pooled socket), none after a timeout (``read_response`` then drops the
-    connection). The raw reply: no response callback runs (bytes, ints, lists)."""
+    connection). The raw reply: no response callback runs (bytes, ints, lists).
+    ``args`` are str, bytes or int; hiredis packs them (a tenth of redis-py's
+    ``pack_command``, the same bytes) unless the connection encodes otherwise."""
+    encoder = conn.encoder
+    if encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
+        packed: bytes | list[bytes] = hiredis.pack_command(args)
+    else:
+        packed = conn.pack_command(*args)
     retried = False
     while True:
         try:
-            await conn.send_command(*args)
+            await conn.send_packed_command(packed)
             return await conn.read_response()
         except RedisConnectionError:
             await conn.disconnect()
