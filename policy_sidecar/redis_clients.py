@@ -14,6 +14,7 @@ Redis. Errors never repeat the URL: it may hold a password.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
@@ -166,13 +167,35 @@ async def send_on(conn: AbstractConnection, *args: Any) -> Any:
     retried = False
     while True:
         try:
-            await conn.send_packed_command(packed)
+            if not _write_at_once(conn, packed):
+                await conn.send_packed_command(packed)
             return await conn.read_response()
         except RedisConnectionError:
             await conn.disconnect()
             if retried:
                 raise
             retried = True
+
+
+def _write_at_once(conn: AbstractConnection, packed: bytes | list[bytes]) -> bool:
+    """Hand the command to the connection's transport when nothing is waiting to be sent
+    (always, one small command at a time): what ``send_packed_command`` does, without
+    the task its ``wait_for`` runs the write in (one event-loop turn per command). A
+    transport that cannot send it keeps it and sends it when the socket is writable;
+    Redis's answer is then awaited under the read timeout, and a broken socket shows
+    there as a lost connection. False: not done (not connected, a health check due, a
+    backlog, or a redis-py without the stream writer): send it redis-py's way."""
+    writer: asyncio.StreamWriter | None = getattr(conn, "_writer", None)
+    if writer is None or conn.health_check_interval:
+        return False
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size():
+        return False
+    if isinstance(packed, bytes):
+        writer.write(packed)
+    else:
+        writer.writelines(packed)
+    return True
 
 
 async def single_command(client: Redis, *args: Any) -> Any:

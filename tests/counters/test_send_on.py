@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -58,3 +59,23 @@ async def test_a_timeout_is_never_sent_again() -> None:
     with pytest.raises(RedisTimeoutError):
         await send_on(conn, "EVALSHA", "sha", 0)
     assert len(conn.sent) == 1
+
+
+@pytest.mark.redis
+async def test_a_connected_command_goes_straight_to_the_transport(redis_url: str) -> None:
+    # The direct write (no task per command) is what makes the path cheap: a redis-py
+    # without the stream writer it uses would fall back silently, and fail here.
+    client = Redis.from_url(redis_url)
+    conn = await client.connection_pool.get_connection()
+    try:
+        await conn.connect()
+
+        async def refuse(command: Any, check_health: bool = True) -> None:
+            raise AssertionError("sent through send_packed_command")
+
+        conn.send_packed_command = refuse  # type: ignore[method-assign]
+        assert await send_on(conn, "PING") == b"PONG"
+        assert await send_on(conn, "ECHO", "ü") == "ü".encode()
+    finally:
+        await client.connection_pool.release(conn)
+        await client.aclose()
