@@ -14,12 +14,16 @@ Redis. Errors never repeat the URL: it may hold a password.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = [
     "ClusterUrl",
@@ -31,6 +35,8 @@ __all__ = [
     "open_redis",
     "parse_cluster_url",
     "ready",
+    "send_on",
+    "single_command",
 ]
 
 #: What every Redis user of the package accepts: one server or a cluster.
@@ -142,3 +148,61 @@ def open_cluster(
 ) -> RedisCluster:
     startup = [ClusterNode(host, port) for host, port in parsed.nodes]
     return cluster_class.from_url(parsed.base_url, startup_nodes=startup, **kwargs)
+
+
+async def send_on(conn: AbstractConnection, *args: Any) -> Any:
+    """One command on a connection taken from a single Redis's pool, without
+    ``Redis.execute_command`` (its retry wrapper, observability hooks and response
+    callbacks cost about as much client CPU as the rest of the call). The rules are
+    those of the clients built here: one immediate retry after a lost connection (a
+    stale pooled socket), none after a timeout (``read_response`` then drops the
+    connection). The raw reply: no response callback runs (bytes, ints, lists).
+    ``args`` are str, bytes or int; hiredis packs them (a tenth of redis-py's
+    ``pack_command``, the same bytes) unless the connection encodes otherwise."""
+    encoder = conn.encoder
+    if encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
+        packed: bytes | list[bytes] = hiredis.pack_command(args)
+    else:
+        packed = conn.pack_command(*args)
+    retried = False
+    while True:
+        try:
+            if not _write_at_once(conn, packed):
+                await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except RedisConnectionError:
+            await conn.disconnect()
+            if retried:
+                raise
+            retried = True
+
+
+def _write_at_once(conn: AbstractConnection, packed: bytes | list[bytes]) -> bool:
+    """Hand the command to the connection's transport when nothing is waiting to be sent
+    (always, one small command at a time): what ``send_packed_command`` does, without
+    the task its ``wait_for`` runs the write in (one event-loop turn per command). A
+    transport that cannot send it keeps it and sends it when the socket is writable;
+    Redis's answer is then awaited under the read timeout, and a broken socket shows
+    there as a lost connection. False: not done (not connected, a health check due, a
+    backlog, or a redis-py without the stream writer): send it redis-py's way."""
+    writer: asyncio.StreamWriter | None = getattr(conn, "_writer", None)
+    if writer is None or conn.health_check_interval:
+        return False
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size():
+        return False
+    if isinstance(packed, bytes):
+        writer.write(packed)
+    else:
+        writer.writelines(packed)
+    return True
+
+
+async def single_command(client: Redis, *args: Any) -> Any:
+    """`send_on` a connection from ``client``'s pool, given back afterwards."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await send_on(conn, *args)
+    finally:
+        await pool.release(conn)

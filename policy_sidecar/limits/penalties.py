@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from policy_sidecar.counters.values import CounterStoreUnavailable, counter_key
-from policy_sidecar.redis_clients import RedisClient, ready
+from policy_sidecar.redis_clients import RedisClient, ready, single_command
 
 # Any failure to reach Redis (on a cluster also: no node reachable, a slot not served).
 _UNAVAILABLE = (RedisError, RedisClusterException, OSError)
@@ -86,8 +87,12 @@ class RedisPenaltyBox:
         self._impose = client.register_script(_IMPOSE)
 
     async def until(self, key: str, now: float) -> Penalty | None:
+        client = self._client
         try:
-            raw = await (await ready(self._client)).get(key)
+            if isinstance(client, RedisCluster):
+                raw = await (await ready(client)).get(key)
+            else:  # once per admitted request: the lean path (`single_command`)
+                raw = await single_command(client, "GET", key)
         except _UNAVAILABLE as exc:
             raise CounterStoreUnavailable(f"redis unavailable: {exc}") from exc
         if raw is None:

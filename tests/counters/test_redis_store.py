@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import socket
@@ -28,6 +29,7 @@ from policy_sidecar.counters.values import (
     Window,
     WindowUnit,
 )
+from policy_sidecar.limits.penalties import RedisPenaltyBox
 
 pytestmark = pytest.mark.redis
 
@@ -272,3 +274,45 @@ async def test_a_caller_that_stops_waiting_cancels_no_other(
     assert first.cancelled()
     # The call itself was already on its way: both adjustments were applied.
     assert await used(redis_store, a) == 13
+
+
+async def test_a_one_connection_pool_serves_counters_and_penalties_in_turn(
+    redis_url: str, key: KeyFactory
+) -> None:
+    # The counter store keeps a connection out of the pool between calls, never the
+    # pool's only one: the penalty box (same pool) must not wait for it.
+    store = patient_redis_store(redis_url, max_connections=1)
+    box = RedisPenaltyBox(store.client)
+    op = CounterOp(key("a"), 1000, MINUTE, 1)
+    try:
+        for expected in (1, 2):
+            assert (await store.check_and_add([op], T0)).states[0].used == expected
+            async with asyncio.timeout(2):
+                assert await box.until(key("p"), T0) is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_call_cancelled_mid_round_trip_leaves_the_store_counting(
+    redis_url: str, key: KeyFactory
+) -> None:
+    # A cancelled call drops its connection (its answer may still be on the way):
+    # later calls, one after another and concurrent, read their own answers.
+    store = patient_redis_store(redis_url, max_connections=4)
+    op = CounterOp(key("a"), 10**6, MINUTE, 1)
+    try:
+        await store.check_and_add([op], T0)
+        for _ in range(5):
+            call = asyncio.ensure_future(store.check_and_add([op], T0))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            before = await used(store, key("a"))
+            result = await store.check_and_add([op], T0)
+            assert result.states[0].used == before + 1
+            both = await asyncio.gather(*(store.check_and_add([op], T0) for _ in range(8)))
+            assert sorted(r.states[0].used for r in both) == list(range(before + 2, before + 10))
+    finally:
+        await store.aclose()
