@@ -60,7 +60,7 @@ class FileTailer:
         cursor_path: str | Path,
         consume: Consume,
         *,
-        poll_seconds: float = 0.05,
+        poll_seconds: float = 0.01,
         idle_seconds: float = 0.5,
         watch: bool = True,
         sync_seconds: float = 1.0,

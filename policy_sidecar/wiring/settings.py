@@ -10,6 +10,7 @@
 | POLICY_SIDECAR_ACCESS_LOG_DIR | ./access-log | Envoy's per-worker access logs, read for usage |
 | POLICY_SIDECAR_ENVOY_ADMIN_URL | (none) | Envoy's admin, to rotate the access logs (reopen_logs) |
 | POLICY_SIDECAR_ACCESS_LOG_ROTATE_BYTES | 67108864 | rotate a worker's access log past this size |
+| POLICY_SIDECAR_ACCESS_LOG_BATCH_MS | 10 | after a batch, the reader waits this long for the next |
 | POLICY_SIDECAR_USAGE_BATCH_SIZE | 500 | most usage records per sink write |
 | POLICY_SIDECAR_USAGE_BATCH_DELAY | 0.2 | seconds a usage record waits for its batch to fill |
 | POLICY_SIDECAR_USAGE_QUEUE_SIZE | 100000 | usage records held in memory before the spool |
@@ -85,6 +86,10 @@ class Settings:
     # this many bytes (rename, then POST /reopen_logs); without it the file grows.
     envoy_admin_url: str | None = None
     access_log_rotate_bytes: int = 64 * 1024 * 1024
+    # After handing a batch of lines over, the reader waits this long before reading
+    # again: a longer wait costs the worker less CPU, but reservations settle later and
+    # token limits are checked against reservations for longer (docs/envoy.md).
+    access_log_batch_ms: float = 10.0
     usage_batch_size: int = 500
     usage_batch_delay: float = 0.2
     usage_queue_size: int = 100_000
@@ -131,6 +136,7 @@ class Settings:
                 get("ACCESS_LOG_ROTATE_BYTES"),
                 defaults.access_log_rotate_bytes,
             ),
+            access_log_batch_ms=_batch_ms(get("ACCESS_LOG_BATCH_MS"), defaults.access_log_batch_ms),
             usage_batch_size=_positive_int(
                 "USAGE_BATCH_SIZE", get("USAGE_BATCH_SIZE"), defaults.usage_batch_size
             ),
@@ -257,6 +263,15 @@ def _positive_int(name: str, value: str | None, default: int) -> int:
     if result < 1:
         raise SettingsError(f"{PREFIX}{name}: must be at least 1")
     return result
+
+
+def _batch_ms(value: str | None, default: float) -> float:
+    ms = _float("ACCESS_LOG_BATCH_MS", value, default)
+    if not 0 < ms <= 1000:
+        raise SettingsError(
+            f"{PREFIX}ACCESS_LOG_BATCH_MS: expected milliseconds in (0, 1000], got {value!r}"
+        )
+    return ms
 
 
 def _pin_workers(value: str | None) -> PinMode:

@@ -207,6 +207,7 @@ def build_tailer(
         log_path(directory, port),
         Path(settings.spool_dir) / f"access-{port}.cursor",
         consumer,
+        poll_seconds=settings.access_log_batch_ms / 1000,
         on_skipped=observe_skipped_line,
         rotate_bytes=settings.access_log_rotate_bytes,
         reopen=functools.partial(reopen_envoy_logs, admin) if admin else None,

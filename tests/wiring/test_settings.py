@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from policy_sidecar.wiring.settings import Settings, SettingsError, parse_ports
@@ -132,3 +134,25 @@ def test_cache_lifetimes() -> None:
     assert (settings.policy_cache_seconds, settings.identity_cache_seconds) == (120.0, 90.5)
     with pytest.raises(SettingsError, match="POLICY_SIDECAR_POLICY_CACHE_SECONDS"):
         Settings.from_env({"POLICY_SIDECAR_POLICY_CACHE_SECONDS": "soon"})
+
+
+def test_access_log_batch_wait_defaults_to_10_ms_and_reaches_the_reader(tmp_path: Path) -> None:
+    from policy_sidecar.wiring.sidecar import build_tailer
+
+    assert Settings.from_env({}).access_log_batch_ms == 10.0
+    settings = Settings.from_env(
+        {
+            "POLICY_SIDECAR_ACCESS_LOG_BATCH_MS": "50",
+            "POLICY_SIDECAR_ACCESS_LOG_DIR": str(tmp_path / "logs"),
+            "POLICY_SIDECAR_SPOOL_DIR": str(tmp_path / "spool"),
+        }
+    )
+    assert settings.access_log_batch_ms == 50.0
+    tailer = build_tailer(settings, None, None, port=50051)  # type: ignore[arg-type]
+    assert tailer._poll == 0.05
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1001", "nan", "inf", "soon"])
+def test_access_log_batch_wait_out_of_range_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="POLICY_SIDECAR_ACCESS_LOG_BATCH_MS"):
+        Settings.from_env({"POLICY_SIDECAR_ACCESS_LOG_BATCH_MS": value})
