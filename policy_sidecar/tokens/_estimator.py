@@ -33,10 +33,6 @@ EXACT_CHARS = 1024 * 1024
 # third of a chat's calls), up to SHORT_ENTRIES of them (then forgotten at once).
 SHORT_CHARS = 64
 SHORT_ENTRIES = 4096
-# The encoding of a (provider, model) pair is remembered too (tiktoken's model table is
-# a prefix search, ~1 µs; the access log reader asks for every line), up to this many
-# pairs (the model is the client's: then forgotten at once).
-MODEL_ENTRIES = 1024
 
 
 def _windows(text: str) -> list[str]:
@@ -93,20 +89,12 @@ class TokenEstimator:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tokens")
         # (encoding name, text) -> tokens, for texts of at most SHORT_CHARS.
         self._short: dict[tuple[str, str], int] = {}
-        # (provider, model) -> its encoding, up to MODEL_ENTRIES pairs.
-        self._by_model: dict[tuple[str, str | None], tiktoken.Encoding] = {}
 
     def encoding(self, provider: str, model: str | None) -> tiktoken.Encoding:
-        key = (provider, model)
-        enc = self._by_model.get(key)
-        if enc is None:
-            profile = self._profiles.get(provider, DEFAULT_PROFILE)
-            name = encoding_for_model(model) if profile.exact_encoding else O200K
-            enc = self._encodings.get(name) or self._encodings[O200K]
-            if len(self._by_model) >= MODEL_ENTRIES:
-                self._by_model.clear()
-            self._by_model[key] = enc
-        return enc
+        # encoding_for_model remembers tiktoken's table lookup (the reader asks per line).
+        profile = self._profiles.get(provider, DEFAULT_PROFILE)
+        name = encoding_for_model(model) if profile.exact_encoding else O200K
+        return self._encodings.get(name) or self._encodings[O200K]
 
     def count_short(self, enc: tiktoken.Encoding, text: str) -> int:
         """``count_text(enc, text)``, remembered when the text is short."""
