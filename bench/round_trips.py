@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4)
     parser.add_argument("--variants", default="t4,t2,t1,fd")
     parser.add_argument("--pinned", action="store_true", help="also each variant pinned")
+    parser.add_argument(
+        "--h2", action="store_true", help="also each variant served by extproc.h2grpc"
+    )
     a = parser.parse_args()
     args = argparse.Namespace(workers=2, sidecar_env={}, upstream="plain", trivial_args=[])
     bench = hp.Bench(args, Path(tempfile.mkdtemp(prefix="ps-rt-")))
@@ -80,10 +83,14 @@ def main() -> None:
         targets = {"envoy": bench.target("envoy")}
         for variant in a.variants.split(","):
             for pinned in (False, True) if a.pinned else (False,):
-                args.trivial_args = ["--full-duplex"] if variant == "fd" else []
-                mode = "trivial-pinned" if pinned else "trivial"
-                name = f"{variant}{'-pinned' if pinned else ''}"
-                targets[name] = bench.target(mode, processing_mode(variant))
+                for served in ("grpc", "h2") if a.h2 else ("grpc",):
+                    args.trivial_args = ["--full-duplex"] if variant == "fd" else []
+                    args.trivial_args += ["--h2"] if served == "h2" else []
+                    mode = "trivial-pinned" if pinned else "trivial"
+                    name = (
+                        f"{variant}{'-pinned' if pinned else ''}{'-h2' if served == 'h2' else ''}"
+                    )
+                    targets[name] = bench.target(mode, processing_mode(variant))
         for t in targets.values():
             warm = hp.wrk(t, connections=1, duration=1, workdir=bench.workdir)
             if warm["non2xx"]:

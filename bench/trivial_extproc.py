@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import signal
 from typing import Any
 
@@ -121,7 +122,41 @@ class Trivial(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.write(answer(msg))
 
 
+async def serve_h2(port: int, metadata: dict[str, Any] | None) -> None:
+    from policy_sidecar.extproc import h2grpc
+
+    finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
+
+    async def process(stream: h2grpc.Stream) -> None:
+        while True:
+            msg = await stream.read()
+            if msg is h2grpc.EOF:
+                return
+            if finals is not None:
+                kind = msg.WhichOneof("request")
+                if kind == "request_body" or (
+                    kind == "request_headers" and msg.request_headers.end_of_stream
+                ):
+                    await stream.write(finals[kind])
+                    continue
+            await stream.write(answer(msg))
+
+    method = h2grpc.Method(
+        process, pb.ProcessingRequest.FromString, pb.ProcessingResponse.SerializeToString
+    )
+    server = h2grpc.H2GrpcServer({"/envoy.service.ext_proc.v3.ExternalProcessor/Process": method})
+    await server.start("127.0.0.1", port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
 async def serve(port: int, metadata: dict[str, Any] | None, duplex: bool = False) -> None:
+    if os.environ.get("TRIVIAL_H2"):
+        await serve_h2(port, metadata)
+        return
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
     pb_grpc.add_ExternalProcessorServicer_to_server(Trivial(finals, duplex), server)
@@ -157,7 +192,12 @@ def main() -> None:
         action="store_true",
         help="answer the headers after reading the whole body (FULL_DUPLEX_STREAMED filters)",
     )
+    parser.add_argument(
+        "--h2", action="store_true", help="serve with policy_sidecar.extproc.h2grpc, not grpc.aio"
+    )
     args = parser.parse_args()
+    if args.h2:
+        os.environ["TRIVIAL_H2"] = "1"  # the spawned workers inherit it
     ports = [int(p) for p in args.ports.split(",")]
     from policy_sidecar.wiring.affinity import allowed_cpus, worker_cpus
 

@@ -97,6 +97,9 @@ class Settings:
     grace_seconds: float = 10.0
     max_message_bytes: int = 32 * 1024 * 1024
     max_in_flight: int = 64
+    # The ext_proc port's gRPC server: "h2" (extproc.h2grpc, on the event loop) or
+    # "grpcio" (grpc.aio, the C core on its own thread): docs/envoy.md.
+    grpc_server: Literal["h2", "grpcio"] = "h2"
     max_queue_ms: float = 250.0
     pin_workers: PinMode = "auto"
     tiktoken_dir: str | None = None
@@ -154,6 +157,7 @@ class Settings:
             max_in_flight=_positive_int(
                 "MAX_IN_FLIGHT", get("MAX_IN_FLIGHT"), defaults.max_in_flight
             ),
+            grpc_server=_grpc_server(get("GRPC_SERVER")),
             max_queue_ms=_float("MAX_QUEUE_MS", get("MAX_QUEUE_MS"), defaults.max_queue_ms),
             pin_workers=_pin_workers(get("PIN_WORKERS")),
             tiktoken_dir=get("TIKTOKEN_DIR"),
@@ -220,6 +224,14 @@ def _cel_engine(value: str | None) -> Literal["cel-expr", "cel-python"]:
     if value == "cel-python":
         return "cel-python"
     raise SettingsError(f"{PREFIX}CEL_ENGINE: expected cel-expr or cel-python, got {value!r}")
+
+
+def _grpc_server(value: str | None) -> Literal["h2", "grpcio"]:
+    if value is None or value == "h2":
+        return "h2"
+    if value == "grpcio":
+        return "grpcio"
+    raise SettingsError(f"{PREFIX}GRPC_SERVER: expected h2 or grpcio, got {value!r}")
 
 
 def _unknown_paths(value: str | None) -> Literal["deny", "passthrough"]:

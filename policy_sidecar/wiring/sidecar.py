@@ -14,13 +14,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    ProcessingRequest,
+    ProcessingResponse,
+)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -32,6 +36,8 @@ from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.envoy.access_log import log_path
 from policy_sidecar.extproc.completion import Completer
+from policy_sidecar.extproc.h2grpc import H2GrpcServer, Method
+from policy_sidecar.extproc.health import CHECK_PATH, Health
 from policy_sidecar.extproc.log_consumer import LogConsumer
 from policy_sidecar.extproc.server import ExternalProcessor
 from policy_sidecar.extproc.services import Services, UnknownPaths, Unpriced, UsageRecorder
@@ -67,6 +73,7 @@ from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
 
 log = logging.getLogger("policy_sidecar")
+PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 class StartupError(Exception):
@@ -267,47 +274,38 @@ async def serve_worker(
         worker=str(port),
     )
     tailer = build_tailer(settings, services, recorder, port=port)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
+    processor = ExternalProcessor(
+        services,
+        max_in_flight=settings.max_in_flight,
+        max_queue=settings.max_queue_ms / 1000,
+        worker=str(port),
     )
-    pb_grpc.add_ExternalProcessorServicer_to_server(
-        ExternalProcessor(
-            services,
-            max_in_flight=settings.max_in_flight,
-            max_queue=settings.max_queue_ms / 1000,
-            worker=str(port),
-        ),
-        server,
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{settings.host}:{port}")
-    if bound == 0:
-        raise StartupError(f"cannot listen on {settings.host}:{port}")
+    server = await _start_server(settings, port, processor)
     recorder.start()
     tailing = asyncio.create_task(tailer.run(), name="access-log")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     mode = "production" if production is not None else "standalone"
-    log.info("ext_proc worker (%s mode) listening on %s:%d", mode, settings.host, bound)
+    log.info(
+        "ext_proc worker (%s mode, %s server) listening on %s:%d",
+        mode,
+        settings.grpc_server,
+        settings.host,
+        server.port,
+    )
     if on_ready is not None:
-        on_ready(bound)
+        on_ready(server.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info(
-        "worker on port %d stopping: draining streams for %.0fs", bound, settings.grace_seconds
+        "worker on port %d stopping: draining streams for %.0fs",
+        server.port,
+        settings.grace_seconds,
     )
     # One grace period for both: streams finish, then the usage queue and spool are
     # flushed in what is left of it; the rest stays in the spool for the next start.
     deadline = loop.time() + settings.grace_seconds
-    await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     await services.tasks.drain()
     # Lines not handed over yet stay in the file: the next start reads them.
@@ -318,7 +316,69 @@ async def serve_worker(
     estimator.close()
     if production is not None:
         await production.close()
-    log.info("worker on port %d stopped; %d usage records written", bound, recorder.written)
+    log.info("worker on port %d stopped; %d usage records written", server.port, recorder.written)
+
+
+class _Server:
+    """The ext_proc port's server, whichever implementation serves it."""
+
+    def __init__(self, port: int, stop: Callable[[float], Awaitable[None]]) -> None:
+        self.port = port
+        self.stop = stop
+
+
+async def _start_server(settings: Settings, port: int, processor: ExternalProcessor) -> _Server:
+    """Listens on ``port`` with ExternalProcessor.Process and grpc.health.v1 Check; the
+    health turns NOT_SERVING when stopping starts."""
+    if settings.grpc_server == "grpcio":
+        return await _start_grpcio(settings, port, processor)
+    health_state = Health()
+    server = H2GrpcServer(
+        {
+            PROCESS_PATH: Method(
+                functools.partial(processor.Process, None),
+                ProcessingRequest.FromString,
+                ProcessingResponse.SerializeToString,
+            ),
+            CHECK_PATH: health_state.method(),
+        },
+        max_message_bytes=settings.max_message_bytes,
+    )
+    try:
+        bound = await server.start(settings.host, port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{port}: {exc}") from exc
+    health_state.serving = True
+
+    async def stop(grace: float) -> None:
+        health_state.serving = False
+        await server.stop(grace)
+
+    return _Server(bound, stop)
+
+
+async def _start_grpcio(settings: Settings, port: int, processor: ExternalProcessor) -> _Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    if bound == 0:
+        raise StartupError(f"cannot listen on {settings.host}:{port}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(grace: float) -> None:
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace)
+
+    return _Server(bound, stop)
 
 
 def _install_uvloop() -> None:
