@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--upstream", choices=("plain", "tls-account"), default="plain")
     args = parser.parse_args()
     args.quick, args.sidecar_env = True, {}
     workdir = Path(tempfile.mkdtemp(prefix="ps-profile-"))
