@@ -73,8 +73,6 @@ _S_MAX_FRAME_SIZE, _S_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
 _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65535
-# Our receive windows are opened to the maximum and topped up after this many bytes.
-_REFILL = 2**30
 # The largest frame we accept (SETTINGS_MAX_FRAME_SIZE): big bodies come in few frames.
 _OUR_MAX_FRAME = 1 << 20
 _MAX_HEADER_BLOCK = 64 * 1024
@@ -160,6 +158,12 @@ class Method:
     encode: Callable[[Any], bytes]
 
 
+class _StreamError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
 class _ConnectionError(Exception):
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
@@ -183,7 +187,8 @@ class Stream:
         "conn",
         "id",
         "method",
-        "received",
+        "recv_left",
+        "released",
         "send_window",
         "task",
         "timed_out",
@@ -195,7 +200,8 @@ class Stream:
         self.method = method
         self.task: asyncio.Task[None] | None = None
         self.send_window = conn.peer_initial_window
-        self.received = 0  # bytes since our last WINDOW_UPDATE for this stream
+        self.recv_left = conn.server.stream_window  # what the peer may still send
+        self.released = 0  # bytes consumed since our last WINDOW_UPDATE for this stream
         self.timed_out = False
         self._pending: list[bytes] = []  # the start of a message not yet whole
         self._pending_bytes = 0
@@ -209,16 +215,18 @@ class Stream:
         self._closed = False  # we sent our trailers
 
     # -- the connection's side ----------------------------------------------------
-    def feed(self, data: bytes) -> tuple[int, str] | None:
-        """Cuts gRPC messages out of DATA; a (status, text) when the peer broke a rule."""
+    def feed(self, data: bytes) -> int:
+        """Cuts gRPC messages out of DATA; the bytes of the messages completed (what the
+        peer may send again). `_StreamError` when the peer broke a rule."""
         if self._pending:
             # Part of a message is here already: join only once all of it is.
             self._pending.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes < self._needed:
-                return None
+                return 0
             buf = b"".join(self._pending)
             self._pending = []
+            self._pending_bytes = 0
         else:
             buf = data
         limit = self.conn.server.max_message_bytes
@@ -226,17 +234,19 @@ class Stream:
         n = len(buf)
         while n - pos >= 5:
             if buf[pos] != 0:
-                return UNIMPLEMENTED, "compressed messages are not supported"
+                raise _StreamError(UNIMPLEMENTED, "compressed messages are not supported")
             length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             if length > limit:
-                return RESOURCE_EXHAUSTED, f"a message of {length} bytes is over {limit}"
+                raise _StreamError(
+                    RESOURCE_EXHAUSTED, f"a message of {length} bytes is over {limit}"
+                )
             end = pos + 5 + length
             if end > n:
                 break
             try:
                 message = self.method.decode(buf[pos + 5 : end])
             except Exception as exc:  # a message that does not parse
-                return INTERNAL, f"cannot parse a message: {exc}"
+                raise _StreamError(INTERNAL, f"cannot parse a message: {exc}") from exc
             self._messages.append(message)
             pos = end
         if pos < n:
@@ -246,7 +256,14 @@ class Stream:
             self._needed = 5 + int.from_bytes(rest[1:5], "big") if len(rest) >= 5 else 5
         if self._messages:
             self._wake()
-        return None
+        return pos
+
+    def drop_pending(self) -> int:
+        """Forgets the start of a message not yet whole; its size."""
+        n = self._pending_bytes
+        self._pending = []
+        self._pending_bytes = 0
+        return n
 
     def end(self) -> None:
         self._ended = True
@@ -356,7 +373,8 @@ class H2Connection(asyncio.Protocol):
         self.peer_initial_window = _DEFAULT_WINDOW
         self.peer_max_frame = 16384
         self.going_away = False
-        self._received = 0  # connection-level bytes since our last WINDOW_UPDATE
+        self._recv_left = server.connection_window  # what the peer may still send
+        self._released = 0  # bytes consumed since our last connection WINDOW_UPDATE
         self._last_stream = 0
         self._pending: list[bytes] = []  # the start of a frame not yet whole
         self._pending_bytes = 0
@@ -377,12 +395,12 @@ class H2Connection(asyncio.Protocol):
             for k, v in (
                 (_S_HEADER_TABLE_SIZE, 0),
                 (_S_MAX_CONCURRENT_STREAMS, self.server.max_streams),
-                (_S_INITIAL_WINDOW_SIZE, _MAX_WINDOW),
+                (_S_INITIAL_WINDOW_SIZE, self.server.stream_window),
                 (_S_MAX_FRAME_SIZE, _OUR_MAX_FRAME),
                 (_S_MAX_HEADER_LIST_SIZE, _MAX_HEADER_BLOCK),
             )
         )
-        update = (_MAX_WINDOW - _DEFAULT_WINDOW).to_bytes(4, "big")
+        update = (self.server.connection_window - _DEFAULT_WINDOW).to_bytes(4, "big")
         self.write(frame(_SETTINGS, 0, 0, settings) + frame(_WINDOW_UPDATE, 0, 0, update))
         if self.server.closing:
             self.go_away()
@@ -446,6 +464,7 @@ class H2Connection(asyncio.Protocol):
                 elif kind == _RST_STREAM:
                     stream = self.streams.pop(sid, None)
                     if stream is not None:
+                        self._release(stream.drop_pending())
                         stream.reset()
                         self.server.check_idle()
                 elif kind == _SETTINGS:
@@ -475,31 +494,53 @@ class H2Connection(asyncio.Protocol):
 
     # -- frames -------------------------------------------------------------------
     def _on_data(self, sid: int, flags: int, payload: bytes) -> None:
+        """Flow control: a byte received is given back to the peer (WINDOW_UPDATE) once
+        it is consumed (its message whole, its stream gone), so what a connection holds
+        is bounded by its window (`H2GrpcServer.connection_window`)."""
         if not sid:
             raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         length = len(payload)
-        self._received += length
-        if self._received >= _REFILL:
-            self.write(frame(_WINDOW_UPDATE, 0, 0, self._received.to_bytes(4, "big")))
-            self._received = 0
+        self._recv_left -= length
+        if self._recv_left < 0:
+            raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA past the connection window")
         if flags & _PADDED:
             payload = _unpad(payload)
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self._last_stream:
                 raise _ConnectionError(PROTOCOL_ERROR, "DATA on an idle stream")
-            return  # a stream we closed: what was in flight is dropped
-        stream.received += length
-        if stream.received >= _REFILL:
-            self.write(frame(_WINDOW_UPDATE, 0, sid, stream.received.to_bytes(4, "big")))
-            stream.received = 0
+            self._release(length)  # a stream we closed: what was in flight is dropped
+            return
+        stream.recv_left -= length
+        if stream.recv_left < 0:
+            raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA past a stream's window")
+        freed = length - len(payload)  # the padding
         if payload:
-            error = stream.feed(payload)
-            if error is not None:
-                self._close_stream(stream, *error)
+            held = stream._pending_bytes
+            try:
+                freed += stream.feed(payload)
+            except _StreamError as exc:
+                stream.drop_pending()
+                self._release(held + length)
+                self._close_stream(stream, exc.status, str(exc))
                 return
         if flags & _END_STREAM:
             stream.end()
+        elif freed:
+            stream.released += freed
+            if stream.released >= self.server.stream_window // 2:
+                self.write(frame(_WINDOW_UPDATE, 0, sid, stream.released.to_bytes(4, "big")))
+                stream.recv_left += stream.released
+                stream.released = 0
+        self._release(freed)
+
+    def _release(self, n: int) -> None:
+        """``n`` bytes received are consumed: the peer may send them again."""
+        self._released += n
+        if self._released >= self.server.connection_window // 2:
+            self.write(frame(_WINDOW_UPDATE, 0, 0, self._released.to_bytes(4, "big")))
+            self._recv_left += self._released
+            self._released = 0
 
     def _on_headers(self, sid: int, flags: int, payload: bytes) -> None:
         if not sid:
@@ -582,6 +623,8 @@ class H2Connection(asyncio.Protocol):
         if len(payload) != 4:
             raise _ConnectionError(FRAME_SIZE_ERROR, "a malformed WINDOW_UPDATE")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if not increment:
+            raise _ConnectionError(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
         if not sid:
             self.send_window += increment
             if self.send_window > _MAX_WINDOW:
@@ -628,6 +671,7 @@ class H2Connection(asyncio.Protocol):
         log.warning("ext_proc stream %d closed: %s", stream.id, text)
         stream.finish(status, text)
         self.streams.pop(stream.id, None)
+        self._release(stream.drop_pending())
         stream.reset()
         self.server.check_idle()
 
@@ -656,6 +700,7 @@ class H2Connection(asyncio.Protocol):
                 timer.cancel()
             if self.streams.get(stream.id) is stream:
                 del self.streams[stream.id]
+                self._release(stream.drop_pending())
             if self.going_away and not self.streams and self.transport is not None:
                 self.transport.close()
             self.server.check_idle()
@@ -712,6 +757,10 @@ class H2GrpcServer:
         self.methods = methods
         self.max_message_bytes = max_message_bytes
         self.max_streams = max_streams
+        # Receive windows: a stream may have one whole message in flight, a connection
+        # four (at least 16 MiB): the most a peer can make a connection hold.
+        self.stream_window = max(_DEFAULT_WINDOW, min(_MAX_WINDOW, max_message_bytes + 5))
+        self.connection_window = min(_MAX_WINDOW, max(4 * self.stream_window, 1 << 24))
         self.closing = False
         self.connections: set[H2Connection] = set()
         self._server: asyncio.Server | None = None

@@ -87,7 +87,7 @@ def cpus_of(pid: int) -> list[set[int]]:
 
 def test_each_worker_runs_on_a_cpu_of_its_own(stack: Stack) -> None:
     """``POLICY_SIDECAR_PIN_WORKERS=auto``: with exactly as many CPUs as workers (two
-    here), every thread of worker *i* (the event loop, gRPC's poller, the rest) is on the
+    here), every thread of worker *i* (the event loop and the threads it started) is on the
     *i*-th CPU; with another count nothing is pinned (docs/envoy.md)."""
     chat(stack)  # every thread gRPC starts for a stream exists by now
     sidecar = stack.processes["sidecar"].popen.pid
@@ -103,6 +103,6 @@ def test_each_worker_runs_on_a_cpu_of_its_own(stack: Stack) -> None:
     threads = [cpus_of(pid) for pid in workers]
     if len(allowed) == 2:
         assert threads == [[{allowed[0]}] * len(threads[0]), [{allowed[1]}] * len(threads[1])]
-        assert all(len(t) >= 2 for t in threads), threads  # the loop and gRPC's poller
+        assert all(len(t) >= 2 for t in threads), threads  # not only the main thread
     else:
         assert all(cpus == set(allowed) for t in threads for cpus in t), threads

@@ -117,7 +117,7 @@ async def test_messages_larger_than_every_window_and_frame_pass_both_ways() -> N
         ) as channel,
     ):
         call = pb_grpc.ExternalProcessorStub(channel).Process()
-        for _ in range(2):
+        for _ in range(6):  # 18 MiB each way: more than the connection's window
             await call.write(body_message(big, end=False))
             answer = await call.read()
             assert answer.request_body.response.body_mutation.body == big
@@ -620,3 +620,53 @@ def test_percent_encoding_of_grpc_message() -> None:
     assert h2grpc.percent_encode("ok text") == b"ok text"
     assert h2grpc.percent_encode("50%\n") == b"50%25%0A"
     assert h2grpc.percent_encode("é") == b"%C3%A9"
+
+
+async def test_flow_control_gives_the_windows_back_as_messages_are_consumed() -> None:
+    """Far more than both receive windows, in small messages on one stream: the peer
+    may go on only because we send WINDOW_UPDATEs as its messages are consumed."""
+    rec = Recorder()
+    async with (
+        serving({PATH: method(rec.echo)}, max_message_bytes=1000) as (server, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        assert server.stream_window == 65535
+        call = pb_grpc.ExternalProcessorStub(channel).Process()
+        for i in range(300):  # 300 x ~900 bytes: four stream windows
+            await call.write(body_message(bytes([i % 256]) * 880, end=False))
+            await call.read()
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
+    assert len(rec.seen) == 300
+
+
+async def test_a_peer_past_a_stream_window_is_cut_off() -> None:
+    conn = client()
+    send = [
+        conn.data_to_send(),
+        h2grpc.frame(1, 0x4, 1, hpack.Encoder().encode(request_headers())),
+        h2grpc.frame(0, 0, 1, b"\x00\x00\x00\x03\xe7" + b"z" * 70000),  # 65,535 allowed
+    ]
+    async with serving({PATH: method(Recorder().echo)}, max_message_bytes=1000) as (_, port):
+        replies = await exchange(port, conn, send, until=lambda r: 0 in r)
+    assert replies[0].reset == h2grpc.FLOW_CONTROL_ERROR
+
+
+async def test_what_a_connection_holds_is_bounded_by_its_window() -> None:
+    """Streams that each start a large message and never finish it: once the
+    connection's window is used up, more is a flow-control error, not more memory."""
+    async with serving({PATH: method(Recorder().echo)}, max_message_bytes=100_000) as (
+        server,
+        port,
+    ):
+        assert server.connection_window == 1 << 24
+        conn = client()
+        enc = hpack.Encoder()
+        send = [conn.data_to_send()]
+        partial = b"\x00" + (99_000).to_bytes(4, "big") + b"p" * 90_000
+        for i in range(200):  # 200 x 90 KB = 18 MB > 16 MiB
+            sid = 2 * i + 1
+            send.append(h2grpc.frame(1, 0x4, sid, enc.encode(request_headers())))
+            send.append(h2grpc.frame(0, 0, sid, partial))
+        replies = await exchange(port, conn, send, until=lambda r: 0 in r)
+    assert replies[0].reset == h2grpc.FLOW_CONTROL_ERROR
