@@ -65,7 +65,7 @@ _END_HEADERS = 0x4
 _PADDED = 0x8
 _PRIORITY_FLAG = 0x20
 # Error codes (§7).
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED = 0x0, 0x1, 0x3, 0x5
 FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0x6, 0x7, 0x9
 # Settings (§6.5.2).
 _S_HEADER_TABLE_SIZE, _S_MAX_CONCURRENT_STREAMS, _S_INITIAL_WINDOW_SIZE = 0x1, 0x3, 0x4
@@ -73,10 +73,15 @@ _S_MAX_FRAME_SIZE, _S_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
 _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65535
+# A message may be at most this large: a stream's window is twice it (see H2GrpcServer).
+MAX_MESSAGE_LIMIT = _MAX_WINDOW // 2 - 5
 # The largest frame we accept (SETTINGS_MAX_FRAME_SIZE): big bodies come in few frames.
 _OUR_MAX_FRAME = 1 << 20
 _MAX_HEADER_BLOCK = 64 * 1024
 _HEADER_CACHE_SIZE = 256
+_CACHED_BLOCK_MAX = 1024  # Envoy's blocks are ~100 bytes; larger ones are not remembered
+_MAX_STATUS_MESSAGE = 512  # characters of a grpc-message we send
+
 
 _TIMEOUT_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
@@ -180,7 +185,6 @@ class Stream:
         "_messages",
         "_needed",
         "_pending",
-        "_pending_bytes",
         "_reset",
         "_waiter",
         "_window_waiter",
@@ -201,12 +205,11 @@ class Stream:
         self.task: asyncio.Task[None] | None = None
         self.send_window = conn.peer_initial_window
         self.recv_left = conn.server.stream_window  # what the peer may still send
-        self.released = 0  # bytes consumed since our last WINDOW_UPDATE for this stream
+        self.released = 0  # bytes read by the handler since our last WINDOW_UPDATE
         self.timed_out = False
-        self._pending: list[bytes] = []  # the start of a message not yet whole
-        self._pending_bytes = 0
+        self._pending = bytearray()  # the start of a message not yet whole
         self._needed = 0
-        self._messages: deque[Any] = deque()
+        self._messages: deque[tuple[Any, int]] = deque()  # (message, its framed size)
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
         self._ended = False  # the peer sent END_STREAM (or reset)
@@ -215,18 +218,16 @@ class Stream:
         self._closed = False  # we sent our trailers
 
     # -- the connection's side ----------------------------------------------------
-    def feed(self, data: bytes) -> int:
-        """Cuts gRPC messages out of DATA; the bytes of the messages completed (what the
-        peer may send again). `_StreamError` when the peer broke a rule."""
-        if self._pending:
-            # Part of a message is here already: join only once all of it is.
-            self._pending.append(data)
-            self._pending_bytes += len(data)
-            if self._pending_bytes < self._needed:
-                return 0
-            buf = b"".join(self._pending)
-            self._pending = []
-            self._pending_bytes = 0
+    def feed(self, data: bytes) -> None:
+        """Cuts gRPC messages out of DATA; `_StreamError` when the peer broke a rule."""
+        pending = self._pending
+        if pending:
+            # Part of a message is here already: parse only once all of it is.
+            pending += data
+            if len(pending) < self._needed:
+                return
+            buf = bytes(pending)
+            pending.clear()
         else:
             buf = data
         limit = self.conn.server.max_message_bytes
@@ -247,23 +248,28 @@ class Stream:
                 message = self.method.decode(buf[pos + 5 : end])
             except Exception as exc:  # a message that does not parse
                 raise _StreamError(INTERNAL, f"cannot parse a message: {exc}") from exc
-            self._messages.append(message)
+            self._messages.append((message, end - pos))
             pos = end
         if pos < n:
-            rest = buf[pos:]
-            self._pending = [rest]
-            self._pending_bytes = len(rest)
-            self._needed = 5 + int.from_bytes(rest[1:5], "big") if len(rest) >= 5 else 5
+            pending += buf[pos:] if pos else buf
+            self._needed = 5 + int.from_bytes(pending[1:5], "big") if len(pending) >= 5 else 5
         if self._messages:
             self._wake()
-        return pos
 
-    def drop_pending(self) -> int:
-        """Forgets the start of a message not yet whole; its size."""
-        n = self._pending_bytes
-        self._pending = []
-        self._pending_bytes = 0
-        return n
+    @property
+    def partial(self) -> bool:
+        """Whether the start of a message is here and not the rest."""
+        return bool(self._pending)
+
+    def credit(self, n: int) -> None:
+        """``n`` bytes of this stream are consumed: give them back to the peer when half
+        the window is, so it may always send a whole message (the window is twice the
+        largest)."""
+        self.released += n
+        if self.released >= self.conn.server.stream_window // 2 and not self._ended:
+            self.conn.write(frame(_WINDOW_UPDATE, 0, self.id, self.released.to_bytes(4, "big")))
+            self.recv_left += self.released
+            self.released = 0
 
     def end(self) -> None:
         self._ended = True
@@ -294,12 +300,12 @@ class Stream:
         """The next message, or ``EOF`` once the peer has ended its side."""
         while True:
             if self._messages:
-                return self._messages.popleft()
+                message, size = self._messages.popleft()
+                self.credit(size)
+                return message
             if self._reset:
                 raise StreamClosed("the stream was reset")
             if self._ended:
-                if self._pending:
-                    raise StreamClosed("the stream ended inside a message")
                 return EOF
             self._waiter = self.conn.loop.create_future()
             try:
@@ -310,6 +316,10 @@ class Stream:
     async def write(self, message: Any) -> None:
         if self._reset or self._closed:
             raise StreamClosed("the stream is closed")
+        if self.conn.paused:
+            await self.conn.writable()
+            if self._reset:
+                raise StreamClosed("the stream was reset")
         data = self.method.encode(message)
         framed = b"\x00" + len(data).to_bytes(4, "big") + data
         conn = self.conn
@@ -342,7 +352,7 @@ class Stream:
             conn.write(frame(_DATA, 0, self.id, bytes(view[:room])))
             view = view[room:]
 
-    def finish(self, status: int, message: str = "") -> None:
+    def finish(self, status: int, message: str = "", rst_code: int | None = None) -> None:
         """Sends the status as trailers (and ends our interest in the peer's side)."""
         if self._reset or self._closed:
             return
@@ -353,11 +363,14 @@ class Stream:
         else:
             block += _literal(b"grpc-status", str(status).encode())
             if message:
+                if len(message) > _MAX_STATUS_MESSAGE:
+                    message = message[: _MAX_STATUS_MESSAGE - 1] + "…"
                 block += _literal(b"grpc-message", percent_encode(message))
         out = frame(_HEADERS, _END_STREAM | _END_HEADERS, self.id, block)
-        if not self._ended:
+        if not self._ended or rst_code is not None:
             # We will read no more of what the peer sends (what gRPC servers do).
-            out += frame(_RST_STREAM, 0, self.id, NO_ERROR.to_bytes(4, "big"))
+            code = NO_ERROR if rst_code is None else rst_code
+            out += frame(_RST_STREAM, 0, self.id, code.to_bytes(4, "big"))
         self.conn.write(out)
 
 
@@ -373,13 +386,16 @@ class H2Connection(asyncio.Protocol):
         self.peer_initial_window = _DEFAULT_WINDOW
         self.peer_max_frame = 16384
         self.going_away = False
+        self.paused = False  # the transport's buffer is full: write nothing more
+        self._writable: asyncio.Future[None] | None = None
+        self._goaway_sent = False
         self._recv_left = server.connection_window  # what the peer may still send
-        self._released = 0  # bytes consumed since our last connection WINDOW_UPDATE
+        self._released = 0  # bytes received since our last connection WINDOW_UPDATE
         self._last_stream = 0
-        self._pending: list[bytes] = []  # the start of a frame not yet whole
-        self._pending_bytes = 0
+        self._pending = bytearray()  # the start of a frame not yet whole
         self._needed = 0
         self._preface = False
+        self._settings_seen = False
         self._continuing: tuple[int, int, bytearray] | None = None
         # The peer may use a header table until it has applied our SETTINGS (size 0).
         self._decoder = hpack.Decoder()
@@ -418,14 +434,41 @@ class H2Connection(asyncio.Protocol):
         if t is not None and not t.is_closing():
             t.write(data)
 
+    def pause_writing(self) -> None:
+        """The peer does not read what we send: read nothing more of it (a PING or
+        SETTINGS flood would be answered into memory) and hold the handlers' writes."""
+        self.paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        w = self._writable
+        if w is not None and not w.done():
+            w.set_result(None)
+        self._writable = None
+
+    async def writable(self) -> None:
+        if self._writable is None:
+            self._writable = self.loop.create_future()
+        await asyncio.shield(self._writable)
+
+    def abort(self) -> None:
+        """Closes at once, whatever is left unsent (a peer that reads nothing would keep
+        a closing transport open)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
-        if self._pending:
-            self._pending.append(data)
-            self._pending_bytes += len(data)
-            if self._pending_bytes < self._needed:
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._needed:
                 return
-            buf = b"".join(self._pending)
-            self._pending = []
+            buf = bytes(pending)
+            pending.clear()
         else:
             buf = data
         try:
@@ -455,6 +498,10 @@ class H2Connection(asyncio.Protocol):
                 pos = end
                 if self._continuing is not None and kind != _CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "a header block was interrupted")
+                if not self._settings_seen:
+                    if kind != _SETTINGS or flags & _ACK:
+                        raise _ConnectionError(PROTOCOL_ERROR, "the first frame is not SETTINGS")
+                    self._settings_seen = True
                 if kind == _DATA:
                     self._on_data(sid, flags, payload)
                 elif kind == _HEADERS:
@@ -462,15 +509,20 @@ class H2Connection(asyncio.Protocol):
                 elif kind == _WINDOW_UPDATE:
                     self._on_window_update(sid, payload)
                 elif kind == _RST_STREAM:
+                    if len(payload) != 4:
+                        raise _ConnectionError(FRAME_SIZE_ERROR, "a malformed RST_STREAM")
+                    if not sid or sid > self._last_stream:
+                        raise _ConnectionError(PROTOCOL_ERROR, "RST_STREAM on an idle stream")
                     stream = self.streams.pop(sid, None)
                     if stream is not None:
-                        self._release(stream.drop_pending())
                         stream.reset()
                         self.server.check_idle()
                 elif kind == _SETTINGS:
                     self._on_settings(sid, flags, payload)
                 elif kind == _PING:
-                    if len(payload) != 8 or sid:
+                    if sid:
+                        raise _ConnectionError(PROTOCOL_ERROR, "PING on a stream")
+                    if len(payload) != 8:
                         raise _ConnectionError(FRAME_SIZE_ERROR, "a malformed PING")
                     if not flags & _ACK:
                         self.write(frame(_PING, _ACK, 0, payload))
@@ -480,62 +532,60 @@ class H2Connection(asyncio.Protocol):
                     self.going_away = True
                 elif kind == _PUSH_PROMISE:
                     raise _ConnectionError(PROTOCOL_ERROR, "a client sent PUSH_PROMISE")
-                # PRIORITY and unknown types: ignored (§5.5).
+                elif kind == _PRIORITY and len(payload) != 5:
+                    raise _ConnectionError(FRAME_SIZE_ERROR, "a malformed PRIORITY")
+                # Unknown types: ignored (§5.5).
             if pos < n:
-                rest = buf[pos:]
+                rest = buf[pos:] if pos else buf
                 self._keep(rest, 9 + int.from_bytes(rest[:3], "big") if len(rest) >= 9 else 9)
         except _ConnectionError as exc:
             self._fail(exc.code, str(exc))
 
     def _keep(self, rest: bytes, needed: int) -> None:
-        self._pending = [rest]
-        self._pending_bytes = len(rest)
+        self._pending += rest
         self._needed = needed
 
     # -- frames -------------------------------------------------------------------
     def _on_data(self, sid: int, flags: int, payload: bytes) -> None:
-        """Flow control: a byte received is given back to the peer (WINDOW_UPDATE) once
-        it is consumed (its message whole, its stream gone), so what a connection holds
-        is bounded by its window (`H2GrpcServer.connection_window`)."""
+        """Flow control: the connection's window is given back as bytes arrive (a stream
+        holds them), a stream's as its handler reads its messages, so what a stream can
+        make a worker hold is bounded by its window (`H2GrpcServer.stream_window`)."""
         if not sid:
             raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         length = len(payload)
         self._recv_left -= length
         if self._recv_left < 0:
             raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA past the connection window")
+        self._release(length)
         if flags & _PADDED:
             payload = _unpad(payload)
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self._last_stream:
                 raise _ConnectionError(PROTOCOL_ERROR, "DATA on an idle stream")
-            self._release(length)  # a stream we closed: what was in flight is dropped
+            return  # a stream we closed: what was in flight is dropped
+        if stream._ended:
+            self._close_stream(stream, INTERNAL, "DATA after the end of the stream", STREAM_CLOSED)
             return
         stream.recv_left -= length
         if stream.recv_left < 0:
             raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA past a stream's window")
-        freed = length - len(payload)  # the padding
+        if length != len(payload):
+            stream.credit(length - len(payload))  # the padding
         if payload:
-            held = stream._pending_bytes
             try:
-                freed += stream.feed(payload)
+                stream.feed(payload)
             except _StreamError as exc:
-                stream.drop_pending()
-                self._release(held + length)
                 self._close_stream(stream, exc.status, str(exc))
                 return
         if flags & _END_STREAM:
+            if stream.partial:
+                self._close_stream(stream, INTERNAL, "the stream ended inside a message")
+                return
             stream.end()
-        elif freed:
-            stream.released += freed
-            if stream.released >= self.server.stream_window // 2:
-                self.write(frame(_WINDOW_UPDATE, 0, sid, stream.released.to_bytes(4, "big")))
-                stream.recv_left += stream.released
-                stream.released = 0
-        self._release(freed)
 
     def _release(self, n: int) -> None:
-        """``n`` bytes received are consumed: the peer may send them again."""
+        """``n`` bytes received on the connection: the peer may send them again."""
         self._released += n
         if self._released >= self.server.connection_window // 2:
             self.write(frame(_WINDOW_UPDATE, 0, 0, self._released.to_bytes(4, "big")))
@@ -549,6 +599,8 @@ class H2Connection(asyncio.Protocol):
             payload = _unpad(payload)
         if flags & _PRIORITY_FLAG:
             payload = payload[5:]
+        if len(payload) > _MAX_HEADER_BLOCK:
+            raise _ConnectionError(PROTOCOL_ERROR, "a header block over 64 KiB")
         if flags & _END_HEADERS:
             self._on_header_block(sid, flags, payload)
         else:
@@ -576,7 +628,7 @@ class H2Connection(asyncio.Protocol):
             raise _ConnectionError(COMPRESSION_ERROR, f"cannot decode headers: {exc}") from exc
         # With a table of size 0 (which our SETTINGS ask for) decoding depends on the
         # bytes only; before the peer has applied it, it may not.
-        if self._decoder.header_table.maxsize == 0:
+        if self._decoder.header_table.maxsize == 0 and len(block) <= _CACHED_BLOCK_MAX:
             if len(self._header_cache) >= _HEADER_CACHE_SIZE:
                 self._header_cache.clear()
             self._header_cache[block] = headers
@@ -585,13 +637,18 @@ class H2Connection(asyncio.Protocol):
     def _on_header_block(self, sid: int, flags: int, block: bytes) -> None:
         headers = self._decode(block)  # always: the decoder's state must follow
         stream = self.streams.get(sid)
-        if stream is not None:  # trailers from the client
-            if flags & _END_STREAM:
+        if stream is not None:  # trailers from the client: they must end its side
+            if not flags & _END_STREAM or stream._ended:
+                self._close_stream(stream, INTERNAL, "HEADERS inside a stream", STREAM_CLOSED)
+            elif stream.partial:
+                self._close_stream(stream, INTERNAL, "the stream ended inside a message")
+            else:
                 stream.end()
             return
         if sid <= self._last_stream or not sid & 1:
-            if sid <= self._last_stream:
-                return  # a stream we closed already
+            if sid <= self._last_stream:  # a stream that is over
+                self.write(frame(_RST_STREAM, 0, sid, STREAM_CLOSED.to_bytes(4, "big")))
+                return
             raise _ConnectionError(PROTOCOL_ERROR, f"stream id {sid} from a client")
         self._last_stream = sid
         if self.going_away:
@@ -612,7 +669,8 @@ class H2Connection(asyncio.Protocol):
         stream = Stream(self, sid, method or _UNKNOWN_METHOD)
         if method is None or method_name != "POST":
             stream._ended = bool(flags & _END_STREAM)
-            stream.finish(UNIMPLEMENTED, f"unknown method {path}")
+            shown = path if path is None or len(path) <= 200 else path[:200] + "…"
+            stream.finish(UNIMPLEMENTED, f"unknown method {shown}")
             return
         self.streams[sid] = stream
         if flags & _END_STREAM:
@@ -644,6 +702,8 @@ class H2Connection(asyncio.Protocol):
         if sid:
             raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & _ACK:
+            if payload:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             # Our SETTINGS applied: from the next header block on, no table.
             self._decoder.max_allowed_table_size = 0
             return
@@ -659,6 +719,8 @@ class H2Connection(asyncio.Protocol):
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > _MAX_WINDOW:
+                        raise _ConnectionError(FLOW_CONTROL_ERROR, "a stream window overflowed")
                     stream.wake_window()
             elif key == _S_MAX_FRAME_SIZE:
                 if not 16384 <= value <= 16777215:
@@ -667,11 +729,12 @@ class H2Connection(asyncio.Protocol):
         self.write(frame(_SETTINGS, _ACK, 0))
 
     # -- streams and the connection's end -----------------------------------------
-    def _close_stream(self, stream: Stream, status: int, text: str) -> None:
+    def _close_stream(
+        self, stream: Stream, status: int, text: str, rst_code: int | None = None
+    ) -> None:
         log.warning("ext_proc stream %d closed: %s", stream.id, text)
-        stream.finish(status, text)
+        stream.finish(status, text, rst_code)
         self.streams.pop(stream.id, None)
-        self._release(stream.drop_pending())
         stream.reset()
         self.server.check_idle()
 
@@ -700,7 +763,6 @@ class H2Connection(asyncio.Protocol):
                 timer.cancel()
             if self.streams.get(stream.id) is stream:
                 del self.streams[stream.id]
-                self._release(stream.drop_pending())
             if self.going_away and not self.streams and self.transport is not None:
                 self.transport.close()
             self.server.check_idle()
@@ -710,11 +772,19 @@ class H2Connection(asyncio.Protocol):
         streams are done (at once for an error)."""
         if self.transport is None:
             return
-        if not self.going_away or code != NO_ERROR:
+        if not self._goaway_sent or code != NO_ERROR:
+            self._goaway_sent = True
             payload = self._last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")
             self.write(frame(_GOAWAY, 0, 0, payload + text.encode()[:256]))
         self.going_away = True
-        if not self.streams or code != NO_ERROR:
+        if code != NO_ERROR:
+            # The GOAWAY is written (or the peer reads nothing): its streams end now.
+            streams = list(self.streams.values())
+            self.streams.clear()
+            for stream in streams:
+                stream.reset()
+            self.abort()
+        elif not self.streams:
             self.transport.close()
 
     def _fail(self, code: int, text: str) -> None:
@@ -754,13 +824,16 @@ class H2GrpcServer:
         max_message_bytes: int = 4 * 1024 * 1024,
         max_streams: int = 1024,
     ) -> None:
+        if not 0 < max_message_bytes <= MAX_MESSAGE_LIMIT:
+            raise ValueError(f"max_message_bytes must be 1 to {MAX_MESSAGE_LIMIT}")
         self.methods = methods
         self.max_message_bytes = max_message_bytes
         self.max_streams = max_streams
-        # Receive windows: a stream may have one whole message in flight, a connection
-        # four (at least 16 MiB): the most a peer can make a connection hold.
-        self.stream_window = max(_DEFAULT_WINDOW, min(_MAX_WINDOW, max_message_bytes + 5))
-        self.connection_window = min(_MAX_WINDOW, max(4 * self.stream_window, 1 << 24))
+        # A stream's receive window is twice the largest message, given back as its
+        # handler reads: the peer can always send a whole message, and a stream holds at
+        # most two. The connection's is given back as bytes arrive (at least 16 MiB).
+        self.stream_window = max(_DEFAULT_WINDOW, 2 * (max_message_bytes + 5))
+        self.connection_window = min(_MAX_WINDOW, max(2 * self.stream_window, 1 << 24))
         self.closing = False
         self.connections: set[H2Connection] = set()
         self._server: asyncio.Server | None = None
@@ -797,7 +870,7 @@ class H2GrpcServer:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.abort()  # what could be sent is; a peer that reads nothing waits no more
+        await asyncio.sleep(0)  # the transports report their end
         if self._server is not None:
             await self._server.wait_closed()

@@ -36,7 +36,7 @@ from policy_sidecar.counters.redis_store import RedisCounterStore
 from policy_sidecar.counters.store import CounterStore
 from policy_sidecar.envoy.access_log import log_path
 from policy_sidecar.extproc.completion import Completer
-from policy_sidecar.extproc.h2grpc import H2GrpcServer, Method
+from policy_sidecar.extproc.h2grpc import MAX_MESSAGE_LIMIT, H2GrpcServer, Method
 from policy_sidecar.extproc.health import CHECK_PATH, Health
 from policy_sidecar.extproc.log_consumer import LogConsumer
 from policy_sidecar.extproc.server import ExternalProcessor
@@ -333,6 +333,10 @@ async def _start_server(settings: Settings, port: int, processor: ExternalProces
     if settings.grpc_server == "grpcio":
         return await _start_grpcio(settings, port, processor)
     health_state = Health()
+    if settings.max_message_bytes > MAX_MESSAGE_LIMIT:
+        raise StartupError(
+            f"POLICY_SIDECAR_MAX_MESSAGE_BYTES: at most {MAX_MESSAGE_LIMIT} with the h2 server"
+        )
     server = H2GrpcServer(
         {
             PROCESS_PATH: Method(

@@ -471,6 +471,14 @@ async def test_ping_is_answered_with_its_payload() -> None:
         ([h2grpc.frame(1, 0, 1, b"\x82"), h2grpc.frame(0, 0, 1, b"")], h2grpc.PROTOCOL_ERROR),
         ([h2grpc.frame(5, 0x4, 1, b"\x00\x00\x00\x02")], h2grpc.PROTOCOL_ERROR),  # PUSH_PROMISE
         ([b"\x10\x00\x01" + b"\x00" * 6], h2grpc.FRAME_SIZE_ERROR),  # 1 MiB + 1 frame
+        ([h2grpc.frame(1, 0x4, 1, b"\x20" * 70_000)], h2grpc.PROTOCOL_ERROR),  # > 64 KiB
+        ([h2grpc.frame(6, 0, 1, b"12345678")], h2grpc.PROTOCOL_ERROR),  # PING on a stream
+        ([h2grpc.frame(3, 0, 0, b"\x00\x00\x00\x08")], h2grpc.PROTOCOL_ERROR),  # RST on 0
+        ([h2grpc.frame(3, 0, 9, b"\x00\x00\x00\x08")], h2grpc.PROTOCOL_ERROR),  # RST, idle
+        ([h2grpc.frame(3, 0, 0, b"\x08")], h2grpc.FRAME_SIZE_ERROR),  # RST not 4 bytes
+        ([h2grpc.frame(4, 0x1, 0, b"\x00" * 6)], h2grpc.FRAME_SIZE_ERROR),  # ACK + payload
+        ([h2grpc.frame(2, 0, 1, b"\x00")], h2grpc.FRAME_SIZE_ERROR),  # PRIORITY not 5 bytes
+        ([h2grpc.frame(8, 0, 0, b"\x00\x00\x00\x00")], h2grpc.PROTOCOL_ERROR),  # WU of 0
     ],
 )
 async def test_a_broken_rule_ends_the_connection_with_goaway_and_its_code(
@@ -652,21 +660,152 @@ async def test_a_peer_past_a_stream_window_is_cut_off() -> None:
     assert replies[0].reset == h2grpc.FLOW_CONTROL_ERROR
 
 
-async def test_what_a_connection_holds_is_bounded_by_its_window() -> None:
-    """Streams that each start a large message and never finish it: once the
-    connection's window is used up, more is a flow-control error, not more memory."""
-    async with serving({PATH: method(Recorder().echo)}, max_message_bytes=100_000) as (
-        server,
-        port,
-    ):
-        assert server.connection_window == 1 << 24
+async def test_what_a_stream_holds_is_bounded_by_its_window() -> None:
+    """A handler that reads nothing: the peer's messages are given back to it only as
+    they are read, so past the stream's window more is a flow-control error, not more
+    memory (a client that keeps the rules waits instead)."""
+
+    async def idle(stream: h2grpc.Stream) -> None:
+        await asyncio.sleep(30)
+
+    async with serving({PATH: method(idle)}, max_message_bytes=1000) as (server, port):
+        assert server.stream_window == 65535
         conn = client()
-        enc = hpack.Encoder()
-        send = [conn.data_to_send()]
-        partial = b"\x00" + (99_000).to_bytes(4, "big") + b"p" * 90_000
-        for i in range(200):  # 200 x 90 KB = 18 MB > 16 MiB
-            sid = 2 * i + 1
-            send.append(h2grpc.frame(1, 0x4, sid, enc.encode(request_headers())))
-            send.append(h2grpc.frame(0, 0, sid, partial))
+        message = grpc_frame(body_message(b"m" * 900))
+        send = [
+            conn.data_to_send(),
+            h2grpc.frame(1, 0x4, 1, hpack.Encoder().encode(request_headers())),
+        ]
+        send += [h2grpc.frame(0, 0, 1, message)] * 80  # 80 x ~906 bytes > 65,535
         replies = await exchange(port, conn, send, until=lambda r: 0 in r)
     assert replies[0].reset == h2grpc.FLOW_CONTROL_ERROR
+
+
+async def test_the_first_frame_must_be_settings() -> None:
+    conn = client()
+    conn.data_to_send()
+    send = [h2grpc.PREFACE, h2grpc.frame(6, 0, 0, b"12345678")]
+    async with serving({}) as (_, port):
+        replies = await exchange(port, conn, send, until=lambda r: 0 in r)
+    assert replies[0].reset == h2grpc.PROTOCOL_ERROR
+
+
+async def test_a_stream_that_ends_inside_a_message_is_an_internal_error() -> None:
+    rec = Recorder()
+    conn = client()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, request_headers())
+    conn.send_data(
+        sid, grpc_frame(body_message(b"whole")) + b"\x00\x00\x00\x00\x09ab", end_stream=True
+    )
+    async with serving({PATH: method(rec.echo)}) as (server, port):
+        replies = await exchange(
+            port, conn, [conn.data_to_send()], until=lambda r: bool(r.get(1, RawReply()).trailers)
+        )
+        await asyncio.sleep(0.05)
+        assert not any(c.streams for c in server.connections)
+    assert replies[sid].trailers["grpc-status"] == "13"
+    assert "inside a message" in replies[sid].trailers["grpc-message"]
+
+
+async def test_data_after_the_end_of_a_stream_is_not_delivered() -> None:
+    rec = Recorder()
+    conn = client()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, request_headers())
+    conn.send_data(sid, grpc_frame(body_message(b"A")), end_stream=True)
+    send = [conn.data_to_send(), h2grpc.frame(0, 0, sid, grpc_frame(body_message(b"B")))]
+    async with serving({PATH: method(rec.echo)}) as (_, port):
+        replies = await exchange(
+            port, conn, send, until=lambda r: bool(r.get(1, RawReply()).trailers)
+        )
+    assert replies[sid].trailers["grpc-status"] == "13"
+    assert replies[sid].trailers["grpc-message"] == "DATA after the end of the stream"
+    assert b"B" not in [m.request_body.body for m in rec.seen]
+
+
+async def test_messages_up_to_the_limit_never_stall_a_stream_or_a_connection() -> None:
+    """Half the limit then the limit on one stream, and six limit-sized calls at once on
+    one connection: the windows are given back in time for each."""
+    limit = 4 * 1024 * 1024
+    rec = Recorder()
+    async with (
+        serving({PATH: method(rec.echo)}, max_message_bytes=limit) as (_, port),
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}",
+            options=[
+                ("grpc.max_receive_message_length", 2 * limit),
+                ("grpc.max_send_message_length", 2 * limit),
+            ],
+        ) as channel,
+    ):
+        stub = pb_grpc.ExternalProcessorStub(channel)
+        call = stub.Process()
+        for size in (limit // 2 - 100, limit - 100):
+            await call.write(body_message(b"h" * size, end=False))
+            answer = await asyncio.wait_for(call.read(), 20)
+            assert len(answer.request_body.response.body_mutation.body) == size
+        await call.done_writing()
+
+        async def one(i: int) -> bytes:
+            c = stub.Process()
+            await c.write(body_message(bytes([i]) * (limit - 100)))
+            answer = await c.read()
+            await c.done_writing()
+            return bytes(answer.request_body.response.body_mutation.body[:1])
+
+        got = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(6))), 60)
+    assert got == [bytes([i]) for i in range(6)]
+
+
+async def test_a_long_status_message_is_cut_and_still_arrives() -> None:
+    async def refuse(stream: h2grpc.Stream) -> None:
+        await stream.read()
+        raise h2grpc.StatusError(3, "é" * 5000)
+
+    async with (
+        serving({PATH: method(refuse)}) as (_, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        call = pb_grpc.ExternalProcessorStub(channel).Process()
+        await call.write(body_message(b""))
+        assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = await call.details()
+        assert details.startswith("éé") and len(details) <= 512
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channel.unary_unary("/" + "p" * 6000)(b"")
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_peer_that_reads_nothing_is_not_answered_into_memory() -> None:
+    """PINGs from a peer that never reads: once the socket is full the server stops
+    reading it (asyncio's write flow control) instead of queueing PING ACKs."""
+    import socket
+
+    async with serving({}) as (server, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=sock)
+        conn = client()
+        writer.write(conn.data_to_send())
+        pings = h2grpc.frame(6, 0, 0, b"12345678") * 4096
+        for _ in range(200):  # 13 MB of PINGs
+            writer.write(pings)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.2)
+            except TimeoutError:
+                break  # the server stopped reading us
+        await asyncio.sleep(0.2)
+        (served,) = server.connections
+        assert served.paused
+        assert served.transport is not None
+        assert served.transport.get_write_buffer_size() < 1 << 20
+        writer.transport.abort()
+
+
+def test_the_message_limit_must_leave_room_for_two_in_a_window() -> None:
+    assert h2grpc.H2GrpcServer({}, max_message_bytes=h2grpc.MAX_MESSAGE_LIMIT).stream_window < 2**31
+    for bad in (0, h2grpc.MAX_MESSAGE_LIMIT + 1):
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            h2grpc.H2GrpcServer({}, max_message_bytes=bad)
