@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing
 import os
@@ -127,22 +128,11 @@ async def serve_h2(port: int, metadata: dict[str, Any] | None) -> None:
 
     finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
 
-    async def process(stream: h2grpc.Stream) -> None:
-        while True:
-            msg = await stream.read()
-            if msg is h2grpc.EOF:
-                return
-            if finals is not None:
-                kind = msg.WhichOneof("request")
-                if kind == "request_body" or (
-                    kind == "request_headers" and msg.request_headers.end_of_stream
-                ):
-                    await stream.write(finals[kind])
-                    continue
-            await stream.write(answer(msg))
-
+    # The same servicer: h2grpc's Stream has grpc.aio's read/write and EOF.
     method = h2grpc.Method(
-        process, pb.ProcessingRequest.FromString, pb.ProcessingResponse.SerializeToString
+        functools.partial(Trivial(finals).Process, None),
+        pb.ProcessingRequest.FromString,
+        pb.ProcessingResponse.SerializeToString,
     )
     server = h2grpc.H2GrpcServer({"/envoy.service.ext_proc.v3.ExternalProcessor/Process": method})
     await server.start("127.0.0.1", port)

@@ -221,15 +221,9 @@ class Stream:
     def feed(self, data: bytes) -> None:
         """Cuts gRPC messages out of DATA; `_StreamError` when the peer broke a rule."""
         pending = self._pending
-        if pending:
-            # Part of a message is here already: parse only once all of it is.
-            pending += data
-            if len(pending) < self._needed:
-                return
-            buf = bytes(pending)
-            pending.clear()
-        else:
-            buf = data
+        buf = _whole(pending, data, self._needed)
+        if buf is None:
+            return
         limit = self.conn.server.max_message_bytes
         pos = 0
         n = len(buf)
@@ -462,15 +456,9 @@ class H2Connection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        pending = self._pending
-        if pending:
-            pending += data
-            if len(pending) < self._needed:
-                return
-            buf = bytes(pending)
-            pending.clear()
-        else:
-            buf = data
+        buf = _whole(self._pending, data, self._needed)
+        if buf is None:
+            return
         try:
             if not self._preface:
                 if len(buf) < len(PREFACE):
@@ -790,6 +778,19 @@ class H2Connection(asyncio.Protocol):
     def _fail(self, code: int, text: str) -> None:
         log.warning("ext_proc connection closed: %s", text)
         self.go_away(code, text)
+
+
+def _whole(pending: bytearray, data: bytes, needed: int) -> bytes | None:
+    """``data`` after what was kept of an earlier read (emptied), or None while fewer
+    than ``needed`` bytes are here: a frame or a message is parsed once it is whole."""
+    if not pending:
+        return data
+    pending += data
+    if len(pending) < needed:
+        return None
+    buf = bytes(pending)
+    pending.clear()
+    return buf
 
 
 def _expire(stream: Stream) -> None:
