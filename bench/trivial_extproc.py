@@ -125,6 +125,7 @@ class Trivial(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
 async def serve_h2(port: int, metadata: dict[str, Any] | None) -> None:
     from policy_sidecar.extproc import h2grpc
+    from policy_sidecar.extproc.server import PROCESS_PATH
 
     finals = None if metadata is None else final_answers({**metadata, "w": str(port)})
 
@@ -134,7 +135,7 @@ async def serve_h2(port: int, metadata: dict[str, Any] | None) -> None:
         pb.ProcessingRequest.FromString,
         pb.ProcessingResponse.SerializeToString,
     )
-    server = h2grpc.H2GrpcServer({"/envoy.service.ext_proc.v3.ExternalProcessor/Process": method})
+    server = h2grpc.H2GrpcServer({PROCESS_PATH: method})
     await server.start("127.0.0.1", port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

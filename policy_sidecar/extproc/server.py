@@ -26,6 +26,8 @@ _EOF = grpc.aio.EOF
 DEFAULT_MAX_IN_FLIGHT = 64
 # Seconds a request may have waited since Envoy received it (POLICY_SIDECAR_MAX_QUEUE_MS).
 DEFAULT_MAX_QUEUE = 0.25
+# The method's HTTP/2 path, for a server that routes by it (extproc.h2grpc).
+PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]

@@ -39,7 +39,7 @@ from policy_sidecar.extproc.completion import Completer
 from policy_sidecar.extproc.h2grpc import MAX_MESSAGE_LIMIT, H2GrpcServer, Method
 from policy_sidecar.extproc.health import CHECK_PATH, Health
 from policy_sidecar.extproc.log_consumer import LogConsumer
-from policy_sidecar.extproc.server import ExternalProcessor
+from policy_sidecar.extproc.server import PROCESS_PATH, ExternalProcessor
 from policy_sidecar.extproc.services import Services, UnknownPaths, Unpriced, UsageRecorder
 from policy_sidecar.identity.resolver import IdentityResolver
 from policy_sidecar.limits.enforcer import Enforcer
@@ -73,7 +73,6 @@ from policy_sidecar.wiring.production import Production, open_production
 from policy_sidecar.wiring.settings import Settings, SettingsError
 
 log = logging.getLogger("policy_sidecar")
-PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 class StartupError(Exception):
@@ -319,12 +318,12 @@ async def serve_worker(
     log.info("worker on port %d stopped; %d usage records written", server.port, recorder.written)
 
 
+@dataclass(frozen=True, slots=True)
 class _Server:
     """The ext_proc port's server, whichever implementation serves it."""
 
-    def __init__(self, port: int, stop: Callable[[float], Awaitable[None]]) -> None:
-        self.port = port
-        self.stop = stop
+    port: int
+    stop: Callable[[float], Awaitable[None]]
 
 
 async def _start_server(settings: Settings, port: int, processor: ExternalProcessor) -> _Server:

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from policy_sidecar.extproc import h2grpc
 from policy_sidecar.extproc.health import CHECK_PATH, Health
+from policy_sidecar.extproc.server import PROCESS_PATH
 
-PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+PATH = PROCESS_PATH
 
 
 def body_message(body: bytes, end: bool = True) -> pb.ProcessingRequest:
